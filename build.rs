@@ -1,0 +1,14 @@
+//! Compiles `proto/` with protox (pure Rust, no `protoc` to install).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/leadscore/v1/event.proto",
+        "proto/leadscore/v1/status_change.proto",
+    ];
+    for f in files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+    Ok(())
+}

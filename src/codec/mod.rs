@@ -1,0 +1,158 @@
+//! Decoding events and encoding status changes, in JSON or protobuf.
+//!
+//! A message that is not a valid event is a value, not a failure: a
+//! [`DecodeError`] carries a short reason code (the dead-letter header) and a
+//! message that says what is wrong. No byte string makes a decoder panic.
+
+mod json;
+mod proto;
+
+use std::fmt;
+
+pub use json::{decode_json, encode_change_json, encode_event_json};
+pub use proto::{decode_proto, encode_change_proto, encode_event_proto, pb};
+
+use crate::event::Event;
+
+/// Messages larger than this are rejected unless the caller sets a limit.
+/// (Kafka's default maximum message size.)
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Wire format of events in or changes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    #[default]
+    Json,
+    Protobuf,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Json => "json",
+            Format::Protobuf => "protobuf",
+        })
+    }
+}
+
+/// Why a message is not a valid event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("not valid JSON: {0}")]
+    BadJson(String),
+    #[error("not a valid protobuf Event: {0}")]
+    BadProtobuf(String),
+    #[error("required field `{0}` is missing")]
+    MissingField(&'static str),
+    #[error("required field `{0}` is empty")]
+    EmptyField(&'static str),
+    #[error("field `{field}` is invalid: {why}")]
+    BadField { field: &'static str, why: String },
+    #[error("`occurred_at` {value:?} is not an RFC 3339 timestamp: {why}")]
+    BadTimestamp { value: String, why: String },
+    #[error("message key {key:?} does not equal lead_id {lead_id:?}")]
+    KeyMismatch { key: String, lead_id: String },
+}
+
+impl DecodeError {
+    /// A short, stable code for metrics labels and the dead-letter header.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::BadJson(_) => "bad_json",
+            DecodeError::BadProtobuf(_) => "bad_protobuf",
+            DecodeError::MissingField(_) => "missing_field",
+            DecodeError::EmptyField(_) => "empty_field",
+            DecodeError::BadField { .. } => "bad_field",
+            DecodeError::BadTimestamp { .. } => "bad_timestamp",
+            DecodeError::KeyMismatch { .. } => "key_mismatch",
+        }
+    }
+
+    /// All reason codes, for pre-registering metrics.
+    pub const CODES: [&'static str; 8] = [
+        "too_large",
+        "bad_json",
+        "bad_protobuf",
+        "missing_field",
+        "empty_field",
+        "bad_field",
+        "bad_timestamp",
+        "key_mismatch",
+    ];
+}
+
+/// Decodes one event in `format`, enforcing the size limit.
+pub fn decode(format: Format, bytes: &[u8], max_bytes: usize) -> Result<Event<'_>, DecodeError> {
+    if bytes.len() > max_bytes {
+        return Err(DecodeError::TooLarge {
+            size: bytes.len(),
+            limit: max_bytes,
+        });
+    }
+    match format {
+        Format::Json => decode_json(bytes),
+        Format::Protobuf => decode_proto(bytes),
+    }
+}
+
+/// Decodes a Kafka message: as [`decode`], and the key must equal `lead_id`.
+pub fn decode_keyed<'a>(
+    format: Format,
+    key: Option<&[u8]>,
+    bytes: &'a [u8],
+    max_bytes: usize,
+) -> Result<Event<'a>, DecodeError> {
+    let event = decode(format, bytes, max_bytes)?;
+    if key != Some(event.lead_id.as_bytes()) {
+        return Err(DecodeError::KeyMismatch {
+            key: key.map_or_else(|| "<none>".into(), |k| String::from_utf8_lossy(k).into_owned()),
+            lead_id: event.lead_id.into_owned(),
+        });
+    }
+    Ok(event)
+}
+
+/// Checks the required fields and parses the time: shared by both decoders.
+pub(crate) fn required<'a>(
+    field: &'static str,
+    v: Option<std::borrow::Cow<'a, str>>,
+) -> Result<std::borrow::Cow<'a, str>, DecodeError> {
+    match v {
+        None => Err(DecodeError::MissingField(field)),
+        Some(s) if s.is_empty() => Err(DecodeError::EmptyField(field)),
+        Some(s) => Ok(s),
+    }
+}
+
+pub(crate) fn parse_time(s: &str) -> Result<crate::time::Micros, DecodeError> {
+    crate::time::parse_rfc3339(s).map_err(|e| DecodeError::BadTimestamp {
+        value: s.chars().take(64).collect(),
+        why: e.0.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_limit_applies_before_parsing() {
+        let err = decode(Format::Json, b"{}", 1).unwrap_err();
+        assert_eq!(err, DecodeError::TooLarge { size: 2, limit: 1 });
+        assert_eq!(err.code(), "too_large");
+    }
+
+    #[test]
+    fn key_must_equal_lead_id() {
+        let body = br#"{"event_id":"e","lead_id":"L-1","type":"x","occurred_at":"2026-01-01T00:00:00Z"}"#;
+        assert!(decode_keyed(Format::Json, Some(b"L-1"), body, 1024).is_ok());
+        let err = decode_keyed(Format::Json, Some(b"L-2"), body, 1024).unwrap_err();
+        assert_eq!(err.code(), "key_mismatch");
+        let err = decode_keyed(Format::Json, None, body, 1024).unwrap_err();
+        assert_eq!(err.code(), "key_mismatch");
+    }
+}

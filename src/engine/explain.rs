@@ -1,0 +1,136 @@
+//! A lead's state and score, rule by rule (`leadscore explain`, `GET /leads/{id}`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::lead::{for_each_fit_hit, Lead, ProfileValue, NEVER};
+use super::stage::disqualification_reasons;
+use crate::change::{Score, Stage};
+use crate::model::Model;
+use crate::time::{format_rfc3339, Micros};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FitLine {
+    pub rule: String,
+    pub field: String,
+    pub test: String,
+    pub value: Option<serde_json::Value>,
+    pub matched: bool,
+    pub points: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EngagementLine {
+    pub rule: String,
+    pub event: String,
+    /// The rule's contribution now, decayed.
+    pub points: f64,
+    /// Matching events counted so far (rules scored every Nth time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub occurrences: Option<u64>,
+}
+
+/// The breakdown of one lead at one instant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub lead_id: String,
+    pub model_version: String,
+    pub at: String,
+    pub stage: Stage,
+    pub stage_entered: Option<String>,
+    pub installed_base: bool,
+    pub home_stage: Stage,
+    pub score: Score,
+    pub band: String,
+    pub meets_mql_conditions: bool,
+    pub disqualified: bool,
+    pub disqualification_reasons: Vec<String>,
+    pub fit: Vec<FitLine>,
+    pub engagement: Vec<EngagementLine>,
+    pub criteria: BTreeMap<String, bool>,
+    pub requalification_deadline: Option<String>,
+    pub quiet_until: Option<String>,
+    pub changes_emitted: u32,
+    pub profile: BTreeMap<String, serde_json::Value>,
+}
+
+pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
+    // Show the scores decayed to `at` without moving the lead's own clock.
+    let mut view = lead.clone();
+    if let Some(at) = at {
+        view.advance_time(at, model);
+    }
+    let lead = &view;
+    let mut hits = vec![false; model.fit_rules.len()];
+    for_each_fit_hit(lead, model, |i, _| hits[i] = true);
+    let fit = model
+        .fit_rules
+        .iter()
+        .zip(&hits)
+        .map(|(r, &matched)| FitLine {
+            rule: r.name.clone(),
+            field: r.field.clone(),
+            test: r.matcher.describe(),
+            value: lead.profile_value(&r.field).map(ProfileValue::to_json),
+            matched,
+            points: if matched { r.points } else { 0.0 },
+        })
+        .collect();
+    let engagement = model
+        .engagement_rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| EngagementLine {
+            rule: r.name.clone(),
+            event: r.event.clone(),
+            points: lead.contribution(i),
+            occurrences: r.every.map(|(_, slot)| lead.slots[slot]),
+        })
+        .collect();
+    let e = lead.engagement(model);
+    let total = lead.fit + e;
+    let time = |t: Micros| (t != NEVER && t != super::NO_TIME).then(|| format_rfc3339(t));
+    Explanation {
+        lead_id: lead.id.to_string(),
+        model_version: model.version.clone(),
+        at: time(lead.time).unwrap_or_default(),
+        stage: lead.stage,
+        stage_entered: time(lead.stage_entered),
+        installed_base: lead.installed_base(),
+        home_stage: lead.home_stage(),
+        score: Score {
+            total,
+            fit: lead.fit,
+            engagement: e,
+        },
+        band: model.bands[model.band(total)].name.clone(),
+        meets_mql_conditions: !lead.disqualified() && lead.meets_mql(model),
+        disqualified: lead.disqualified(),
+        disqualification_reasons: if lead.installed_base() {
+            Vec::new()
+        } else {
+            disqualification_reasons(lead, model)
+        },
+        fit,
+        engagement,
+        criteria: model
+            .criteria
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), lead.criteria & (1 << i) != 0))
+            .collect(),
+        requalification_deadline: if lead.stage.is_qualified() {
+            time(lead.deadline)
+        } else {
+            None
+        },
+        quiet_until: lead.quiet_until(model).and_then(time),
+        changes_emitted: lead.sequence,
+        profile: lead
+            .profile
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_json()))
+            .collect(),
+    }
+}

@@ -1,0 +1,450 @@
+//! The scoring engine of one partition: folds events into lead state and
+//! fires event-time timers, emitting status changes.
+//!
+//! `fold` and `advance_to` are synchronous and deterministic: no I/O, no wall
+//! clock. The Kafka service, `leadscore score` and replay all drive this.
+
+mod explain;
+mod lead;
+pub mod snapshot;
+mod stage;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+
+pub use explain::Explanation;
+pub use lead::{disq, hash64, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
+pub use stage::num as format_number;
+
+use crate::change::{Contribution, Score, Stage, StatusChange};
+use crate::event::{Event, Kind};
+use crate::model::Model;
+use crate::time::Micros;
+use lead::{flags, for_each_fit_hit, value_ref};
+use stage::{Cause, EventCause, Why};
+
+/// What folding one event did (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Applied at or after the lead's time.
+    Applied,
+    /// Applied, older than the lead's time: its points were decayed to the lead's time.
+    Late,
+    /// Older than the lead's last fresh start: only a profile or `deal_won` counted.
+    Stale,
+    /// Its `event_id` was seen recently: nothing changed.
+    Duplicate,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Late => "late",
+            Outcome::Stale => "stale",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// How many contributors a change lists.
+pub const TOP_CONTRIBUTORS: usize = 3;
+
+/// The state of one partition's leads, with its watermark and timers.
+pub struct Engine {
+    model: Arc<Model>,
+    /// Subtracted from the largest event time seen to make the watermark.
+    lateness: Micros,
+    watermark: Micros,
+    leads: Vec<Lead>,
+    /// Lead id → index into `leads`, hashed with [`hash64`].
+    index: HashTable<u32>,
+    /// Pending timers, earliest first. Entries go stale when a lead's timer
+    /// moves; they are checked against the lead when they come due.
+    timers: BinaryHeap<Reverse<(Micros, u32)>>,
+    /// Leads changed since the last [`Engine::drain_dirty`].
+    dirty: Vec<u32>,
+    scratch: Vec<u32>,
+}
+
+impl Engine {
+    pub fn new(model: Arc<Model>) -> Engine {
+        Engine::with_lateness(model, 0)
+    }
+
+    /// An engine whose watermark trails the largest event time by `lateness`.
+    pub fn with_lateness(model: Arc<Model>, lateness: Micros) -> Engine {
+        Engine {
+            model,
+            lateness,
+            watermark: NO_TIME,
+            leads: Vec::new(),
+            index: HashTable::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn watermark(&self) -> Micros {
+        self.watermark
+    }
+
+    pub fn lead_count(&self) -> usize {
+        self.leads.len()
+    }
+
+    /// Timers waiting (including entries that went stale and will be skipped).
+    pub fn timers_pending(&self) -> usize {
+        self.timers.len()
+    }
+
+    pub fn lead(&self, id: &str) -> Option<&Lead> {
+        self.find(id).map(|i| &self.leads[i as usize])
+    }
+
+    pub fn leads(&self) -> impl Iterator<Item = &Lead> {
+        self.leads.iter()
+    }
+
+    fn find(&self, id: &str) -> Option<u32> {
+        let leads = &self.leads;
+        self.index
+            .find(hash64(id.as_bytes()), |&i| &*leads[i as usize].id == id)
+            .copied()
+    }
+
+    fn find_or_insert(&mut self, id: &str) -> u32 {
+        let leads = &mut self.leads;
+        let hash = hash64(id.as_bytes());
+        let entry = self.index.entry(
+            hash,
+            |&i| &*leads[i as usize].id == id,
+            |&i| hash64(leads[i as usize].id.as_bytes()),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(o) => *o.get(),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let idx = u32::try_from(leads.len()).expect("fewer than 4 billion leads per partition");
+                leads.push(Lead::new(id, &self.model));
+                v.insert(idx);
+                idx
+            }
+        }
+    }
+
+    /// Folds one valid event: fires the timers it makes due, applies it to its
+    /// lead, and appends any status changes to `out`.
+    pub fn fold(&mut self, event: &Event<'_>, out: &mut Vec<StatusChange>) -> Outcome {
+        let t = event.occurred_at;
+        // Every valid event moves the watermark, duplicates included.
+        self.advance_to(t.saturating_sub(self.lateness), out);
+        let idx = self.find_or_insert(&event.lead_id);
+        // The lead's own timers fire before any of its events past (or at) their deadline.
+        loop {
+            let due = self.leads[idx as usize].next_due(&self.model);
+            if due > t {
+                break;
+            }
+            self.fire(idx, due, out);
+        }
+        if self.leads[idx as usize].check_and_remember(hash64(event.event_id.as_bytes())) {
+            return Outcome::Duplicate;
+        }
+        self.touch(idx);
+        let model = &*self.model;
+        let lead = &mut self.leads[idx as usize];
+        let outcome = if t < lead.fresh_start {
+            Outcome::Stale
+        } else if t < lead.time {
+            Outcome::Late
+        } else {
+            Outcome::Applied
+        };
+        lead.advance_time(t, model);
+        let stale = outcome == Outcome::Stale;
+        let mut cause = EventCause::default();
+        match event.kind {
+            Kind::ProfileUpdated => lead.merge_profile(&event.profile, model),
+            Kind::DealWon => {
+                lead.flags |= flags::DEAL_WON;
+                cause.deal_won = true;
+            }
+            // Everything else of an event older than the fresh start belongs
+            // to the cycle that ended.
+            _ if stale => {}
+            Kind::QualificationUpdated => {
+                for (name, known) in &event.criteria {
+                    if let Some(i) = model.criterion_index(name) {
+                        if *known {
+                            lead.criteria |= 1 << i;
+                        } else {
+                            lead.criteria &= !(1 << i);
+                        }
+                    }
+                }
+            }
+            Kind::SalesAccepted => cause.sales_accepted = true,
+            Kind::SalesRejected => {
+                let reason = event.reason.as_deref().unwrap_or("");
+                if reason.eq_ignore_ascii_case("disqualified") && !lead.installed_base() {
+                    lead.flags |= flags::REJECTED_DISQ;
+                }
+                cause.sales_rejected = Some(reason);
+            }
+            Kind::DealLost => cause.deal_lost = true,
+            Kind::Engagement => {}
+        }
+        if !stale {
+            score_engagement(lead, model, event);
+        }
+        if lead.installed_base() {
+            // The sticky rejection lasts until the lead becomes installed base.
+            lead.flags &= !flags::REJECTED_DISQ;
+        }
+        let at = lead.time;
+        if let Some((to, why)) = stage::decide(lead, model, Cause::Event(cause), at) {
+            out.push(transition(lead, model, to, why, at, Some(&event.event_id), cause.sales_rejected));
+            self.schedule(idx);
+        }
+        outcome
+    }
+
+    fn touch(&mut self, idx: u32) {
+        let lead = &mut self.leads[idx as usize];
+        if lead.flags & flags::DIRTY == 0 {
+            lead.flags |= flags::DIRTY;
+            self.dirty.push(idx);
+        }
+    }
+
+    /// Moves the watermark to `watermark` (never back) and fires every timer
+    /// due by then, in deadline order, then lead id.
+    pub fn advance_to(&mut self, watermark: Micros, out: &mut Vec<StatusChange>) {
+        if watermark <= self.watermark {
+            return;
+        }
+        self.watermark = watermark;
+        while let Some(&Reverse((due, _))) = self.timers.peek() {
+            if due > watermark {
+                break;
+            }
+            let mut batch = std::mem::take(&mut self.scratch);
+            batch.clear();
+            while let Some(&Reverse((d, idx))) = self.timers.peek() {
+                if d != due {
+                    break;
+                }
+                self.timers.pop();
+                batch.push(idx);
+            }
+            batch.sort_unstable_by(|&a, &b| self.leads[a as usize].id.cmp(&self.leads[b as usize].id));
+            batch.dedup();
+            for &idx in &batch {
+                if self.leads[idx as usize].next_due(&self.model) == due {
+                    self.fire(idx, due, out);
+                }
+            }
+            self.scratch = batch;
+        }
+    }
+
+    /// Fires the lead's timer due at `due`.
+    fn fire(&mut self, idx: u32, due: Micros, out: &mut Vec<StatusChange>) {
+        self.touch(idx);
+        let model = &*self.model;
+        let lead = &mut self.leads[idx as usize];
+        lead.advance_time(due, model);
+        let requal = lead.stage.is_qualified() && lead.deadline <= due;
+        match stage::decide(lead, model, Cause::Timer { requal }, due) {
+            Some((to, why)) => out.push(transition(lead, model, to, why, due, None, None)),
+            None if requal => {
+                // Requalified: same stage, next deadline one window later.
+                lead.deadline = lead.deadline.saturating_add(window(model, lead.stage));
+            }
+            None => {}
+        }
+        self.schedule(idx);
+    }
+
+    fn schedule(&mut self, idx: u32) {
+        let due = self.leads[idx as usize].next_due(&self.model);
+        if due != NEVER {
+            self.timers.push(Reverse((due, idx)));
+        }
+    }
+
+    /// Takes the leads changed since the last call (each once), for the changelog.
+    pub fn drain_dirty(&mut self, mut f: impl FnMut(&Lead)) {
+        for idx in self.dirty.drain(..) {
+            let lead = &mut self.leads[idx as usize];
+            lead.flags &= !flags::DIRTY;
+            f(lead);
+        }
+    }
+
+    /// Puts a restored lead in place (from the changelog), replacing any
+    /// state of the same id, and schedules its timer.
+    pub fn restore(&mut self, mut lead: Lead) {
+        lead.flags &= !flags::DIRTY;
+        let idx = self.find_or_insert(&lead.id.clone());
+        self.leads[idx as usize] = lead;
+        self.schedule(idx);
+    }
+
+    /// Sets the watermark without firing timers (after a restore: what was
+    /// due then has already fired before the state was written).
+    pub fn set_watermark(&mut self, watermark: Micros) {
+        self.watermark = self.watermark.max(watermark);
+    }
+
+    /// A breakdown of the lead's state and score at `at` (its own time if
+    /// `None` or earlier), rule by rule.
+    pub fn explain(&self, id: &str, at: Option<Micros>) -> Option<Explanation> {
+        self.lead(id).map(|l| explain::explain(l, &self.model, at))
+    }
+}
+
+/// Moves the lead to `to` at `at` and builds the change.
+fn transition(
+    lead: &mut Lead,
+    model: &Model,
+    to: Stage,
+    why: Why,
+    at: Micros,
+    cause_event_id: Option<&str>,
+    rejected_reason: Option<&str>,
+) -> StatusChange {
+    let reasons = stage::reasons(lead, model, why, rejected_reason);
+    let from = lead.stage;
+    lead.stage = to;
+    lead.stage_entered = at;
+    lead.sequence += 1;
+    lead.deadline = if to.is_qualified() {
+        at.saturating_add(window(model, to))
+    } else {
+        NEVER
+    };
+    if matches!(to, Stage::Recycled | Stage::Customer) {
+        lead.fresh_start(at, model);
+    }
+    let engagement = lead.engagement(model);
+    let total = lead.fit + engagement;
+    let band = model.band(total);
+    let (route, follow_up_by) = if to.is_qualified() {
+        let track = lead.track(model);
+        let sla = if to == Stage::Sql {
+            track.sla_sql
+        } else if band == model.hot_band {
+            track.sla_hot_mql
+        } else {
+            track.sla_mql
+        };
+        (Some(track.route.clone()), Some(sla.due(at)))
+    } else {
+        (None, None)
+    };
+    StatusChange {
+        change_id: format!("{}:{}", lead.id, lead.sequence),
+        lead_id: lead.id.to_string(),
+        sequence: u64::from(lead.sequence),
+        from,
+        to,
+        occurred_at: at,
+        score: Score {
+            total,
+            fit: lead.fit,
+            engagement,
+        },
+        band: model.bands[band].name.clone(),
+        reasons,
+        top_contributors: top_contributors(lead, model),
+        route,
+        follow_up_by,
+        model_version: model.version.clone(),
+        cause_event_id: cause_event_id.map(str::to_string),
+    }
+}
+
+fn window(model: &Model, stage: Stage) -> Micros {
+    if stage == Stage::Sql {
+        model.sql_window
+    } else {
+        model.mql_window
+    }
+}
+
+/// Applies the engagement rules of the event's type.
+fn score_engagement(lead: &mut Lead, model: &Model, event: &Event<'_>) {
+    for &ri in model.rules_for(&event.event_type) {
+        let rule = &model.engagement_rules[ri];
+        let matches = rule
+            .attributes
+            .iter()
+            .all(|(name, m)| m.test(event.attribute(name).map(value_ref)));
+        if !matches {
+            continue;
+        }
+        if let Some((every, slot)) = rule.every {
+            lead.slots[slot] += 1;
+            if lead.slots[slot] % u64::from(every) != 0 {
+                continue;
+            }
+        }
+        let t = event.occurred_at;
+        if let Some(cap) = rule.cap {
+            let ring = &mut lead.slots[cap.slot..cap.slot + cap.max as usize];
+            let in_window = ring
+                .iter()
+                .filter(|&&s| {
+                    let s = s as i64;
+                    s != NO_TIME && s <= t && t - s < cap.window
+                })
+                .count();
+            if in_window >= cap.max as usize {
+                continue;
+            }
+            // Replace the oldest remembered occurrence.
+            let oldest = ring
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, &s)| s as i64)
+                .map(|(i, _)| i)
+                .expect("cap.max >= 1");
+            ring[oldest] = t as u64;
+        }
+        lead.add_points(ri, rule.points, t, model);
+    }
+}
+
+/// The rules that weigh most in the lead's score now (fit and engagement),
+/// largest first, ties by name.
+fn top_contributors(lead: &Lead, model: &Model) -> Vec<Contribution> {
+    let mut all: Vec<(f64, &str)> = Vec::new();
+    for_each_fit_hit(lead, model, |i, p| {
+        if p != 0.0 {
+            all.push((p, &model.fit_rules[i].name));
+        }
+    });
+    for (i, r) in model.engagement_rules.iter().enumerate() {
+        let p = lead.contribution(i);
+        if p != 0.0 {
+            all.push((p, &r.name));
+        }
+    }
+    all.sort_by(|a, b| b.0.abs().total_cmp(&a.0.abs()).then_with(|| a.1.cmp(b.1)));
+    all.truncate(TOP_CONTRIBUTORS);
+    all.into_iter()
+        .map(|(points, rule)| Contribution {
+            rule: rule.to_string(),
+            points,
+        })
+        .collect()
+}

@@ -1,0 +1,201 @@
+//! The stage machine: after each event or timer, which stage the lead moves
+//! to, if any (SPEC §3, "one change per cause"), and the reasons given.
+
+use super::lead::{disq, Lead};
+use crate::change::Stage;
+use crate::model::Model;
+
+/// What caused a re-evaluation.
+#[derive(Debug, Clone, Copy)]
+pub enum Cause<'e> {
+    Event(EventCause<'e>),
+    /// A timer: the requalification deadline (`requal`) or the end of a quiet period.
+    Timer { requal: bool },
+}
+
+/// The parts of an applied event that the stage machine looks at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventCause<'e> {
+    pub deal_won: bool,
+    pub sales_accepted: bool,
+    /// `sales_rejected`, with its reason.
+    pub sales_rejected: Option<&'e str>,
+    pub deal_lost: bool,
+}
+
+/// Why a lead changed stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    DealWon,
+    Disqualified,
+    SalesRejected,
+    DealLost,
+    Demoted,
+    SalesAccepted,
+    CriteriaMet,
+    Mql,
+    Released,
+}
+
+/// Decides the lead's next stage. The order is the spec's: `deal_won`,
+/// disqualification, rejection or loss, (requalification), SQL, MQL, and last
+/// the release of a disqualified lead. Returns `None` when the stage stays.
+pub fn decide(lead: &Lead, model: &Model, cause: Cause<'_>, at: crate::time::Micros) -> Option<(Stage, Why)> {
+    let stage = lead.stage;
+    let ev = match cause {
+        Cause::Event(e) => e,
+        Cause::Timer { .. } => EventCause::default(),
+    };
+    if ev.deal_won {
+        return (stage != Stage::Customer).then_some((Stage::Customer, Why::DealWon));
+    }
+    if lead.disqualified() {
+        return (stage != Stage::Disqualified).then_some((Stage::Disqualified, Why::Disqualified));
+    }
+    if ev.sales_rejected.is_some() || ev.deal_lost {
+        // These two never promote.
+        let why = if ev.deal_lost { Why::DealLost } else { Why::SalesRejected };
+        return stage.is_qualified().then_some((lead.home_stage(), why));
+    }
+    if let Cause::Timer { requal: true } = cause {
+        if stage.is_qualified() && !lead.requalifies(model) {
+            return Some((lead.home_stage(), Why::Demoted));
+        }
+    }
+    if ev.sales_accepted && matches!(stage, Stage::Lead | Stage::Recycled | Stage::Mql) {
+        return Some((Stage::Sql, Why::SalesAccepted));
+    }
+    let quiet = lead.quiet_until(model).is_some_and(|end| at < end);
+    let can_become_mql = matches!(
+        stage,
+        Stage::Lead | Stage::Recycled | Stage::Customer | Stage::Disqualified
+    );
+    let mql_now = !quiet && can_become_mql && lead.meets_mql(model);
+    if !quiet && lead.criteria_met(model) && (stage == Stage::Mql || mql_now) {
+        return Some((Stage::Sql, Why::CriteriaMet));
+    }
+    if mql_now {
+        return Some((Stage::Mql, Why::Mql));
+    }
+    if stage == Stage::Disqualified {
+        return Some((Stage::Lead, Why::Released));
+    }
+    None
+}
+
+/// A number for a reason text: whole numbers bare, others to two decimals.
+pub fn num(x: f64) -> String {
+    let r = (x * 100.0).round() / 100.0;
+    if r == r.trunc() {
+        format!("{}", r as i64)
+    } else {
+        let s = format!("{r:.2}");
+        s.trim_end_matches('0').to_string()
+    }
+}
+
+/// Human-readable reasons for a change, from the state before any fresh start.
+pub fn reasons(lead: &Lead, model: &Model, why: Why, rejected_reason: Option<&str>) -> Vec<String> {
+    let ib = lead.installed_base();
+    let track = lead.track(model);
+    let e = lead.engagement(model);
+    let total = lead.fit + e;
+    match why {
+        Why::DealWon => vec!["deal won".into()],
+        Why::Disqualified => disqualification_reasons(lead, model),
+        Why::SalesRejected => vec![format!("sales rejected: {}", rejected_reason.unwrap_or("no reason given"))],
+        Why::DealLost => vec!["deal lost".into()],
+        Why::Demoted => {
+            let mut r = Vec::new();
+            if e < track.mql_min_engagement - crate::model::TOLERANCE {
+                r.push(format!(
+                    "requalification: engagement {} < minimum {}",
+                    num(e),
+                    num(track.mql_min_engagement)
+                ));
+            }
+            if let Some(d) = track.demotion_total {
+                if total < d - crate::model::TOLERANCE {
+                    r.push(format!("requalification: total {} < demotion threshold {}", num(total), num(d)));
+                }
+            }
+            r
+        }
+        Why::SalesAccepted => vec!["sales accepted".into()],
+        Why::CriteriaMet => {
+            let mut r = vec![format!("criteria met: {}", model.criteria.join(", "))];
+            if lead.stage != crate::change::Stage::Mql {
+                r.extend(mql_reasons(lead, model, ib, e, total));
+            }
+            r
+        }
+        Why::Mql => mql_reasons(lead, model, ib, e, total),
+        Why::Released => vec![if ib {
+            "installed base: disqualification rules do not apply".into()
+        } else {
+            "no disqualification rule matches any more".into()
+        }],
+    }
+}
+
+fn mql_reasons(lead: &Lead, model: &Model, ib: bool, e: f64, total: f64) -> Vec<String> {
+    let t = lead.track(model);
+    let mut r = Vec::new();
+    if ib {
+        r.push("installed base".into());
+    }
+    if let Some(m) = t.mql_min_total {
+        r.push(format!("total {} >= mql threshold {}", num(total), num(m)));
+    }
+    if let Some(m) = t.mql_min_fit {
+        r.push(format!("fit {} >= {}", num(lead.fit), num(m)));
+    }
+    r.push(format!("engagement {} >= {}", num(e), num(t.mql_min_engagement)));
+    r
+}
+
+/// One line per matching disqualification rule.
+pub fn disqualification_reasons(lead: &Lead, model: &Model) -> Vec<String> {
+    let mut r = Vec::new();
+    let domain = lead.email_domain().unwrap_or_default();
+    if lead.disq & disq::TOO_SMALL != 0 {
+        let n = match lead.profile_value("employees") {
+            Some(super::lead::ProfileValue::Num(n)) => num(*n),
+            _ => "?".into(),
+        };
+        r.push(format!(
+            "employees {n} < {}",
+            num(model.disqualify.min_employees.unwrap_or(0.0))
+        ));
+    }
+    if lead.disq & disq::FREE_MAIL != 0 {
+        r.push(format!("free-mail domain {domain}"));
+    }
+    if lead.disq & disq::ACADEMIC_DOMAIN != 0 {
+        r.push(format!("academic domain {domain}"));
+    }
+    if lead.disq & disq::ACADEMIC_TITLE != 0 {
+        r.push("job title marks a student or academic".into());
+    }
+    if lead.disq & disq::COMPETITOR != 0 {
+        r.push(format!("competitor domain {domain}"));
+    }
+    if lead.flags & super::lead::flags::REJECTED_DISQ != 0 {
+        r.push("rejected by sales as disqualified".into());
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::num;
+
+    #[test]
+    fn numbers_in_reasons() {
+        assert_eq!(num(58.5), "58.5");
+        assert_eq!(num(25.0), "25");
+        assert_eq!(num(33.456), "33.46");
+        assert_eq!(num(39.999_999_999_9), "40");
+        assert_eq!(num(-2.5), "-2.5");
+    }
+}

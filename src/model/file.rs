@@ -1,0 +1,211 @@
+//! The model file as written (TOML), before validation.
+//!
+//! Every table rejects unknown keys, so a typo is an error that names the key
+//! instead of a rule that silently never fires.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// One string or a list of strings (`equals = "food"` or `equals = ["food", "pharma"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// The tests a value can be put to. Exactly one kind per matcher: text
+/// (`equals`, `contains`, `starts_with`, `ends_with`; case-insensitive, any of
+/// a list), numeric (`at_least`, `above`, `at_most`, `below`, optionally
+/// `whole`), boolean (`is`) or presence (`exists`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchFile {
+    pub equals: Option<OneOrMany>,
+    pub contains: Option<OneOrMany>,
+    pub starts_with: Option<OneOrMany>,
+    pub ends_with: Option<OneOrMany>,
+    pub at_least: Option<f64>,
+    pub above: Option<f64>,
+    pub at_most: Option<f64>,
+    pub below: Option<f64>,
+    /// Numeric tests only count whole numbers (300 or 300.0).
+    pub whole: Option<bool>,
+    pub is: Option<bool>,
+    pub exists: Option<bool>,
+}
+
+/// A fit rule: a test on one profile field, worth `points`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitRuleFile {
+    pub name: String,
+    pub field: String,
+    pub points: f64,
+    /// Rules sharing a group are exclusive: the first that matches, in file order, counts.
+    pub group: Option<String>,
+    pub equals: Option<OneOrMany>,
+    pub contains: Option<OneOrMany>,
+    pub starts_with: Option<OneOrMany>,
+    pub ends_with: Option<OneOrMany>,
+    pub at_least: Option<f64>,
+    pub above: Option<f64>,
+    pub at_most: Option<f64>,
+    pub below: Option<f64>,
+    pub whole: Option<bool>,
+    pub is: Option<bool>,
+    pub exists: Option<bool>,
+}
+
+impl FitRuleFile {
+    pub fn matcher(&self) -> MatchFile {
+        MatchFile {
+            equals: self.equals.clone(),
+            contains: self.contains.clone(),
+            starts_with: self.starts_with.clone(),
+            ends_with: self.ends_with.clone(),
+            at_least: self.at_least,
+            above: self.above,
+            at_most: self.at_most,
+            below: self.below,
+            whole: self.whole,
+            is: self.is,
+            exists: self.exists,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitFile {
+    #[serde(default)]
+    pub rules: Vec<FitRuleFile>,
+}
+
+/// At most `max` scoring occurrences of a rule in any rolling `window`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapFile {
+    pub max: u32,
+    pub window: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngagementRuleFile {
+    pub name: String,
+    /// The event `type` this rule scores (exact match).
+    pub event: String,
+    pub points: f64,
+    /// All of these attribute tests must hold.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, MatchFile>,
+    /// Score only every Nth matching event of the lead (in arrival order).
+    pub every: Option<u32>,
+    pub cap: Option<CapFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngagementFile {
+    /// `"30d"`, or `"none"` for no decay.
+    pub half_life: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<EngagementRuleFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisqualifyFile {
+    /// Fewer employees than this disqualifies (whole numbers only).
+    pub min_employees: Option<f64>,
+    #[serde(default)]
+    pub free_mail_domains: Vec<String>,
+    /// Targets sole proprietors: free-mail addresses do not disqualify.
+    #[serde(default)]
+    pub allow_free_mail: bool,
+    /// E-mail domains ending in `.edu` or with `ac` as second-to-last label.
+    #[serde(default)]
+    pub academic_domains: bool,
+    /// Job titles containing any of these disqualify (e.g. "student").
+    #[serde(default)]
+    pub job_title_contains: Vec<String>,
+    /// E-mail domains (and their subdomains) of competitors.
+    #[serde(default)]
+    pub competitor_domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BandFile {
+    pub name: String,
+    /// Lower bound (inclusive); the first band has none.
+    pub at_least: Option<f64>,
+}
+
+/// Thresholds, route and SLAs of one kind of lead (new business or installed base).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackFile {
+    pub mql_min_total: Option<f64>,
+    pub mql_min_fit: Option<f64>,
+    pub mql_min_engagement: Option<f64>,
+    /// At requalification the lead stays while its total is at least this.
+    pub demotion_total: Option<f64>,
+    pub route: Option<String>,
+    /// Shorthand for all three SLAs below.
+    pub sla: Option<String>,
+    pub sla_sql: Option<String>,
+    pub sla_hot_mql: Option<String>,
+    pub sla_mql: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlFile {
+    /// All must be known true for the criteria rule to make an SQL.
+    #[serde(default)]
+    pub criteria: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequalifyFile {
+    pub mql_window: Option<String>,
+    pub sql_window: Option<String>,
+    pub quiet_period: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    pub version: String,
+    #[serde(default)]
+    pub fit: FitFile,
+    #[serde(default)]
+    pub engagement: EngagementFile,
+    #[serde(default)]
+    pub disqualify: DisqualifyFile,
+    #[serde(default)]
+    pub bands: Vec<BandFile>,
+    #[serde(default)]
+    pub sql: SqlFile,
+    #[serde(default)]
+    pub requalify: RequalifyFile,
+    #[serde(default)]
+    pub new_business: TrackFile,
+    #[serde(default)]
+    pub installed_base: TrackFile,
+    /// Which band makes an MQL "hot" for the fast SLA.
+    pub hot_band: Option<String>,
+}

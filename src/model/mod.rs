@@ -1,0 +1,590 @@
+//! The scoring model: fit and disqualification rules on the profile,
+//! engagement rules on events, thresholds, windows, routes and SLAs.
+//!
+//! A model is read from TOML ([`Model::from_toml`]), validated with errors
+//! that name the key, and compiled into the form the engine uses on its hot
+//! path (lower-cased needles, rules indexed by event type, a slot layout for
+//! per-lead rule state). The default model of SPEC §1 is embedded.
+
+mod file;
+mod matcher;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+pub use matcher::{lower as lower_text, Matcher, TextOp, ValueRef};
+
+use crate::time::{parse_duration, Micros, DAY, HOUR};
+use file::{ModelFile, TrackFile};
+
+/// The default model's TOML, embedded in the binary.
+pub const DEFAULT_MODEL_TOML: &str = include_str!("default.toml");
+
+/// Thresholds are compared with this tolerance: a decayed score within 1e-9
+/// of a threshold meets it.
+pub const TOLERANCE: f64 = 1e-9;
+
+/// `a ≥ b`, within [`TOLERANCE`].
+#[inline]
+pub fn at_least(a: f64, b: f64) -> bool {
+    a >= b - TOLERANCE
+}
+
+/// A model that did not load: which key, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("model is not valid TOML or has an unknown or mistyped key: {0}")]
+    Toml(String),
+    #[error("model key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ModelError {
+    ModelError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// How long a follow-up may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sla {
+    Duration(Micros),
+    /// Monday to Friday after the change's day, same time of day.
+    WorkingDays(u32),
+}
+
+impl Sla {
+    pub fn parse(s: &str) -> Result<Sla, String> {
+        let t = s.trim();
+        for suffix in ["working days", "working day", "wd"] {
+            if let Some(n) = t.strip_suffix(suffix) {
+                return n
+                    .trim()
+                    .parse::<u32>()
+                    .map(Sla::WorkingDays)
+                    .map_err(|_| format!("{s:?}: working days must be a whole number (e.g. \"3 working days\")"));
+            }
+        }
+        match parse_duration(t) {
+            Ok(d) if d > 0 => Ok(Sla::Duration(d)),
+            Ok(_) => Err(format!("{s:?}: must be longer than zero")),
+            Err(e) => Err(format!("{s:?}: {e}; or \"N working days\"")),
+        }
+    }
+
+    pub fn due(self, from: Micros) -> Micros {
+        match self {
+            Sla::Duration(d) => from + d,
+            Sla::WorkingDays(n) => crate::time::add_working_days(from, n),
+        }
+    }
+}
+
+/// Thresholds, route and SLAs of new business or of the installed base.
+#[derive(Debug, Clone)]
+pub struct Track {
+    pub mql_min_total: Option<f64>,
+    pub mql_min_fit: Option<f64>,
+    pub mql_min_engagement: f64,
+    /// Requalification keeps the lead while total ≥ this (and engagement ≥ the MQL minimum).
+    pub demotion_total: Option<f64>,
+    pub route: String,
+    pub sla_sql: Sla,
+    pub sla_hot_mql: Sla,
+    pub sla_mql: Sla,
+}
+
+/// A fit rule on one profile field.
+#[derive(Debug, Clone)]
+pub struct FitRule {
+    pub name: String,
+    pub field: String,
+    pub points: f64,
+    /// Exclusive group index: the first matching rule of a group counts.
+    pub group: Option<usize>,
+    pub matcher: Matcher,
+}
+
+/// Disqualification rules (new business only).
+#[derive(Debug, Clone, Default)]
+pub struct Disqualify {
+    pub min_employees: Option<f64>,
+    pub free_mail_domains: HashSet<String>,
+    pub allow_free_mail: bool,
+    pub academic_domains: bool,
+    pub job_title_contains: Vec<String>,
+    pub competitor_domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Cap {
+    pub max: u32,
+    pub window: Micros,
+    /// First of `max` timestamp slots.
+    pub slot: usize,
+}
+
+/// An engagement rule: events of one type whose attributes pass the tests.
+#[derive(Debug, Clone)]
+pub struct EngagementRule {
+    pub name: String,
+    pub event: String,
+    pub points: f64,
+    pub attributes: Vec<(String, Matcher)>,
+    /// Every Nth occurrence scores; the counter lives in `counter_slot`.
+    pub every: Option<(u32, usize)>,
+    pub cap: Option<Cap>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Band {
+    pub name: String,
+    pub at_least: f64,
+}
+
+/// A validated, compiled model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub version: String,
+    /// Half-life in microseconds; `None`: engagement does not decay.
+    pub half_life: Option<f64>,
+    pub fit_rules: Vec<FitRule>,
+    pub fit_groups: usize,
+    pub disqualify: Disqualify,
+    pub engagement_rules: Vec<EngagementRule>,
+    /// Event type → indices of the rules that score it.
+    by_type: Vec<(String, Vec<usize>)>,
+    pub bands: Vec<Band>,
+    pub hot_band: usize,
+    /// Criteria that must all be known true for the criteria rule (≤ 32).
+    pub criteria: Vec<String>,
+    pub new_business: Track,
+    pub installed_base: Track,
+    pub mql_window: Micros,
+    pub sql_window: Micros,
+    pub quiet_period: Micros,
+    /// Per-lead rule state: one contribution per engagement rule, then
+    /// counters and cap timestamps.
+    pub slots: usize,
+    /// Identifies the slot layout, so state written under another layout is refused.
+    pub layout_id: u64,
+}
+
+impl Model {
+    /// The default model of SPEC §1.
+    pub fn default_model() -> Model {
+        Model::from_toml(DEFAULT_MODEL_TOML).expect("the embedded default model is valid")
+    }
+
+    pub fn from_path(path: &Path) -> Result<Model, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Model::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Model, ModelError> {
+        let file: ModelFile = toml::from_str(text).map_err(|e| ModelError::Toml(e.to_string()))?;
+        compile(file)
+    }
+
+    /// Indices of the engagement rules for an event type.
+    #[inline]
+    pub fn rules_for(&self, event_type: &str) -> &[usize] {
+        for (t, rules) in &self.by_type {
+            if t == event_type {
+                return rules;
+            }
+        }
+        &[]
+    }
+
+    pub fn criterion_index(&self, name: &str) -> Option<usize> {
+        self.criteria.iter().position(|c| c == name)
+    }
+
+    /// Bit mask with one bit per required criterion.
+    pub fn criteria_mask(&self) -> u32 {
+        if self.criteria.len() == 32 {
+            u32::MAX
+        } else {
+            (1u32 << self.criteria.len()) - 1
+        }
+    }
+
+    /// The band a total falls in.
+    pub fn band(&self, total: f64) -> usize {
+        let mut b = 0;
+        for (i, band) in self.bands.iter().enumerate().skip(1) {
+            if at_least(total, band.at_least) {
+                b = i;
+            }
+        }
+        b
+    }
+
+    pub fn track(&self, installed_base: bool) -> &Track {
+        if installed_base {
+            &self.installed_base
+        } else {
+            &self.new_business
+        }
+    }
+}
+
+fn duration(key: &str, v: Option<&str>, default: Micros, allow_zero: bool) -> Result<Micros, ModelError> {
+    let Some(s) = v else { return Ok(default) };
+    let d = parse_duration(s).map_err(|e| invalid(key, format!("{s:?}: {e}")))?;
+    if d < 0 || (d == 0 && !allow_zero) {
+        return Err(invalid(key, format!("{s:?}: must be longer than zero")));
+    }
+    Ok(d)
+}
+
+fn finite(key: &str, v: f64) -> Result<f64, ModelError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(invalid(key, "must be a finite number"))
+    }
+}
+
+fn opt_finite(key: &str, v: Option<f64>) -> Result<Option<f64>, ModelError> {
+    v.map(|v| finite(key, v)).transpose()
+}
+
+fn nonempty(key: &str, s: &str) -> Result<(), ModelError> {
+    if s.trim().is_empty() {
+        Err(invalid(key, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+struct TrackDefaults {
+    route: &'static str,
+    sla_sql: Sla,
+    sla_hot_mql: Sla,
+    sla_mql: Sla,
+}
+
+fn track(prefix: &str, f: TrackFile, d: TrackDefaults) -> Result<Track, ModelError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let sla = |k: &str, v: &Option<String>, default: Sla| -> Result<Sla, ModelError> {
+        match v.as_ref().or(f.sla.as_ref()) {
+            None => Ok(default),
+            Some(s) => Sla::parse(s).map_err(|p| invalid(key(if v.is_some() { k } else { "sla" }), p)),
+        }
+    };
+    let route = f.route.clone().unwrap_or_else(|| d.route.to_string());
+    nonempty(&key("route"), &route)?;
+    let mql_min_engagement = opt_finite(&key("mql_min_engagement"), f.mql_min_engagement)?.unwrap_or(0.0);
+    let mql_min_total = opt_finite(&key("mql_min_total"), f.mql_min_total)?;
+    Ok(Track {
+        mql_min_fit: opt_finite(&key("mql_min_fit"), f.mql_min_fit)?,
+        demotion_total: opt_finite(&key("demotion_total"), f.demotion_total)?.or(mql_min_total),
+        mql_min_total,
+        mql_min_engagement,
+        sla_sql: sla("sla_sql", &f.sla_sql, d.sla_sql)?,
+        sla_hot_mql: sla("sla_hot_mql", &f.sla_hot_mql, d.sla_hot_mql)?,
+        sla_mql: sla("sla_mql", &f.sla_mql, d.sla_mql)?,
+        route,
+    })
+}
+
+/// A stable 64-bit hash (FNV-1a): the slot layout id must not change between builds.
+fn fnv(bytes: &[u8], mut h: u64) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+fn compile(f: ModelFile) -> Result<Model, ModelError> {
+    nonempty("version", &f.version)?;
+    let mut names = HashSet::new();
+
+    // Fit.
+    let mut groups: Vec<String> = Vec::new();
+    let mut fit_rules = Vec::with_capacity(f.fit.rules.len());
+    for (i, r) in f.fit.rules.iter().enumerate() {
+        let k = |s: &str| format!("fit.rules[{i}].{s}");
+        nonempty(&k("name"), &r.name)?;
+        if !names.insert(r.name.clone()) {
+            return Err(invalid(k("name"), format!("{:?} is used by another rule", r.name)));
+        }
+        nonempty(&k("field"), &r.field)?;
+        finite(&k("points"), r.points)?;
+        if groups.len() >= 64 && r.group.as_ref().is_some_and(|g| !groups.contains(g)) {
+            return Err(invalid(k("group"), "at most 64 exclusive groups"));
+        }
+        let group = r.group.as_ref().map(|g| {
+            groups.iter().position(|x| x == g).unwrap_or_else(|| {
+                groups.push(g.clone());
+                groups.len() - 1
+            })
+        });
+        fit_rules.push(FitRule {
+            name: r.name.clone(),
+            field: r.field.clone(),
+            points: r.points,
+            group,
+            matcher: Matcher::compile(&format!("fit.rules[{i}]"), r.matcher())?,
+        });
+    }
+
+    // Engagement.
+    let half_life = match f.engagement.half_life.as_deref() {
+        Some("none") => None,
+        other => Some(duration("engagement.half_life", other, 30 * DAY, false)? as f64),
+    };
+    let n = f.engagement.rules.len();
+    let mut slots = n;
+    let mut layout = fnv(b"leadscore-slots-v1", 0xcbf2_9ce4_8422_2325);
+    let mut engagement_rules = Vec::with_capacity(n);
+    let mut by_type: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, r) in f.engagement.rules.into_iter().enumerate() {
+        let k = |s: &str| format!("engagement.rules[{i}].{s}");
+        nonempty(&k("name"), &r.name)?;
+        if !names.insert(r.name.clone()) {
+            return Err(invalid(k("name"), format!("{:?} is used by another rule", r.name)));
+        }
+        nonempty(&k("event"), &r.event)?;
+        finite(&k("points"), r.points)?;
+        let every = match r.every {
+            None => None,
+            Some(0) => return Err(invalid(k("every"), "must be at least 1")),
+            Some(e) => {
+                slots += 1;
+                Some((e, slots - 1))
+            }
+        };
+        let cap = match r.cap {
+            None => None,
+            Some(c) => {
+                if c.max == 0 || c.max > 64 {
+                    return Err(invalid(k("cap.max"), "must be between 1 and 64"));
+                }
+                let window = duration(&k("cap.window"), Some(&c.window), 0, false)?;
+                slots += c.max as usize;
+                Some(Cap {
+                    max: c.max,
+                    window,
+                    slot: slots - c.max as usize,
+                })
+            }
+        };
+        let mut attributes = Vec::new();
+        for (name, m) in r.attributes {
+            let m = Matcher::compile(&k(&format!("attributes.{name}")), m)?;
+            attributes.push((name, m));
+        }
+        layout = fnv(&(every.map_or(0, |e| e.0) as u64).to_le_bytes(), layout);
+        layout = fnv(&(cap.map_or(0, |c| c.max) as u64).to_le_bytes(), layout);
+        match by_type.iter_mut().find(|(t, _)| *t == r.event) {
+            Some((_, v)) => v.push(i),
+            None => by_type.push((r.event.clone(), vec![i])),
+        }
+        engagement_rules.push(EngagementRule {
+            name: r.name,
+            event: r.event,
+            points: r.points,
+            attributes,
+            every,
+            cap,
+        });
+    }
+    layout = fnv(&(n as u64).to_le_bytes(), layout);
+
+    // Disqualification.
+    let d = f.disqualify;
+    let lower = |v: Vec<String>, key: &str| -> Result<Vec<String>, ModelError> {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                nonempty(&format!("disqualify.{key}[{i}]"), &s)?;
+                Ok(s.trim().to_lowercase())
+            })
+            .collect()
+    };
+    let disqualify = Disqualify {
+        min_employees: opt_finite("disqualify.min_employees", d.min_employees)?,
+        free_mail_domains: lower(d.free_mail_domains, "free_mail_domains")?.into_iter().collect(),
+        allow_free_mail: d.allow_free_mail,
+        academic_domains: d.academic_domains,
+        job_title_contains: lower(d.job_title_contains, "job_title_contains")?,
+        competitor_domains: lower(d.competitor_domains, "competitor_domains")?,
+    };
+
+    // Bands.
+    let bands_in = if f.bands.is_empty() {
+        vec![
+            file::BandFile { name: "cold".into(), at_least: None },
+            file::BandFile { name: "warm".into(), at_least: Some(50.0) },
+            file::BandFile { name: "hot".into(), at_least: Some(75.0) },
+        ]
+    } else {
+        f.bands
+    };
+    let mut bands: Vec<Band> = Vec::new();
+    for (i, b) in bands_in.into_iter().enumerate() {
+        let k = |s: &str| format!("bands[{i}].{s}");
+        nonempty(&k("name"), &b.name)?;
+        if bands.iter().any(|x| x.name == b.name) {
+            return Err(invalid(k("name"), format!("{:?} is used by another band", b.name)));
+        }
+        let at = match (i, b.at_least) {
+            (0, None) => f64::NEG_INFINITY,
+            (0, Some(_)) => return Err(invalid(k("at_least"), "the first band takes every total below the next one and has no lower bound")),
+            (_, None) => return Err(invalid(k("at_least"), "is required for every band after the first")),
+            (_, Some(v)) => finite(&k("at_least"), v)?,
+        };
+        if let Some(prev) = bands.last() {
+            if at <= prev.at_least {
+                return Err(invalid(k("at_least"), "bands must be in ascending order of at_least"));
+            }
+        }
+        bands.push(Band { name: b.name, at_least: at });
+    }
+    let hot_name = f.hot_band.unwrap_or_else(|| bands.last().map(|b| b.name.clone()).unwrap_or_default());
+    let hot_band = bands
+        .iter()
+        .position(|b| b.name == hot_name)
+        .ok_or_else(|| invalid("hot_band", format!("{hot_name:?} is not the name of a band")))?;
+
+    // SQL criteria.
+    if f.sql.criteria.len() > 32 {
+        return Err(invalid("sql.criteria", "at most 32 criteria"));
+    }
+    for (i, c) in f.sql.criteria.iter().enumerate() {
+        nonempty(&format!("sql.criteria[{i}]"), c)?;
+        if f.sql.criteria[..i].contains(c) {
+            return Err(invalid(format!("sql.criteria[{i}]"), format!("{c:?} is listed twice")));
+        }
+    }
+
+    let new_business = track(
+        "new_business",
+        f.new_business,
+        TrackDefaults {
+            route: "new_business",
+            sla_sql: Sla::Duration(24 * HOUR),
+            sla_hot_mql: Sla::Duration(24 * HOUR),
+            sla_mql: Sla::WorkingDays(3),
+        },
+    )?;
+    let installed_base = track(
+        "installed_base",
+        f.installed_base,
+        TrackDefaults {
+            route: "account_management",
+            sla_sql: Sla::Duration(4 * HOUR),
+            sla_hot_mql: Sla::Duration(4 * HOUR),
+            sla_mql: Sla::Duration(4 * HOUR),
+        },
+    )?;
+
+    Ok(Model {
+        version: f.version,
+        half_life,
+        fit_rules,
+        fit_groups: groups.len(),
+        disqualify,
+        engagement_rules,
+        by_type,
+        bands,
+        hot_band,
+        criteria: f.sql.criteria,
+        new_business,
+        installed_base,
+        mql_window: duration("requalify.mql_window", f.requalify.mql_window.as_deref(), 30 * DAY, false)?,
+        sql_window: duration("requalify.sql_window", f.requalify.sql_window.as_deref(), 90 * DAY, false)?,
+        quiet_period: duration("requalify.quiet_period", f.requalify.quiet_period.as_deref(), 14 * DAY, true)?,
+        slots,
+        layout_id: fnv(&(slots as u64).to_le_bytes(), layout),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_model_loads_with_spec_values() {
+        let m = Model::default_model();
+        assert_eq!(m.version, "default-1");
+        assert_eq!(m.half_life, Some((30 * DAY) as f64));
+        assert_eq!(m.new_business.mql_min_total, Some(50.0));
+        assert_eq!(m.new_business.mql_min_fit, Some(10.0));
+        assert_eq!(m.new_business.mql_min_engagement, 5.0);
+        assert_eq!(m.new_business.demotion_total, Some(40.0));
+        assert_eq!(m.installed_base.mql_min_engagement, 5.0);
+        assert_eq!(m.installed_base.mql_min_total, None);
+        assert_eq!(m.installed_base.route, "account_management");
+        assert_eq!(m.installed_base.sla_mql, Sla::Duration(4 * HOUR));
+        assert_eq!(m.new_business.sla_mql, Sla::WorkingDays(3));
+        assert_eq!(m.mql_window, 30 * DAY);
+        assert_eq!(m.sql_window, 90 * DAY);
+        assert_eq!(m.quiet_period, 14 * DAY);
+        assert_eq!(m.criteria, ["budget", "authority", "need", "timing"]);
+        assert_eq!(m.bands[m.band(49.999)].name, "cold");
+        assert_eq!(m.bands[m.band(50.0 - 1e-10)].name, "warm");
+        assert_eq!(m.bands[m.band(75.0)].name, "hot");
+        assert!(m.disqualify.free_mail_domains.contains("gmail.com"));
+        assert_eq!(m.rules_for("page_view").len(), 1);
+        assert!(m.rules_for("unknown").is_empty());
+    }
+
+    fn err(toml: &str) -> String {
+        Model::from_toml(toml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = err("version = \"x\"\n[engagement]\nhalf_lif = \"3d\"\n");
+        assert!(e.contains("half_lif"), "{e}");
+        let e = err("version = \"x\"\n[engagement]\nhalf_life = \"30\"\n");
+        assert!(e.contains("engagement.half_life") && e.contains("unit"), "{e}");
+        let e = err("version = \"x\"\n[[fit.rules]]\nname = \"a\"\nfield = \"employees\"\npoints = 1\n");
+        assert!(e.contains("fit.rules[0]") && e.contains("one test"), "{e}");
+        let e = err("version = \"x\"\n[[fit.rules]]\nname = \"a\"\nfield = \"f\"\npoints = 1\nequals = \"x\"\nat_least = 3\n");
+        assert!(e.contains("fit.rules[0]") && e.contains("one kind"), "{e}");
+        let e = err("version = \"x\"\n[[engagement.rules]]\nname = \"a\"\nevent = \"e\"\npoints = 1\nevery = 0\n");
+        assert!(e.contains("engagement.rules[0].every"), "{e}");
+        let e = err("version = \"x\"\nhot_band = \"scorching\"\n");
+        assert!(e.contains("hot_band") && e.contains("scorching"), "{e}");
+        let e = err("version = \"x\"\n[new_business]\nsla_mql = \"3 workdays\"\n");
+        assert!(e.contains("new_business.sla_mql"), "{e}");
+        let e = err("version = \"\"\n");
+        assert!(e.contains("`version`"), "{e}");
+        let e = err("version = \"x\"\n[[fit.rules]]\nname = \"a\"\nfield = \"f\"\npoints = 1\nat_least = 5\nbelow = 5\n");
+        assert!(e.contains("fit.rules[0]") && e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn minimal_model_takes_spec_defaults() {
+        let m = Model::from_toml("version = \"tiny\"\n").unwrap();
+        assert_eq!(m.bands.len(), 3);
+        assert_eq!(m.new_business.sla_sql, Sla::Duration(24 * HOUR));
+        assert_eq!(m.quiet_period, 14 * DAY);
+        assert_eq!(m.criteria_mask(), 0);
+    }
+
+    #[test]
+    fn sla_forms() {
+        assert_eq!(Sla::parse("3 working days"), Ok(Sla::WorkingDays(3)));
+        assert_eq!(Sla::parse("1 working day"), Ok(Sla::WorkingDays(1)));
+        assert_eq!(Sla::parse("2wd"), Ok(Sla::WorkingDays(2)));
+        assert_eq!(Sla::parse("4h"), Ok(Sla::Duration(4 * HOUR)));
+        assert!(Sla::parse("0h").is_err());
+        assert!(Sla::parse("soon").is_err());
+    }
+}
