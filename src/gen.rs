@@ -96,7 +96,14 @@ struct LeadSim {
 }
 
 const INDUSTRIES: [&str; 8] = [
-    "automotive", "Food", "pharma", "logistics", "retail", "software", "finance", "construction",
+    "automotive",
+    "Food",
+    "pharma",
+    "logistics",
+    "retail",
+    "software",
+    "finance",
+    "construction",
 ];
 const TITLES: [&str; 8] = [
     "Director of Operations",
@@ -109,11 +116,26 @@ const TITLES: [&str; 8] = [
     "Senior Operations Manager",
 ];
 const DOMAINS: [&str; 10] = [
-    "acme.example", "globex.example", "initech.example", "umbrella.example", "gmail.com",
-    "hotmail.com", "tu.ac.uk", "state.edu", "hooli.example", "vandelay.example",
+    "acme.example",
+    "globex.example",
+    "initech.example",
+    "umbrella.example",
+    "gmail.com",
+    "hotmail.com",
+    "tu.ac.uk",
+    "state.edu",
+    "hooli.example",
+    "vandelay.example",
 ];
 const COUNTRIES: [&str; 5] = ["NL", "BE", "DE", "FR", "UK"];
-const URLS: [&str; 6] = ["/pricing", "/blog/decay", "/product", "/pricing/enterprise", "/about", "/careers"];
+const URLS: [&str; 6] = [
+    "/pricing",
+    "/blog/decay",
+    "/product",
+    "/pricing/enterprise",
+    "/about",
+    "/careers",
+];
 const ASSETS: [&str; 3] = ["whitepaper", "case_study", "checklist"];
 
 /// The generated stream, as an iterator of events in arrival order.
@@ -126,6 +148,7 @@ pub struct Generator {
     /// Events held back to arrive later than their time, or to be re-sent.
     pending: Vec<(Micros, Event<'static>)>,
     queue: std::collections::VecDeque<Event<'static>>,
+    last_at: Micros,
 }
 
 impl Generator {
@@ -146,6 +169,7 @@ impl Generator {
             seq: 0,
             pending: Vec::new(),
             queue: Default::default(),
+            last_at: Micros::MIN,
         }
     }
 
@@ -174,7 +198,10 @@ impl Generator {
         let name = format!("p{}@{domain}", lead);
         let mut p: Vec<(Cow<'static, str>, Value<'static>)> = vec![
             ("email".into(), Value::Str(name.into())),
-            ("company".into(), Value::Str(format!("Company {}", lead % 997).into())),
+            (
+                "company".into(),
+                Value::Str(format!("Company {}", lead % 997).into()),
+            ),
             ("employees".into(), Value::Num(employees)),
             ("industry".into(), Value::Str((*r.pick(&INDUSTRIES)).into())),
             ("job_title".into(), Value::Str((*r.pick(&TITLES)).into())),
@@ -209,7 +236,10 @@ impl Generator {
             e
         } else if roll < 0.88 {
             let mut e = self.event(lead, "webinar_attended", at);
-            e.attributes = vec![("webinar".into(), Value::Str(format!("w-{}", self.rng.below(9)).into()))];
+            e.attributes = vec![(
+                "webinar".into(),
+                Value::Str(format!("w-{}", self.rng.below(9)).into()),
+            )];
             e
         } else if roll < 0.88 + 0.07 * intent {
             self.event(lead, "demo_requested", at)
@@ -245,7 +275,9 @@ impl Generator {
                 return Some(self.event(lead, "sales_accepted", at));
             }
             let mut e = self.event(lead, "sales_rejected", at);
-            let reason = *self.rng.pick(&["no_budget", "timing", "disqualified", "no_response"]);
+            let reason = *self
+                .rng
+                .pick(&["no_budget", "timing", "disqualified", "no_response"]);
             e.reason = Some(reason.into());
             return Some(e);
         }
@@ -281,14 +313,21 @@ impl Iterator for Generator {
                 if self.pending.is_empty() {
                     return None;
                 }
-                self.pending.sort_by_key(|(arrive, _)| std::cmp::Reverse(*arrive));
+                self.pending
+                    .sort_by_key(|(arrive, _)| std::cmp::Reverse(*arrive));
                 let (_, e) = self.pending.pop().expect("not empty");
                 return Some(e);
             }
             let i = self.produced;
             self.produced += 1;
-            let at = self.cfg.start + (i as i128 * self.cfg.span as i128 / self.cfg.events.max(1) as i128) as Micros
+            let mut at = self.cfg.start
+                + (i as i128 * self.cfg.span as i128 / self.cfg.events.max(1) as i128) as Micros
                 + self.rng.below(SECOND as u64) as Micros;
+            if self.cfg.late_rate == 0.0 {
+                // No late events asked for: keep event time in arrival order.
+                at = at.max(self.last_at);
+            }
+            self.last_at = at;
             // Release held-back events whose arrival time has come.
             let mut k = 0;
             while k < self.pending.len() {
@@ -358,17 +397,38 @@ mod tests {
         })
         .all();
         let count = |t: &str| events.iter().filter(|e| e.event_type == t).count();
-        assert!(count("profile_updated") >= 400, "every active lead gets a profile");
-        for t in ["page_view", "email_opened", "content_download", "webinar_attended", "demo_requested"] {
+        assert!(
+            count("profile_updated") >= 400,
+            "every active lead gets a profile"
+        );
+        for t in [
+            "page_view",
+            "email_opened",
+            "content_download",
+            "webinar_attended",
+            "demo_requested",
+        ] {
             assert!(count(t) > 100, "{t}: {}", count(t));
         }
-        for t in ["qualification_updated", "sales_accepted", "sales_rejected", "deal_won", "deal_lost"] {
+        for t in [
+            "qualification_updated",
+            "sales_accepted",
+            "sales_rejected",
+            "deal_won",
+            "deal_lost",
+        ] {
             assert!(count(t) > 0, "{t}");
         }
         let mut ids = std::collections::HashSet::new();
-        let dups = events.iter().filter(|e| !ids.insert(e.event_id.clone())).count();
+        let dups = events
+            .iter()
+            .filter(|e| !ids.insert(e.event_id.clone()))
+            .count();
         assert!(dups > 50, "duplicates: {dups}");
-        let late = events.windows(2).filter(|w| w[1].occurred_at < w[0].occurred_at).count();
+        let late = events
+            .windows(2)
+            .filter(|w| w[1].occurred_at < w[0].occurred_at)
+            .count();
         assert!(late > 50, "late events: {late}");
     }
 }

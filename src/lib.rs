@@ -11,15 +11,19 @@
 //!
 //! [`time`] holds event-time arithmetic, [`gen`] the seedable generator of
 //! realistic traffic used by tests, benchmarks and the demo, and [`cli`] the
-//! offline commands (`score`, `explain`, `check`).
+//! offline commands (`score`, `explain`, `check`), [`config`] the service's
+//! configuration.
 
 pub mod change;
 pub mod cli;
 pub mod codec;
+pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod gen;
 pub mod model;
+pub mod service;
 pub mod time;
 
 pub use change::{Stage, StatusChange};

@@ -58,7 +58,9 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 }
 
 fn digits(b: &[u8], at: usize, n: usize) -> Result<u32, TimeError> {
-    let s = b.get(at..at + n).ok_or(TimeError("timestamp is too short"))?;
+    let s = b
+        .get(at..at + n)
+        .ok_or(TimeError("timestamp is too short"))?;
     let mut v = 0u32;
     for &c in s {
         if !c.is_ascii_digit() {
@@ -188,7 +190,9 @@ pub fn parse_duration(s: &str) -> Result<Micros, TimeError> {
     let s = s.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or(TimeError("a duration needs a unit: ms, s, m, h, d or w (e.g. \"30d\")"))?;
+        .ok_or(TimeError(
+            "a duration needs a unit: ms, s, m, h, d or w (e.g. \"30d\")",
+        ))?;
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
@@ -284,14 +288,32 @@ mod tests {
     fn working_days_skip_weekends() {
         // 2026-03-07 is a Saturday; + 3 working days = Wednesday 2026-03-11.
         let sat = parse_rfc3339("2026-03-07T10:15:00Z").unwrap();
-        assert_eq!(format_rfc3339(add_working_days(sat, 3)), "2026-03-11T10:15:00Z");
+        assert_eq!(
+            format_rfc3339(add_working_days(sat, 3)),
+            "2026-03-11T10:15:00Z"
+        );
         let fri = parse_rfc3339("2026-03-06T17:00:00Z").unwrap();
-        assert_eq!(format_rfc3339(add_working_days(fri, 3)), "2026-03-11T17:00:00Z");
+        assert_eq!(
+            format_rfc3339(add_working_days(fri, 3)),
+            "2026-03-11T17:00:00Z"
+        );
         let mon = parse_rfc3339("2026-03-02T09:00:00Z").unwrap();
-        assert_eq!(format_rfc3339(add_working_days(mon, 3)), "2026-03-05T09:00:00Z");
-        assert_eq!(format_rfc3339(add_working_days(mon, 5)), "2026-03-09T09:00:00Z");
-        assert_eq!(format_rfc3339(add_working_days(sat, 5)), "2026-03-13T10:15:00Z");
+        assert_eq!(
+            format_rfc3339(add_working_days(mon, 3)),
+            "2026-03-05T09:00:00Z"
+        );
+        assert_eq!(
+            format_rfc3339(add_working_days(mon, 5)),
+            "2026-03-09T09:00:00Z"
+        );
+        assert_eq!(
+            format_rfc3339(add_working_days(sat, 5)),
+            "2026-03-13T10:15:00Z"
+        );
         let sun = parse_rfc3339("2026-03-08T10:15:00Z").unwrap();
-        assert_eq!(format_rfc3339(add_working_days(sun, 10)), "2026-03-20T10:15:00Z");
+        assert_eq!(
+            format_rfc3339(add_working_days(sun, 10)),
+            "2026-03-20T10:15:00Z"
+        );
     }
 }

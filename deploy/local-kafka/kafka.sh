@@ -5,6 +5,7 @@
 #
 #   kafka.sh install [HOME]              resolve jars into HOME/libs (cached); prints libs dir
 #   kafka.sh start --dir D [--port P] [--controller-port C] [--prop k=v]... [--fresh] [--timeout S]
+#                  [--watch-pid PID]   (kill the broker and remove D when PID exits)
 #   kafka.sh stop --dir D                SIGTERM, wait, SIGKILL if needed
 #   kafka.sh kill --dir D                SIGKILL (crash test)
 #   kafka.sh restart --dir D [--timeout S]  start again, same ports + data, no reformat
@@ -279,8 +280,8 @@ EOF
   echo "127.0.0.1:$p"
 }
 
-parse_dir_opts() {   # sets DIR PORT CPORT PROPS FRESH TIMEOUT
-  DIR="" PORT="" CPORT="" PROPS=() FRESH=0 TIMEOUT=60
+parse_dir_opts() {   # sets DIR PORT CPORT PROPS FRESH TIMEOUT WATCH
+  DIR="" PORT="" CPORT="" PROPS=() FRESH=0 TIMEOUT=60 WATCH=""
   while (( $# )); do
     case $1 in
       --dir) DIR=$2; shift 2;;
@@ -292,6 +293,7 @@ parse_dir_opts() {   # sets DIR PORT CPORT PROPS FRESH TIMEOUT
       --prop) PROPS+=("$2"); shift 2;;
       --prop=*) PROPS+=("${1#*=}"); shift;;
       --fresh) FRESH=1; shift;;
+      --watch-pid) WATCH=$2; shift 2;;
       --timeout) TIMEOUT=$2; shift 2;;
       --timeout=*) TIMEOUT=${1#*=}; shift;;
       *) die "unknown option '$1'";;
@@ -326,12 +328,28 @@ cmd_start() {
   done
   write_config "$DIR" "$PORT" "$CPORT" "${PROPS[@]}"
   local cid
-  cid=$(run_class kafka.tools.StorageTool random-uuid)
+  # Same format as `StorageTool random-uuid` (base64url of 16 random bytes, not
+  # starting with '-'), without paying for another JVM start.
+  cid=$(python3 -c 'import base64,os
+while True:
+    u=base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+    if not u.startswith("-"): print(u); break')
   run_class kafka.tools.StorageTool format --ignore-formatted -t "$cid" \
       -c "$DIR/server.properties" >"$DIR/format.log" 2>&1 \
     || { cat "$DIR/format.log" >&2; die "storage format failed"; }
   echo "$cid" > "$DIR/cluster.id"
   launch_and_wait "$DIR" "$TIMEOUT"
+  if [[ -n "$WATCH" ]]; then
+    # Tests: the broker (and its data) go when the test process goes, however it ends.
+    setsid "$SCRIPT_DIR/kafka.sh" _watch "$DIR" "$WATCH" </dev/null >/dev/null 2>&1 &
+  fi
+}
+
+cmd_watch() {   # dir pid: wait for pid to exit, then kill the broker and remove dir
+  local d=$1 w=$2 pid
+  while kill -0 "$w" 2>/dev/null; do sleep 1; done
+  if pid=$(broker_pid "$d"); then kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -rf "$d"
 }
 
 cmd_restart() {
@@ -414,6 +432,7 @@ main() {
   case $cmd in
     install) do_install "${1:-$KAFKA_HOME_DIR}";;
     start) cmd_start "$@";;
+    _watch) cmd_watch "$@";;
     stop) cmd_stop "$@";;
     kill) cmd_kill "$@";;
     restart) cmd_restart "$@";;

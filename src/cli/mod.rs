@@ -14,6 +14,8 @@ const USAGE: &str = "\
 leadscore — event-sourced streaming lead scorer
 
 USAGE:
+  leadscore run      --config FILE
+  leadscore demo     [--duration SECONDS] [--http ADDR] [--rate EVENTS_PER_S]
   leadscore score    [--model FILE] [--input FILE|-] [--until TIME]
   leadscore explain  [--model FILE] --input FILE --lead ID [--at TIME]
   leadscore check    FILE
@@ -21,13 +23,18 @@ USAGE:
                      [--out FILE] [--no-duplicates] [--no-late]
 
 COMMANDS:
+  run       The Kafka service (consumer group, exactly-once by default,
+            state in a compacted changelog, HTTP endpoints). `check` the
+            config first; every key can be overridden as LEADSCORE_<SECTION>_<KEY>.
+  demo      The whole pipeline on an in-process Kafka mock cluster with
+            generated traffic: changes printed, endpoints served. No setup.
   score     Fold a JSON-lines file of events (in file order) and write the
             status changes as JSON lines to stdout. Bad lines are reported
             on stderr with their line number and skipped. --until advances
             the clock at the end so that due timers fire.
   explain   A lead's state and score breakdown, rule by rule, after folding
             the file (at TIME with --at).
-  check     Validate a model file; names the key and the problem.
+  check     Validate a config or model file; names the key and the problem.
   generate  Write a realistic, seeded event stream (JSON lines or
             length-delimited protobuf) for tests, benchmarks and demos.
 
@@ -44,7 +51,8 @@ fn value(parser: &mut lexopt::Parser, name: &str) -> Result<String> {
 }
 
 fn parse_time(flag: &str, s: &str) -> Result<crate::time::Micros> {
-    crate::time::parse_rfc3339(s).map_err(|e| anyhow::anyhow!("{flag} {s:?} is not an RFC 3339 time: {e}"))
+    crate::time::parse_rfc3339(s)
+        .map_err(|e| anyhow::anyhow!("{flag} {s:?} is not an RFC 3339 time: {e}"))
 }
 
 /// Runs the command line; returns the process exit code.
@@ -62,7 +70,9 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
     let command = match parser.next()? {
-        Some(Value(v)) => v.into_string().map_err(|_| anyhow::anyhow!("command is not UTF-8"))?,
+        Some(Value(v)) => v
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("command is not UTF-8"))?,
         Some(Short('h') | Long("help")) | None => {
             print!("{USAGE}");
             return Ok(ExitCode::SUCCESS);
@@ -82,6 +92,8 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
     let mut gen = crate::gen::GenConfig::default();
     let mut format = crate::codec::Format::Json;
     let mut out: Option<PathBuf> = None;
+    let mut config: Option<PathBuf> = None;
+    let mut demo = crate::demo::DemoOptions::default();
     while let Some(arg) = parser.next()? {
         match arg {
             Long("model") => model = Some(value(&mut parser, "--model")?.into()),
@@ -89,8 +101,14 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
             Long("until") => until = Some(parse_time("--until", &value(&mut parser, "--until")?)?),
             Long("at") => at = Some(parse_time("--at", &value(&mut parser, "--at")?)?),
             Long("lead") => lead = Some(value(&mut parser, "--lead")?),
-            Long("events") => gen.events = value(&mut parser, "--events")?.parse().context("--events")?,
-            Long("leads") => gen.leads = value(&mut parser, "--leads")?.parse().context("--leads")?,
+            Long("events") => {
+                gen.events = value(&mut parser, "--events")?
+                    .parse()
+                    .context("--events")?
+            }
+            Long("leads") => {
+                gen.leads = value(&mut parser, "--leads")?.parse().context("--leads")?
+            }
             Long("seed") => gen.seed = value(&mut parser, "--seed")?.parse().context("--seed")?,
             Long("no-duplicates") => gen.duplicate_rate = 0.0,
             Long("no-late") => gen.late_rate = 0.0,
@@ -102,6 +120,19 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
                 }
             }
             Long("out") => out = Some(value(&mut parser, "--out")?.into()),
+            Long("config") => config = Some(value(&mut parser, "--config")?.into()),
+            Long("duration") => {
+                let s: f64 = value(&mut parser, "--duration")?
+                    .parse()
+                    .context("--duration: seconds")?;
+                demo.duration = std::time::Duration::from_secs_f64(s.max(1.0));
+            }
+            Long("http") => demo.http = value(&mut parser, "--http")?,
+            Long("rate") => {
+                demo.rate = value(&mut parser, "--rate")?
+                    .parse()
+                    .context("--rate: events per second")?
+            }
             Short('h') | Long("help") => {
                 print!("{USAGE}");
                 return Ok(ExitCode::SUCCESS);
@@ -117,10 +148,38 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
         })
     };
     match command.as_str() {
+        "run" => {
+            let path = config.context("run needs --config FILE")?;
+            let cfg = crate::config::Config::load(&path)
+                .with_context(|| format!("{} is not a valid config", path.display()))?;
+            crate::service::telemetry::init_logging(cfg.log.format, cfg.log.level.as_deref());
+            let shutdown = crate::service::Shutdown::new();
+            shutdown
+                .on_signals()
+                .context("cannot install signal handlers")?;
+            match crate::service::run(cfg, shutdown, |_| {}) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    tracing::error!(error = %e, "leadscore stopped");
+                    eprintln!("leadscore: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        "demo" => {
+            let mut out = std::io::stdout();
+            crate::demo::run(demo, &mut out)?;
+            Ok(ExitCode::SUCCESS)
+        }
         "score" => {
             let m = load_model()?;
             let stdout = std::io::stdout();
-            let stats = score(m, input.as_deref().unwrap_or("-"), until, &mut stdout.lock())?;
+            let stats = score(
+                m,
+                input.as_deref().unwrap_or("-"),
+                until,
+                &mut stdout.lock(),
+            )?;
             eprintln!("leadscore score: {stats}");
             Ok(ExitCode::SUCCESS)
         }
@@ -142,7 +201,8 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
         "generate" => {
             let n = match &out {
                 Some(p) => {
-                    let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+                    let f = std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?;
                     generate(gen, format, &mut std::io::BufWriter::new(f))?
                 }
                 None => generate(gen, format, &mut std::io::stdout().lock())?,

@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use crate::codec::{decode, encode_change_json, encode_event_json, encode_event_proto, Format, DEFAULT_MAX_EVENT_BYTES};
+use crate::codec::{
+    decode, encode_change_json, encode_event_json, encode_event_proto, Format,
+    DEFAULT_MAX_EVENT_BYTES,
+};
 use crate::engine::{Engine, Explanation, Outcome};
 use crate::gen::{GenConfig, Generator};
 use crate::model::Model;
@@ -98,7 +101,12 @@ fn fold_lines(
 
 /// `leadscore score`: folds `input` (a path, or `-` for stdin) and writes the
 /// changes as JSON lines.
-pub fn score(model: Model, input: &str, until: Option<Micros>, out: &mut dyn Write) -> Result<ScoreStats> {
+pub fn score(
+    model: Model,
+    input: &str,
+    until: Option<Micros>,
+    out: &mut dyn Write,
+) -> Result<ScoreStats> {
     let mut engine = Engine::new(Arc::new(model));
     let mut stats = ScoreStats::default();
     let mut w = BufWriter::with_capacity(1 << 16, out);
@@ -121,7 +129,6 @@ pub fn score(model: Model, input: &str, until: Option<Micros>, out: &mut dyn Wri
         stats.changes += changes.len() as u64;
         write(&changes)?;
     }
-    drop(write);
     w.flush().context("cannot write to stdout")?;
     Ok(stats)
 }
@@ -130,9 +137,15 @@ pub fn score(model: Model, input: &str, until: Option<Micros>, out: &mut dyn Wri
 pub fn explain(model: Model, input: &str, lead: &str, at: Option<Micros>) -> Result<Explanation> {
     let mut engine = Engine::new(Arc::new(model));
     let mut stats = ScoreStats::default();
-    fold_lines(&mut engine, input, &mut stats, |_| Ok(()), |line, e| {
-        eprintln!("{input}:{line}: {e}");
-    })?;
+    fold_lines(
+        &mut engine,
+        input,
+        &mut stats,
+        |_| Ok(()),
+        |line, e| {
+            eprintln!("{input}:{line}: {e}");
+        },
+    )?;
     if let Some(at) = at {
         engine.advance_to(at, &mut Vec::new());
     }
@@ -141,9 +154,35 @@ pub fn explain(model: Model, input: &str, lead: &str, at: Option<Micros>) -> Res
         .with_context(|| format!("lead {lead:?} does not appear in {input}"))
 }
 
-/// `leadscore check`: validates a model file.
+/// `leadscore check`: validates a service config (a file with a `[kafka]`
+/// table, and the model it names) or a model file.
 pub fn check(path: &Path) -> Result<String> {
-    let model = Model::from_path(path).with_context(|| format!("{} is not a valid model", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let is_config = text
+        .parse::<toml::Table>()
+        .map(|t| t.contains_key("kafka"))
+        .unwrap_or(false);
+    if is_config {
+        let cfg = crate::config::Config::load(path)
+            .with_context(|| format!("{} is not a valid config", path.display()))?;
+        let model = match &cfg.model {
+            Some(m) => Model::from_path(m)
+                .with_context(|| format!("the model named by {} is not valid", path.display()))?,
+            None => Model::default_model(),
+        };
+        return Ok(format!(
+            "{}: valid config: instance {:?} of group {:?}, {} input topic(s), {:?}, model {:?}",
+            path.display(),
+            cfg.kafka.instance_id,
+            cfg.kafka.group_id,
+            cfg.kafka.input_topics.len(),
+            cfg.kafka.guarantee,
+            model.version
+        ));
+    }
+    let model = Model::from_path(path)
+        .with_context(|| format!("{} is not a valid model", path.display()))?;
     Ok(format!(
         "{}: valid model {:?}: {} fit rules, {} engagement rules, {} criteria, half-life {}",
         path.display(),
@@ -152,7 +191,10 @@ pub fn check(path: &Path) -> Result<String> {
         model.engagement_rules.len(),
         model.criteria.len(),
         match model.half_life {
-            Some(h) => format!("{} days", crate::engine::format_number(h / crate::time::DAY as f64)),
+            Some(h) => format!(
+                "{} days",
+                crate::engine::format_number(h / crate::time::DAY as f64)
+            ),
             None => "none".into(),
         }
     ))

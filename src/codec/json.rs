@@ -188,7 +188,9 @@ fn value_json(v: &Value<'_>) -> serde_json::Value {
         Value::Bool(b) => (*b).into(),
         Value::Num(n) => serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, |n| {
             // Whole numbers print as integers (300, not 300.0).
-            if n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 9e15) {
+            if n.as_f64()
+                .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9e15)
+            {
                 serde_json::Value::from(n.as_f64().unwrap_or_default() as i64)
             } else {
                 n.into()
@@ -223,7 +225,11 @@ pub fn encode_event_json(e: &Event<'_>, out: &mut Vec<u8>) {
         m.insert("profile".into(), fields(&e.profile));
     }
     if !e.criteria.is_empty() {
-        let c: serde_json::Map<_, _> = e.criteria.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+        let c: serde_json::Map<_, _> = e
+            .criteria
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
+            .collect();
         m.insert("criteria".into(), c.into());
     }
     if let Some(r) = &e.reason {
@@ -245,7 +251,10 @@ mod tests {
         assert_eq!(e.event_id, "evt-8f2c");
         assert!(matches!(e.lead_id, Cow::Borrowed(_)));
         assert_eq!(e.kind, Kind::Engagement);
-        assert_eq!(e.occurred_at, parse_rfc3339("2026-03-02T14:00:00Z").unwrap());
+        assert_eq!(
+            e.occurred_at,
+            parse_rfc3339("2026-03-02T14:00:00Z").unwrap()
+        );
         assert_eq!(e.attribute("webinar"), Some(&Value::Str("w-7".into())));
     }
 
@@ -266,7 +275,10 @@ mod tests {
                 ("tags".into(), Value::Other),
             ]
         );
-        assert_eq!(e.criteria, vec![("budget".into(), true), ("need".into(), false)]);
+        assert_eq!(
+            e.criteria,
+            vec![("budget".into(), true), ("need".into(), false)]
+        );
         assert_eq!(e.reason.as_deref(), Some("disqualified"));
     }
 

@@ -109,7 +109,10 @@ pub fn decode_keyed<'a>(
     let event = decode(format, bytes, max_bytes)?;
     if key != Some(event.lead_id.as_bytes()) {
         return Err(DecodeError::KeyMismatch {
-            key: key.map_or_else(|| "<none>".into(), |k| String::from_utf8_lossy(k).into_owned()),
+            key: key.map_or_else(
+                || "<none>".into(),
+                |k| String::from_utf8_lossy(k).into_owned(),
+            ),
             lead_id: event.lead_id.into_owned(),
         });
     }
@@ -148,7 +151,8 @@ mod tests {
 
     #[test]
     fn key_must_equal_lead_id() {
-        let body = br#"{"event_id":"e","lead_id":"L-1","type":"x","occurred_at":"2026-01-01T00:00:00Z"}"#;
+        let body =
+            br#"{"event_id":"e","lead_id":"L-1","type":"x","occurred_at":"2026-01-01T00:00:00Z"}"#;
         assert!(decode_keyed(Format::Json, Some(b"L-1"), body, 1024).is_ok());
         let err = decode_keyed(Format::Json, Some(b"L-2"), body, 1024).unwrap_err();
         assert_eq!(err.code(), "key_mismatch");

@@ -24,9 +24,13 @@ fn value(v: pb::Value) -> Value<'static> {
     }
 }
 
-fn fields(m: std::collections::HashMap<String, pb::Value>) -> Vec<(Cow<'static, str>, Value<'static>)> {
-    let mut out: Vec<(Cow<'static, str>, Value<'static>)> =
-        m.into_iter().map(|(k, v)| (Cow::Owned(k), value(v))).collect();
+fn fields(
+    m: std::collections::HashMap<String, pb::Value>,
+) -> Vec<(Cow<'static, str>, Value<'static>)> {
+    let mut out: Vec<(Cow<'static, str>, Value<'static>)> = m
+        .into_iter()
+        .map(|(k, v)| (Cow::Owned(k), value(v)))
+        .collect();
     // Map order on the wire is not meaningful; sort so the result is deterministic.
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
@@ -44,7 +48,11 @@ pub fn decode_proto(bytes: &[u8]) -> Result<Event<'static>, DecodeError> {
     let lead_id = required("lead_id", nonempty(m.lead_id))?;
     let event_type = required("type", nonempty(m.r#type))?;
     let occurred_at = parse_time(&required("occurred_at", nonempty(m.occurred_at))?)?;
-    let mut criteria: Vec<_> = m.criteria.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect();
+    let mut criteria: Vec<_> = m
+        .criteria
+        .into_iter()
+        .map(|(k, v)| (Cow::Owned(k), v))
+        .collect();
     criteria.sort();
     Ok(Event {
         kind: Kind::of(&event_type),
@@ -85,7 +93,11 @@ pub fn encode_event_proto(e: &Event<'_>, out: &mut Vec<u8>) {
         occurred_at: format_rfc3339(e.occurred_at),
         attributes: map(&e.attributes),
         profile: map(&e.profile),
-        criteria: e.criteria.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        criteria: e
+            .criteria
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
         reason: e.reason.as_ref().map(|r| r.to_string()),
     };
     m.encode(out).expect("a Vec grows as needed");
@@ -145,7 +157,10 @@ mod tests {
 
     #[test]
     fn invalid_protobuf_has_reasons() {
-        assert_eq!(decode_proto(b"\xff\xff\xff").unwrap_err().code(), "bad_protobuf");
+        assert_eq!(
+            decode_proto(b"\xff\xff\xff").unwrap_err().code(),
+            "bad_protobuf"
+        );
         let mut buf = Vec::new();
         pb::Event {
             event_id: "e".into(),

@@ -57,7 +57,10 @@ impl ProfileValue {
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             ProfileValue::Bool(b) => (*b).into(),
-            ProfileValue::Num(n) => serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into),
+            ProfileValue::Num(n) if n.fract() == 0.0 && n.abs() < 9e15 => (*n as i64).into(),
+            ProfileValue::Num(n) => {
+                serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into)
+            }
             ProfileValue::Str(s) => s.as_ref().into(),
             ProfileValue::Other => "<object or array>".into(),
         }
@@ -88,7 +91,9 @@ pub fn hash64(b: &[u8]) -> u64 {
     if !rem.is_empty() {
         let mut buf = [0u8; 8];
         buf[..rem.len()].copy_from_slice(rem);
-        h = (h ^ u64::from_le_bytes(buf)).wrapping_mul(K).rotate_left(29);
+        h = (h ^ u64::from_le_bytes(buf))
+            .wrapping_mul(K)
+            .rotate_left(29);
     }
     // murmur3's finaliser: every input bit reaches every output bit.
     h ^= h >> 33;
@@ -217,7 +222,11 @@ impl Lead {
 
     /// The next instant a timer of this lead falls due, or [`NEVER`].
     pub fn next_due(&self, model: &Model) -> Micros {
-        let requal = if self.stage.is_qualified() { self.deadline } else { NEVER };
+        let requal = if self.stage.is_qualified() {
+            self.deadline
+        } else {
+            NEVER
+        };
         self.quiet_until(model).map_or(requal, |q| q.min(requal))
     }
 
@@ -268,12 +277,19 @@ impl Lead {
     }
 
     pub fn profile_value(&self, field: &str) -> Option<&ProfileValue> {
-        self.profile.iter().find(|(k, _)| &**k == field).map(|(_, v)| v)
+        self.profile
+            .iter()
+            .find(|(k, _)| &**k == field)
+            .map(|(_, v)| v)
     }
 
     /// Merges profile fields (`null` removes one) and recomputes fit and
     /// disqualification.
-    pub fn merge_profile(&mut self, fields: &[(std::borrow::Cow<'_, str>, Value<'_>)], model: &Model) {
+    pub fn merge_profile(
+        &mut self,
+        fields: &[(std::borrow::Cow<'_, str>, Value<'_>)],
+        model: &Model,
+    ) {
         for (k, v) in fields {
             let pos = self.profile.iter().position(|(name, _)| **name == **k);
             let new = match v {
@@ -301,7 +317,10 @@ impl Lead {
         for_each_fit_hit(self, model, |_, p| fit += p);
         self.fit = fit;
         self.disq = disqualifications(self, model);
-        if matches!(self.profile_value("is_customer"), Some(ProfileValue::Bool(true))) {
+        if matches!(
+            self.profile_value("is_customer"),
+            Some(ProfileValue::Bool(true))
+        ) {
             self.flags |= flags::PROFILE_CUSTOMER;
         } else {
             self.flags &= !flags::PROFILE_CUSTOMER;
@@ -311,7 +330,9 @@ impl Lead {
     /// The lead's e-mail domain (after the last `@`), lower-cased.
     pub fn email_domain(&self) -> Option<std::borrow::Cow<'_, str>> {
         match self.profile_value("email") {
-            Some(ProfileValue::Str(s)) => s.rfind('@').map(|i| crate::model::lower_text(&s[i + 1..])),
+            Some(ProfileValue::Str(s)) => {
+                s.rfind('@').map(|i| crate::model::lower_text(&s[i + 1..]))
+            }
             _ => None,
         }
     }
@@ -329,7 +350,8 @@ impl Lead {
     pub fn requalifies(&self, model: &Model) -> bool {
         let t = self.track(model);
         let e = self.engagement(model);
-        at_least(e, t.mql_min_engagement) && t.demotion_total.is_none_or(|d| at_least(self.fit + e, d))
+        at_least(e, t.mql_min_engagement)
+            && t.demotion_total.is_none_or(|d| at_least(self.fit + e, d))
     }
 
     /// Whether every required criterion is known true (never, if the model requires none).
@@ -372,7 +394,9 @@ pub fn for_each_fit_hit(lead: &Lead, model: &Model, mut hit: impl FnMut(usize, f
 pub fn disqualifications(lead: &Lead, model: &Model) -> u8 {
     let d = &model.disqualify;
     let mut bits = 0;
-    if let (Some(min), Some(ProfileValue::Num(n))) = (d.min_employees, lead.profile_value("employees")) {
+    if let (Some(min), Some(ProfileValue::Num(n))) =
+        (d.min_employees, lead.profile_value("employees"))
+    {
         if n.fract() == 0.0 && *n < min {
             bits |= disq::TOO_SMALL;
         }
@@ -384,17 +408,21 @@ pub fn disqualifications(lead: &Lead, model: &Model) -> u8 {
         if d.academic_domains && is_academic(&domain) {
             bits |= disq::ACADEMIC_DOMAIN;
         }
-        if d
-            .competitor_domains
-            .iter()
-            .any(|c| *domain == **c || domain.strip_suffix(c.as_str()).is_some_and(|p| p.ends_with('.')))
-        {
+        if d.competitor_domains.iter().any(|c| {
+            *domain == **c
+                || domain
+                    .strip_suffix(c.as_str())
+                    .is_some_and(|p| p.ends_with('.'))
+        }) {
             bits |= disq::COMPETITOR;
         }
     }
     if let Some(ProfileValue::Str(title)) = lead.profile_value("job_title") {
         let title = crate::model::lower_text(title);
-        if d.job_title_contains.iter().any(|k| title.contains(k.as_str())) {
+        if d.job_title_contains
+            .iter()
+            .any(|k| title.contains(k.as_str()))
+        {
             bits |= disq::ACADEMIC_TITLE;
         }
     }

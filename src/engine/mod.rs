@@ -132,7 +132,8 @@ impl Engine {
         match entry {
             hashbrown::hash_table::Entry::Occupied(o) => *o.get(),
             hashbrown::hash_table::Entry::Vacant(v) => {
-                let idx = u32::try_from(leads.len()).expect("fewer than 4 billion leads per partition");
+                let idx =
+                    u32::try_from(leads.len()).expect("fewer than 4 billion leads per partition");
                 leads.push(Lead::new(id, &self.model));
                 v.insert(idx);
                 idx
@@ -211,7 +212,15 @@ impl Engine {
         }
         let at = lead.time;
         if let Some((to, why)) = stage::decide(lead, model, Cause::Event(cause), at) {
-            out.push(transition(lead, model, to, why, at, Some(&event.event_id), cause.sales_rejected));
+            out.push(transition(
+                lead,
+                model,
+                to,
+                why,
+                at,
+                Some(&event.event_id),
+                cause.sales_rejected,
+            ));
             self.schedule(idx);
         }
         outcome
@@ -245,7 +254,9 @@ impl Engine {
                 self.timers.pop();
                 batch.push(idx);
             }
-            batch.sort_unstable_by(|&a, &b| self.leads[a as usize].id.cmp(&self.leads[b as usize].id));
+            batch.sort_unstable_by(|&a, &b| {
+                self.leads[a as usize].id.cmp(&self.leads[b as usize].id)
+            });
             batch.dedup();
             for &idx in &batch {
                 if self.leads[idx as usize].next_due(&self.model) == due {

@@ -112,7 +112,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn byte(&mut self) -> Result<u8, SnapshotError> {
-        let (&first, rest) = self.b.split_first().ok_or(SnapshotError::Corrupt("ends early"))?;
+        let (&first, rest) = self
+            .b
+            .split_first()
+            .ok_or(SnapshotError::Corrupt("ends early"))?;
         self.b = rest;
         Ok(first)
     }
@@ -127,7 +130,9 @@ impl<'a> Reader<'a> {
     }
 
     fn u64_le(&mut self) -> Result<u64, SnapshotError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn varint(&mut self) -> Result<u64, SnapshotError> {
@@ -145,7 +150,8 @@ impl<'a> Reader<'a> {
     fn str(&mut self) -> Result<&'a str, SnapshotError> {
         let n = self.varint()?;
         let n = usize::try_from(n).map_err(|_| SnapshotError::Corrupt("length"))?;
-        std::str::from_utf8(self.take(n)?).map_err(|_| SnapshotError::Corrupt("string is not UTF-8"))
+        std::str::from_utf8(self.take(n)?)
+            .map_err(|_| SnapshotError::Corrupt("string is not UTF-8"))
     }
 
     fn rel(&mut self, base: Micros) -> Result<Micros, SnapshotError> {

@@ -10,7 +10,9 @@ use crate::model::Model;
 pub enum Cause<'e> {
     Event(EventCause<'e>),
     /// A timer: the requalification deadline (`requal`) or the end of a quiet period.
-    Timer { requal: bool },
+    Timer {
+        requal: bool,
+    },
 }
 
 /// The parts of an applied event that the stage machine looks at.
@@ -40,7 +42,12 @@ pub enum Why {
 /// Decides the lead's next stage. The order is the spec's: `deal_won`,
 /// disqualification, rejection or loss, (requalification), SQL, MQL, and last
 /// the release of a disqualified lead. Returns `None` when the stage stays.
-pub fn decide(lead: &Lead, model: &Model, cause: Cause<'_>, at: crate::time::Micros) -> Option<(Stage, Why)> {
+pub fn decide(
+    lead: &Lead,
+    model: &Model,
+    cause: Cause<'_>,
+    at: crate::time::Micros,
+) -> Option<(Stage, Why)> {
     let stage = lead.stage;
     let ev = match cause {
         Cause::Event(e) => e,
@@ -54,7 +61,11 @@ pub fn decide(lead: &Lead, model: &Model, cause: Cause<'_>, at: crate::time::Mic
     }
     if ev.sales_rejected.is_some() || ev.deal_lost {
         // These two never promote.
-        let why = if ev.deal_lost { Why::DealLost } else { Why::SalesRejected };
+        let why = if ev.deal_lost {
+            Why::DealLost
+        } else {
+            Why::SalesRejected
+        };
         return stage.is_qualified().then_some((lead.home_stage(), why));
     }
     if let Cause::Timer { requal: true } = cause {
@@ -103,7 +114,10 @@ pub fn reasons(lead: &Lead, model: &Model, why: Why, rejected_reason: Option<&st
     match why {
         Why::DealWon => vec!["deal won".into()],
         Why::Disqualified => disqualification_reasons(lead, model),
-        Why::SalesRejected => vec![format!("sales rejected: {}", rejected_reason.unwrap_or("no reason given"))],
+        Why::SalesRejected => vec![format!(
+            "sales rejected: {}",
+            rejected_reason.unwrap_or("no reason given")
+        )],
         Why::DealLost => vec!["deal lost".into()],
         Why::Demoted => {
             let mut r = Vec::new();
@@ -116,7 +130,11 @@ pub fn reasons(lead: &Lead, model: &Model, why: Why, rejected_reason: Option<&st
             }
             if let Some(d) = track.demotion_total {
                 if total < d - crate::model::TOLERANCE {
-                    r.push(format!("requalification: total {} < demotion threshold {}", num(total), num(d)));
+                    r.push(format!(
+                        "requalification: total {} < demotion threshold {}",
+                        num(total),
+                        num(d)
+                    ));
                 }
             }
             r
@@ -150,7 +168,11 @@ fn mql_reasons(lead: &Lead, model: &Model, ib: bool, e: f64, total: f64) -> Vec<
     if let Some(m) = t.mql_min_fit {
         r.push(format!("fit {} >= {}", num(lead.fit), num(m)));
     }
-    r.push(format!("engagement {} >= {}", num(e), num(t.mql_min_engagement)));
+    r.push(format!(
+        "engagement {} >= {}",
+        num(e),
+        num(t.mql_min_engagement)
+    ));
     r
 }
 

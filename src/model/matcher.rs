@@ -67,7 +67,8 @@ impl Matcher {
             (TextOp::StartsWith, m.starts_with, "starts_with"),
             (TextOp::EndsWith, m.ends_with, "ends_with"),
         ];
-        let numeric = m.at_least.is_some() || m.above.is_some() || m.at_most.is_some() || m.below.is_some();
+        let numeric =
+            m.at_least.is_some() || m.above.is_some() || m.at_most.is_some() || m.below.is_some();
         let kinds = text.iter().filter(|t| t.1.is_some()).count()
             + usize::from(numeric)
             + usize::from(m.is.is_some())
@@ -79,18 +80,30 @@ impl Matcher {
             ));
         }
         if kinds > 1 {
-            return Err(invalid(key, "has tests of more than one kind; split it into separate rules"));
+            return Err(invalid(
+                key,
+                "has tests of more than one kind; split it into separate rules",
+            ));
         }
         if m.whole.is_some() && !numeric {
-            return Err(invalid(format!("{key}.whole"), "applies only to numeric tests"));
+            return Err(invalid(
+                format!("{key}.whole"),
+                "applies only to numeric tests",
+            ));
         }
         for (op, v, name) in text {
             if let Some(v) = v {
                 let v = v.into_vec();
                 if v.is_empty() || v.iter().any(|s| s.is_empty()) {
-                    return Err(invalid(format!("{key}.{name}"), "needs at least one non-empty string"));
+                    return Err(invalid(
+                        format!("{key}.{name}"),
+                        "needs at least one non-empty string",
+                    ));
                 }
-                return Ok(Matcher::Text(op, v.iter().map(|s| s.to_lowercase()).collect()));
+                return Ok(Matcher::Text(
+                    op,
+                    v.iter().map(|s| s.to_lowercase()).collect(),
+                ));
             }
         }
         if numeric {
@@ -100,7 +113,10 @@ impl Matcher {
             if m.at_most.is_some() && m.below.is_some() {
                 return Err(invalid(key, "give at_most or below, not both"));
             }
-            let lo = m.at_least.map(|v| (v, true)).or(m.above.map(|v| (v, false)));
+            let lo = m
+                .at_least
+                .map(|v| (v, true))
+                .or(m.above.map(|v| (v, false)));
             let hi = m.at_most.map(|v| (v, true)).or(m.below.map(|v| (v, false)));
             for (v, _) in lo.iter().chain(hi.iter()) {
                 if !v.is_finite() {
@@ -109,7 +125,10 @@ impl Matcher {
             }
             if let (Some((l, li)), Some((h, hi_inc))) = (lo, hi) {
                 if l > h || (l == h && !(li && hi_inc)) {
-                    return Err(invalid(key, "the range is empty: its lower bound is not below its upper bound"));
+                    return Err(invalid(
+                        key,
+                        "the range is empty: its lower bound is not below its upper bound",
+                    ));
                 }
             }
             return Ok(Matcher::Range {

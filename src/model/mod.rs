@@ -64,11 +64,9 @@ impl Sla {
         let t = s.trim();
         for suffix in ["working days", "working day", "wd"] {
             if let Some(n) = t.strip_suffix(suffix) {
-                return n
-                    .trim()
-                    .parse::<u32>()
-                    .map(Sla::WorkingDays)
-                    .map_err(|_| format!("{s:?}: working days must be a whole number (e.g. \"3 working days\")"));
+                return n.trim().parse::<u32>().map(Sla::WorkingDays).map_err(|_| {
+                    format!("{s:?}: working days must be a whole number (e.g. \"3 working days\")")
+                });
             }
         }
         match parse_duration(t) {
@@ -239,7 +237,12 @@ impl Model {
     }
 }
 
-fn duration(key: &str, v: Option<&str>, default: Micros, allow_zero: bool) -> Result<Micros, ModelError> {
+fn duration(
+    key: &str,
+    v: Option<&str>,
+    default: Micros,
+    allow_zero: bool,
+) -> Result<Micros, ModelError> {
     let Some(s) = v else { return Ok(default) };
     let d = parse_duration(s).map_err(|e| invalid(key, format!("{s:?}: {e}")))?;
     if d < 0 || (d == 0 && !allow_zero) {
@@ -280,12 +283,15 @@ fn track(prefix: &str, f: TrackFile, d: TrackDefaults) -> Result<Track, ModelErr
     let sla = |k: &str, v: &Option<String>, default: Sla| -> Result<Sla, ModelError> {
         match v.as_ref().or(f.sla.as_ref()) {
             None => Ok(default),
-            Some(s) => Sla::parse(s).map_err(|p| invalid(key(if v.is_some() { k } else { "sla" }), p)),
+            Some(s) => {
+                Sla::parse(s).map_err(|p| invalid(key(if v.is_some() { k } else { "sla" }), p))
+            }
         }
     };
     let route = f.route.clone().unwrap_or_else(|| d.route.to_string());
     nonempty(&key("route"), &route)?;
-    let mql_min_engagement = opt_finite(&key("mql_min_engagement"), f.mql_min_engagement)?.unwrap_or(0.0);
+    let mql_min_engagement =
+        opt_finite(&key("mql_min_engagement"), f.mql_min_engagement)?.unwrap_or(0.0);
     let mql_min_total = opt_finite(&key("mql_min_total"), f.mql_min_total)?;
     Ok(Track {
         mql_min_fit: opt_finite(&key("mql_min_fit"), f.mql_min_fit)?,
@@ -319,7 +325,10 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         let k = |s: &str| format!("fit.rules[{i}].{s}");
         nonempty(&k("name"), &r.name)?;
         if !names.insert(r.name.clone()) {
-            return Err(invalid(k("name"), format!("{:?} is used by another rule", r.name)));
+            return Err(invalid(
+                k("name"),
+                format!("{:?} is used by another rule", r.name),
+            ));
         }
         nonempty(&k("field"), &r.field)?;
         finite(&k("points"), r.points)?;
@@ -355,7 +364,10 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         let k = |s: &str| format!("engagement.rules[{i}].{s}");
         nonempty(&k("name"), &r.name)?;
         if !names.insert(r.name.clone()) {
-            return Err(invalid(k("name"), format!("{:?} is used by another rule", r.name)));
+            return Err(invalid(
+                k("name"),
+                format!("{:?} is used by another rule", r.name),
+            ));
         }
         nonempty(&k("event"), &r.event)?;
         finite(&k("points"), r.points)?;
@@ -417,7 +429,9 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
     };
     let disqualify = Disqualify {
         min_employees: opt_finite("disqualify.min_employees", d.min_employees)?,
-        free_mail_domains: lower(d.free_mail_domains, "free_mail_domains")?.into_iter().collect(),
+        free_mail_domains: lower(d.free_mail_domains, "free_mail_domains")?
+            .into_iter()
+            .collect(),
         allow_free_mail: d.allow_free_mail,
         academic_domains: d.academic_domains,
         job_title_contains: lower(d.job_title_contains, "job_title_contains")?,
@@ -427,9 +441,18 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
     // Bands.
     let bands_in = if f.bands.is_empty() {
         vec![
-            file::BandFile { name: "cold".into(), at_least: None },
-            file::BandFile { name: "warm".into(), at_least: Some(50.0) },
-            file::BandFile { name: "hot".into(), at_least: Some(75.0) },
+            file::BandFile {
+                name: "cold".into(),
+                at_least: None,
+            },
+            file::BandFile {
+                name: "warm".into(),
+                at_least: Some(50.0),
+            },
+            file::BandFile {
+                name: "hot".into(),
+                at_least: Some(75.0),
+            },
         ]
     } else {
         f.bands
@@ -439,26 +462,51 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         let k = |s: &str| format!("bands[{i}].{s}");
         nonempty(&k("name"), &b.name)?;
         if bands.iter().any(|x| x.name == b.name) {
-            return Err(invalid(k("name"), format!("{:?} is used by another band", b.name)));
+            return Err(invalid(
+                k("name"),
+                format!("{:?} is used by another band", b.name),
+            ));
         }
-        let at = match (i, b.at_least) {
-            (0, None) => f64::NEG_INFINITY,
-            (0, Some(_)) => return Err(invalid(k("at_least"), "the first band takes every total below the next one and has no lower bound")),
-            (_, None) => return Err(invalid(k("at_least"), "is required for every band after the first")),
-            (_, Some(v)) => finite(&k("at_least"), v)?,
-        };
+        let at =
+            match (i, b.at_least) {
+                (0, None) => f64::NEG_INFINITY,
+                (0, Some(_)) => return Err(invalid(
+                    k("at_least"),
+                    "the first band takes every total below the next one and has no lower bound",
+                )),
+                (_, None) => {
+                    return Err(invalid(
+                        k("at_least"),
+                        "is required for every band after the first",
+                    ))
+                }
+                (_, Some(v)) => finite(&k("at_least"), v)?,
+            };
         if let Some(prev) = bands.last() {
             if at <= prev.at_least {
-                return Err(invalid(k("at_least"), "bands must be in ascending order of at_least"));
+                return Err(invalid(
+                    k("at_least"),
+                    "bands must be in ascending order of at_least",
+                ));
             }
         }
-        bands.push(Band { name: b.name, at_least: at });
+        bands.push(Band {
+            name: b.name,
+            at_least: at,
+        });
     }
-    let hot_name = f.hot_band.unwrap_or_else(|| bands.last().map(|b| b.name.clone()).unwrap_or_default());
+    let hot_name = f
+        .hot_band
+        .unwrap_or_else(|| bands.last().map(|b| b.name.clone()).unwrap_or_default());
     let hot_band = bands
         .iter()
         .position(|b| b.name == hot_name)
-        .ok_or_else(|| invalid("hot_band", format!("{hot_name:?} is not the name of a band")))?;
+        .ok_or_else(|| {
+            invalid(
+                "hot_band",
+                format!("{hot_name:?} is not the name of a band"),
+            )
+        })?;
 
     // SQL criteria.
     if f.sql.criteria.len() > 32 {
@@ -467,7 +515,10 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
     for (i, c) in f.sql.criteria.iter().enumerate() {
         nonempty(&format!("sql.criteria[{i}]"), c)?;
         if f.sql.criteria[..i].contains(c) {
-            return Err(invalid(format!("sql.criteria[{i}]"), format!("{c:?} is listed twice")));
+            return Err(invalid(
+                format!("sql.criteria[{i}]"),
+                format!("{c:?} is listed twice"),
+            ));
         }
     }
 
@@ -505,9 +556,24 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         criteria: f.sql.criteria,
         new_business,
         installed_base,
-        mql_window: duration("requalify.mql_window", f.requalify.mql_window.as_deref(), 30 * DAY, false)?,
-        sql_window: duration("requalify.sql_window", f.requalify.sql_window.as_deref(), 90 * DAY, false)?,
-        quiet_period: duration("requalify.quiet_period", f.requalify.quiet_period.as_deref(), 14 * DAY, true)?,
+        mql_window: duration(
+            "requalify.mql_window",
+            f.requalify.mql_window.as_deref(),
+            30 * DAY,
+            false,
+        )?,
+        sql_window: duration(
+            "requalify.sql_window",
+            f.requalify.sql_window.as_deref(),
+            90 * DAY,
+            false,
+        )?,
+        quiet_period: duration(
+            "requalify.quiet_period",
+            f.requalify.quiet_period.as_deref(),
+            14 * DAY,
+            true,
+        )?,
         slots,
         layout_id: fnv(&(slots as u64).to_le_bytes(), layout),
     })
@@ -552,8 +618,13 @@ mod tests {
         let e = err("version = \"x\"\n[engagement]\nhalf_lif = \"3d\"\n");
         assert!(e.contains("half_lif"), "{e}");
         let e = err("version = \"x\"\n[engagement]\nhalf_life = \"30\"\n");
-        assert!(e.contains("engagement.half_life") && e.contains("unit"), "{e}");
-        let e = err("version = \"x\"\n[[fit.rules]]\nname = \"a\"\nfield = \"employees\"\npoints = 1\n");
+        assert!(
+            e.contains("engagement.half_life") && e.contains("unit"),
+            "{e}"
+        );
+        let e = err(
+            "version = \"x\"\n[[fit.rules]]\nname = \"a\"\nfield = \"employees\"\npoints = 1\n",
+        );
         assert!(e.contains("fit.rules[0]") && e.contains("one test"), "{e}");
         let e = err("version = \"x\"\n[[fit.rules]]\nname = \"a\"\nfield = \"f\"\npoints = 1\nequals = \"x\"\nat_least = 3\n");
         assert!(e.contains("fit.rules[0]") && e.contains("one kind"), "{e}");

@@ -1,0 +1,476 @@
+//! The service configuration: one TOML file plus environment overrides
+//! (`LEADSCORE_<SECTION>_<KEY>`, e.g. `LEADSCORE_KAFKA_BROKERS`), validated
+//! with messages that name the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::codec::{Format, DEFAULT_MAX_EVENT_BYTES};
+use crate::time::{parse_duration, Micros};
+
+/// Delivery guarantee of the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Changes, changelog and input offsets in one Kafka transaction.
+    #[default]
+    ExactlyOnce,
+    /// Idempotent producer; offsets committed after the writes are acknowledged.
+    AtLeastOnce,
+}
+
+/// The `[kafka]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Consumer group of all instances.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Stable per instance: the transactional id and the static group
+    /// membership (`group.instance.id`) derive from it.
+    pub instance_id: String,
+    pub input_topics: Vec<String>,
+    pub status_topic: String,
+    pub dead_letter_topic: String,
+    /// Compacted topic holding the leads' state; created (compacted, with the
+    /// input's partition count) when missing. Default: `<group_id>-changelog`.
+    pub changelog_topic: Option<String>,
+    #[serde(default)]
+    pub guarantee: Guarantee,
+    /// How often the open transaction is committed.
+    #[serde(default = "default_commit_interval")]
+    pub commit_interval_ms: u64,
+    #[serde(default)]
+    pub input_format: Format,
+    #[serde(default)]
+    pub output_format: Format,
+    /// How far behind the largest event time the watermark trails (e.g. "5m").
+    #[serde(default = "default_lateness")]
+    pub allowed_lateness: String,
+    /// A partition at the end of its log for this long is advanced by the
+    /// wall clock; 0 disables wall-clock advance.
+    #[serde(default = "default_idle_advance")]
+    pub idle_advance_ms: u64,
+    /// Larger messages go to the dead-letter topic.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// Passed to librdkafka as they are (security, SASL/SSL, tuning).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_group() -> String {
+    "leadscore".into()
+}
+fn default_commit_interval() -> u64 {
+    100
+}
+fn default_lateness() -> String {
+    "0s".into()
+}
+fn default_idle_advance() -> u64 {
+    5_000
+}
+fn default_max_event_bytes() -> usize {
+    DEFAULT_MAX_EVENT_BYTES
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`, `/leads/{id}`).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `leadscore=debug,rdkafka=warn`.
+    pub level: Option<String>,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Model file; the default model when absent. Relative to the config file.
+    pub model: Option<PathBuf>,
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// A configuration that did not load: which key, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config is not valid TOML or has an unknown or mistyped key: {0}")]
+    Toml(String),
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+    #[error("environment variable {var}: {problem}")]
+    Env { var: String, problem: String },
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Keys of each section that the environment may set.
+const SECTIONS: [(&str, &[&str]); 3] = [
+    (
+        "kafka",
+        &[
+            "brokers",
+            "group_id",
+            "instance_id",
+            "input_topics",
+            "status_topic",
+            "dead_letter_topic",
+            "changelog_topic",
+            "guarantee",
+            "commit_interval_ms",
+            "input_format",
+            "output_format",
+            "allowed_lateness",
+            "idle_advance_ms",
+            "max_event_bytes",
+        ],
+    ),
+    ("http", &["listen"]),
+    ("log", &["format", "level"]),
+];
+
+fn env_value(key: &str, raw: &str) -> toml::Value {
+    if key == "input_topics" {
+        return toml::Value::Array(
+            raw.split(',')
+                .map(|s| toml::Value::String(s.trim().to_string()))
+                .filter(|v| v.as_str() != Some(""))
+                .collect(),
+        );
+    }
+    if key.ends_with("_ms") || key == "max_event_bytes" {
+        if let Ok(n) = raw.trim().parse::<i64>() {
+            return toml::Value::Integer(n);
+        }
+    }
+    toml::Value::String(raw.to_string())
+}
+
+/// Applies `LEADSCORE_*` variables to the parsed TOML tree.
+fn apply_env(
+    root: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (var, raw) in vars {
+        let Some(rest) = var.strip_prefix("LEADSCORE_") else {
+            continue;
+        };
+        let lower = rest.to_ascii_lowercase();
+        if lower == "model" {
+            root.insert("model".into(), toml::Value::String(raw));
+            continue;
+        }
+        if let Some(prop) = lower.strip_prefix("kafka_properties_") {
+            // librdkafka property names are dotted: SASL_PASSWORD → sasl.password.
+            let kafka = root
+                .entry("kafka")
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            let table = kafka
+                .as_table_mut()
+                .ok_or_else(|| invalid("kafka", "must be a table"))?;
+            let props = table
+                .entry("properties")
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            props
+                .as_table_mut()
+                .ok_or_else(|| invalid("kafka.properties", "must be a table"))?
+                .insert(prop.replace('_', "."), toml::Value::String(raw));
+            continue;
+        }
+        let mut matched = false;
+        for (section, keys) in SECTIONS {
+            let Some(key) = lower
+                .strip_prefix(section)
+                .and_then(|k| k.strip_prefix('_'))
+            else {
+                continue;
+            };
+            if !keys.contains(&key) {
+                return Err(ConfigError::Env {
+                    var,
+                    problem: format!(
+                        "`{section}` has no key `{key}`; known keys: {}",
+                        keys.join(", ")
+                    ),
+                });
+            }
+            let t = root
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            t.as_table_mut()
+                .ok_or_else(|| invalid(section, "must be a table"))?
+                .insert(key.to_string(), env_value(key, &raw));
+            matched = true;
+            break;
+        }
+        if !matched {
+            return Err(ConfigError::Env {
+                var,
+                problem: "not a leadscore setting: use LEADSCORE_MODEL, LEADSCORE_KAFKA_<KEY>, \
+                          LEADSCORE_KAFKA_PROPERTIES_<PROPERTY>, LEADSCORE_HTTP_LISTEN or LEADSCORE_LOG_<KEY>"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads the file, applies the process environment, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut cfg = Config::from_toml_with_env(&text, std::env::vars())?;
+        if let (Some(model), Some(dir)) = (&cfg.model, path.parent()) {
+            if model.is_relative() {
+                cfg.model = Some(dir.join(model));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses `text`, applies the given `LEADSCORE_*` variables, validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut root: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+        apply_env(&mut root, vars)?;
+        let cfg: Config = root
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        let nonempty = |key: &str, v: &str| {
+            if v.trim().is_empty() {
+                Err(invalid(key, "must not be empty"))
+            } else {
+                Ok(())
+            }
+        };
+        nonempty("kafka.brokers", &k.brokers)?;
+        nonempty("kafka.group_id", &k.group_id)?;
+        nonempty("kafka.instance_id", &k.instance_id)?;
+        nonempty("kafka.status_topic", &k.status_topic)?;
+        nonempty("kafka.dead_letter_topic", &k.dead_letter_topic)?;
+        if k.input_topics.is_empty() {
+            return Err(invalid("kafka.input_topics", "needs at least one topic"));
+        }
+        for (i, t) in k.input_topics.iter().enumerate() {
+            nonempty(&format!("kafka.input_topics[{i}]"), t)?;
+        }
+        let outputs = [
+            ("kafka.status_topic", &k.status_topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+            ("kafka.changelog_topic", &self.changelog_topic()),
+        ];
+        for (key, t) in outputs {
+            if k.input_topics.contains(t) {
+                return Err(invalid(key, format!("{t:?} is also an input topic")));
+            }
+        }
+        if k.commit_interval_ms == 0 {
+            return Err(invalid("kafka.commit_interval_ms", "must be at least 1"));
+        }
+        if k.max_event_bytes == 0 {
+            return Err(invalid("kafka.max_event_bytes", "must be at least 1"));
+        }
+        self.allowed_lateness()?;
+        for key in [
+            "group.id",
+            "group.instance.id",
+            "transactional.id",
+            "bootstrap.servers",
+        ] {
+            if k.properties.contains_key(key) {
+                return Err(invalid(
+                    &format!("kafka.properties.{key}"),
+                    "is set by leadscore itself (from brokers, group_id and instance_id)",
+                ));
+            }
+        }
+        if let Some(level) = &self.log.level {
+            nonempty("log.level", level)?;
+        }
+        Ok(())
+    }
+
+    pub fn changelog_topic(&self) -> String {
+        self.kafka
+            .changelog_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-changelog", self.kafka.group_id))
+    }
+
+    pub fn allowed_lateness(&self) -> Result<Micros, ConfigError> {
+        let s = &self.kafka.allowed_lateness;
+        parse_duration(s).map_err(|e| invalid("kafka.allowed_lateness", format!("{s:?}: {e}")))
+    }
+
+    /// The producer's `transactional.id`: stable per instance, so a restarted
+    /// instance fences its predecessor.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.kafka.group_id, self.kafka.instance_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+instance_id = "i-0"
+input_topics = ["events"]
+status_topic = "status"
+dead_letter_topic = "dlq"
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml_with_env(
+            text,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(BASE, &[]).unwrap();
+        assert_eq!(c.kafka.group_id, "leadscore");
+        assert_eq!(c.kafka.guarantee, Guarantee::ExactlyOnce);
+        assert_eq!(c.kafka.commit_interval_ms, 100);
+        assert_eq!(c.changelog_topic(), "leadscore-changelog");
+        assert_eq!(c.transactional_id(), "leadscore-i-0");
+        assert_eq!(c.http.listen, "127.0.0.1:9464");
+        assert_eq!(c.allowed_lateness().unwrap(), 0);
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let c = load(
+            BASE,
+            &[
+                ("LEADSCORE_KAFKA_BROKERS", "b1:9092,b2:9092"),
+                ("LEADSCORE_KAFKA_INPUT_TOPICS", "a, b"),
+                ("LEADSCORE_KAFKA_COMMIT_INTERVAL_MS", "250"),
+                ("LEADSCORE_KAFKA_GUARANTEE", "at_least_once"),
+                ("LEADSCORE_KAFKA_PROPERTIES_SASL_PASSWORD", "s3cret"),
+                ("LEADSCORE_HTTP_LISTEN", "0.0.0.0:9000"),
+                ("LEADSCORE_MODEL", "m.toml"),
+                ("PATH", "/bin"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "b1:9092,b2:9092");
+        assert_eq!(c.kafka.input_topics, ["a", "b"]);
+        assert_eq!(c.kafka.commit_interval_ms, 250);
+        assert_eq!(c.kafka.guarantee, Guarantee::AtLeastOnce);
+        assert_eq!(c.kafka.properties["sasl.password"], "s3cret");
+        assert_eq!(c.http.listen, "0.0.0.0:9000");
+        assert_eq!(c.model.as_deref(), Some(Path::new("m.toml")));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load(&format!("{BASE}commit_interval_ms = 0\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kafka.commit_interval_ms"), "{e}");
+        let e = load(&format!("{BASE}brokrs = \"x\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("brokrs"), "{e}");
+        let e = load(&format!("{BASE}allowed_lateness = \"5\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kafka.allowed_lateness"), "{e}");
+        let e = load(&format!("{BASE}guarantee = \"maybe_once\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("maybe_once"), "{e}");
+        let e = load(BASE, &[("LEADSCORE_KAFKA_BROKRS", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("LEADSCORE_KAFKA_BROKRS") && e.contains("brokrs"),
+            "{e}"
+        );
+        let e = load(
+            &BASE.replace("status_topic = \"status\"", "status_topic = \"events\""),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("kafka.status_topic") && e.contains("input topic"),
+            "{e}"
+        );
+        let e = load(
+            &format!("{BASE}[kafka.properties]\n\"transactional.id\" = \"x\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("kafka.properties.transactional.id"), "{e}");
+        let e = load("[kafka]\nbrokers = \"x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("instance_id"), "{e}");
+    }
+}

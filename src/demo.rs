@@ -1,0 +1,250 @@
+//! `leadscore demo`: the whole pipeline with nothing to install — librdkafka's
+//! in-process mock cluster, generated traffic (with some bad messages), the
+//! real service path, the changes printed as they are published, and the
+//! HTTP endpoints served.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientConfig, Message};
+
+use crate::codec::encode_event_json;
+use crate::config::Config;
+use crate::gen::{GenConfig, Generator};
+use crate::service::{self, Shutdown};
+use crate::time::DAY;
+
+const EVENTS: &str = "lead-events";
+const STATUS: &str = "lead-status";
+const DLQ: &str = "lead-events-dlq";
+const PARTITIONS: i32 = 4;
+
+pub struct DemoOptions {
+    pub duration: Duration,
+    pub http: String,
+    /// Events produced per second.
+    pub rate: u32,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            duration: Duration::from_secs(30),
+            http: "127.0.0.1:9464".into(),
+            rate: 400,
+        }
+    }
+}
+
+fn config(bootstrap: &str, http: &str) -> Result<Config> {
+    let text = format!(
+        r#"
+[kafka]
+brokers = "{bootstrap}"
+instance_id = "demo-0"
+input_topics = ["{EVENTS}"]
+status_topic = "{STATUS}"
+dead_letter_topic = "{DLQ}"
+# Event time drives the timers: the demo's clock runs four months in its run.
+idle_advance_ms = 0
+
+[http]
+listen = "{http}"
+"#
+    );
+    Ok(Config::from_toml_with_env(&text, std::iter::empty())?)
+}
+
+/// Runs the demo, printing to `out`.
+pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
+    service::telemetry::init_logging(crate::config::LogFormat::Text, Some("warn"));
+    let mock: &'static MockCluster<'static, _> = Box::leak(Box::new(
+        MockCluster::new(1).context("cannot start the in-process Kafka mock cluster")?,
+    ));
+    for (t, n) in [
+        (EVENTS, PARTITIONS),
+        (STATUS, PARTITIONS),
+        (DLQ, 1),
+        ("leadscore-changelog", PARTITIONS),
+    ] {
+        mock.create_topic(t, n, 1)
+            .with_context(|| format!("cannot create topic {t}"))?;
+    }
+    let bootstrap = mock.bootstrap_servers();
+    let cfg = config(&bootstrap, &opts.http)?;
+    writeln!(
+        out,
+        "leadscore demo: in-process Kafka mock cluster at {bootstrap}, {} events/s for {} s",
+        opts.rate,
+        opts.duration.as_secs()
+    )?;
+
+    let shutdown = Shutdown::new();
+    let (tx, rx) = mpsc::channel();
+    let service = {
+        let shutdown = shutdown.clone();
+        thread::Builder::new()
+            .name("service".into())
+            .spawn(move || {
+                service::run(cfg, shutdown, |r| {
+                    let _ = tx.send(r.http_addr);
+                })
+            })?
+    };
+    let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(a) => a,
+        Err(_) => {
+            shutdown.trigger();
+            let err = service.join().ok().and_then(|r| r.err());
+            anyhow::bail!(
+                "the service did not start: {}",
+                err.map_or_else(|| "timed out".into(), |e| e.to_string())
+            );
+        }
+    };
+    writeln!(out, "metrics at http://{addr}/metrics; lead state at http://{addr}/leads/{{id}}; /healthz, /readyz")?;
+    writeln!(
+        out,
+        "{:<10} {:<12} {:<26} {:>7} {:<5}  route",
+        "time", "lead", "change", "total", "band"
+    )?;
+
+    // Generated traffic, with one bad message in every 150.
+    let stop_traffic = Arc::new(AtomicBool::new(false));
+    let produced = Arc::new(AtomicU64::new(0));
+    let traffic = {
+        let stop = Arc::clone(&stop_traffic);
+        let produced = Arc::clone(&produced);
+        let bootstrap = bootstrap.clone();
+        let total = u64::from(opts.rate) * opts.duration.as_secs().max(1);
+        let rate = opts.rate.max(1);
+        thread::spawn(move || -> Result<()> {
+            let producer: BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .create()?;
+            let gen = Generator::new(GenConfig {
+                seed: 7,
+                leads: 400,
+                events: total,
+                span: 120 * DAY,
+                ..GenConfig::default()
+            });
+            let started = Instant::now();
+            let mut buf = Vec::new();
+            for (i, e) in gen.enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                buf.clear();
+                if i % 150 == 149 {
+                    buf.extend_from_slice(br#"{"event_id": "broken", "lead_id": "#);
+                } else {
+                    encode_event_json(&e, &mut buf);
+                }
+                let key = e.lead_id.as_bytes().to_vec();
+                while let Err((err, _)) =
+                    producer.send(BaseRecord::to(EVENTS).key(&key).payload(&buf))
+                {
+                    tracing::debug!(error = %err, "demo producer queue full");
+                    producer.poll(Duration::from_millis(10));
+                }
+                producer.poll(Duration::ZERO);
+                produced.fetch_add(1, Ordering::Relaxed);
+                let due = started + Duration::from_secs_f64((i + 1) as f64 / f64::from(rate));
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                }
+            }
+            producer.flush(Duration::from_secs(10))?;
+            Ok(())
+        })
+    };
+
+    // Print the published changes (read_committed: what a CRM connector sees).
+    let printer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "demo-printer")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    printer.subscribe(&[STATUS, DLQ])?;
+    let mut transitions: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut dead = 0u64;
+    let end = Instant::now() + opts.duration;
+    let mut drain_until = None;
+    loop {
+        if drain_until.is_none() && Instant::now() >= end {
+            stop_traffic.store(true, Ordering::Relaxed);
+            drain_until = Some(Instant::now() + Duration::from_secs(3));
+        }
+        if drain_until.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let Some(Ok(m)) = printer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        if m.topic() == DLQ {
+            dead += 1;
+            let reason = m
+                .headers()
+                .and_then(|h| {
+                    use rdkafka::message::Headers;
+                    h.iter()
+                        .find(|x| x.key == "leadscore.reason")
+                        .and_then(|x| x.value)
+                })
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            writeln!(out, "{:<10} dead letter: {reason}", now_hms())?;
+            continue;
+        }
+        let Some(Ok(c)) = m.payload().map(serde_json::from_slice::<serde_json::Value>) else {
+            continue;
+        };
+        let s = |k: &str| c[k].as_str().unwrap_or("").to_string();
+        *transitions.entry((s("from"), s("to"))).or_default() += 1;
+        writeln!(
+            out,
+            "{:<10} {:<12} {:<26} {:>7.1} {:<5}  {}",
+            now_hms(),
+            s("lead_id"),
+            format!("{} -> {}", s("from"), s("to")),
+            c["score"]["total"].as_f64().unwrap_or(0.0),
+            s("band"),
+            match (c["route"].as_str(), c["follow_up_by"].as_str()) {
+                (Some(r), Some(f)) => format!("{r}, follow up by {f}"),
+                _ => String::new(),
+            }
+        )?;
+    }
+    shutdown.trigger();
+    let _ = traffic.join();
+    match service.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => writeln!(out, "service stopped with an error: {e}")?,
+        Err(_) => writeln!(out, "service thread panicked")?,
+    }
+    writeln!(
+        out,
+        "\nsummary: {} events produced, {dead} dead letters",
+        produced.load(Ordering::Relaxed)
+    )?;
+    for ((from, to), n) in &transitions {
+        writeln!(out, "  {from:>12} -> {to:<12} {n}")?;
+    }
+    Ok(())
+}
+
+fn now_hms() -> String {
+    let t = crate::service::processor::wall_micros();
+    let s = crate::time::format_rfc3339(t - t % 1_000_000);
+    s[11..19].to_string()
+}
