@@ -111,6 +111,16 @@ impl Broker {
     }
 }
 
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .args(["kill", "--dir", self.dir.to_str().unwrap()])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Produces (key, payload) records, to a given partition or by key.
 pub fn produce(p: &BaseProducer, topic: &str, records: &[(Option<i32>, Vec<u8>, Vec<u8>)]) {
     for (part, k, v) in records {
