@@ -2371,3 +2371,50 @@ fn score_command_end_to_end_with_until() {
     assert_eq!(changes[1]["occurred_at"], "2026-04-01T14:00:00Z");
     assert_eq!(changes[1]["cause_event_id"], Value::Null);
 }
+
+/// A timer set behind the watermark (its lead's events are far later than
+/// the partition's) is due at once, not at the next watermark move.
+#[test]
+fn timer_set_behind_the_watermark_fires_at_once() {
+    use leadscore::codec::decode_json;
+    use std::sync::Arc;
+    let mut engine = leadscore::Engine::new(Arc::new(leadscore::Model::default_model()));
+    let mut out = Vec::new();
+    let fold =
+        |engine: &mut leadscore::Engine, out: &mut Vec<leadscore::StatusChange>, json: &str| {
+            engine.fold(&decode_json(json.as_bytes()).unwrap(), out);
+        };
+    // Another lead moves the watermark to June.
+    fold(
+        &mut engine,
+        &mut out,
+        r#"{"event_id":"x1","lead_id":"X","type":"page_view","occurred_at":"2026-06-01T00:00:00Z"}"#,
+    );
+    // L becomes an MQL on March 2 (fit 45 + webinar 15): deadline April 1, already passed.
+    fold(
+        &mut engine,
+        &mut out,
+        r#"{"event_id":"l1","lead_id":"L","type":"profile_updated","occurred_at":"2026-03-02T09:00:00Z","profile":{"employees":120,"industry":"food","job_title":"Director of Operations"}}"#,
+    );
+    fold(
+        &mut engine,
+        &mut out,
+        r#"{"event_id":"l2","lead_id":"L","type":"webinar_attended","occurred_at":"2026-03-02T10:00:00Z"}"#,
+    );
+    let stages: Vec<_> = out
+        .iter()
+        .map(|c| (c.to, leadscore::time::format_rfc3339(c.occurred_at)))
+        .collect();
+    // At the April 1 deadline engagement is 15 * 2^(-30/30) = 7.5 >= 5 and the total
+    // 52.5 >= 40: it stays; on May 1, 3.75 < 5: recycled, emitted at that deadline.
+    assert_eq!(
+        stages,
+        vec![
+            (leadscore::Stage::Mql, "2026-03-02T10:00:00Z".to_string()),
+            (
+                leadscore::Stage::Recycled,
+                "2026-05-01T10:00:00Z".to_string()
+            ),
+        ]
+    );
+}

@@ -222,6 +222,15 @@ impl Engine {
                 cause.sales_rejected,
             ));
             self.schedule(idx);
+            // A lead far behind its partition can get a deadline the watermark
+            // has already passed: it is due now.
+            loop {
+                let due = self.leads[idx as usize].next_due(&self.model);
+                if due > self.watermark {
+                    break;
+                }
+                self.fire(idx, due, out);
+            }
         }
         outcome
     }

@@ -3,6 +3,8 @@
 //! with a fresh data directory, and killed with the test process.
 #![allow(dead_code)]
 
+pub mod scenario;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,227 @@
+//! Scenarios with the service as its own process: a generated stream with
+//! its expected output (`leadscore score` on the same events), the process
+//! started, killed and stopped, and the read_committed output checked.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use leadscore::codec::encode_event_json;
+use leadscore::gen::{GenConfig, Generator};
+use leadscore::time::DAY;
+use leadscore::Event;
+
+use super::{produce, read_all, wait_until, Broker};
+
+pub const PARTITIONS: i32 = 4;
+
+pub struct Setup {
+    pub name: String,
+    pub input: String,
+    pub status: String,
+    pub config: PathBuf,
+    pub events: Vec<(Option<i32>, Vec<u8>, Vec<u8>)>,
+    pub expected: BTreeMap<String, Vec<serde_json::Value>>,
+}
+
+pub fn setup(b: &Broker, name: &str, guarantee: &str, n: u64, seed: u64) -> Setup {
+    let input = format!("{name}-events");
+    let status = format!("{name}-status");
+    let dlq = format!("{name}-dlq");
+    b.create_topic(&input, PARTITIONS, false);
+    b.create_topic(&status, PARTITIONS, false);
+    b.create_topic(&dlq, 1, false);
+    let dir = std::env::temp_dir().join(format!("leadscore-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("leadscore.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{}"
+group_id = "{name}"
+instance_id = "{name}-0"
+input_topics = ["{input}"]
+status_topic = "{status}"
+dead_letter_topic = "{dlq}"
+guarantee = "{guarantee}"
+idle_advance_ms = 0
+
+[http]
+listen = "127.0.0.1:0"
+
+[log]
+level = "info"
+"#,
+            b.bootstrap
+        ),
+    )
+    .unwrap();
+    let mut evs: Vec<(Option<i32>, Event<'static>)> = Generator::new(GenConfig {
+        seed,
+        leads: 400,
+        events: n,
+        late_rate: 0.0,
+        span: 150 * DAY,
+        ..GenConfig::default()
+    })
+    .map(|e| (None, e))
+    .collect();
+    let end = evs.iter().map(|(_, e)| e.occurred_at).max().unwrap() + DAY;
+    for p in 0..PARTITIONS {
+        evs.push((
+            Some(p),
+            Event::new(format!("tick-{p}"), format!("tick-{p}"), "tick", end),
+        ));
+    }
+    // The uninterrupted output: `leadscore score` on the same events.
+    let file = dir.join("events.jsonl");
+    let mut body = Vec::new();
+    let mut events = Vec::new();
+    for (p, e) in &evs {
+        let mut b = Vec::new();
+        encode_event_json(e, &mut b);
+        body.extend_from_slice(&b);
+        body.push(b'\n');
+        events.push((*p, e.lead_id.as_bytes().to_vec(), b));
+    }
+    std::fs::write(&file, body).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args(["score", "--input", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut expected: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        expected
+            .entry(v["lead_id"].as_str().unwrap().into())
+            .or_default()
+            .push(v);
+    }
+    Setup {
+        name: name.into(),
+        input,
+        status,
+        config,
+        events,
+        expected,
+    }
+}
+
+pub fn spawn(s: &Setup) -> Child {
+    spawn_as(s, &format!("{}-0", s.name))
+}
+
+/// Starts `leadscore run` with the given instance id.
+pub fn spawn_as(s: &Setup, instance: &str) -> Child {
+    // The service's log, kept beside its config for a failing test's reader.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(s.config.with_file_name("service.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args(["run", "--config", s.config.to_str().unwrap()])
+        .env("LEADSCORE_KAFKA_INSTANCE_ID", instance)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start leadscore run")
+}
+
+pub fn sigkill(c: &mut Child) {
+    c.kill().unwrap();
+    c.wait().unwrap();
+}
+
+pub fn sigterm(c: &mut Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no exit after SIGTERM"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Produces the events in the background at a steady pace over `over`.
+pub fn feed(b: &Broker, s: &Setup, over: Duration) -> thread::JoinHandle<()> {
+    let producer = b.producer();
+    let input = s.input.clone();
+    let events = s.events.clone();
+    thread::spawn(move || {
+        let chunks = 40;
+        let size = events.len().div_ceil(chunks);
+        for chunk in events.chunks(size) {
+            produce(&producer, &input, chunk);
+            thread::sleep(over / chunks as u32);
+        }
+    })
+}
+
+pub fn output(b: &Broker, s: &Setup) -> BTreeMap<String, Vec<(serde_json::Value, Vec<u8>)>> {
+    let mut by_lead: BTreeMap<String, Vec<(serde_json::Value, Vec<u8>)>> = BTreeMap::new();
+    for r in read_all(
+        &b.bootstrap,
+        &s.status,
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    ) {
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        by_lead
+            .entry(v["lead_id"].as_str().unwrap().into())
+            .or_default()
+            .push((v, r.payload));
+    }
+    by_lead
+}
+
+pub fn total(s: &Setup) -> usize {
+    s.expected.values().map(Vec::len).sum()
+}
+
+/// Lets a last instance finish the stream, then stops it with SIGTERM (exit 0).
+pub fn finish(b: &Broker, s: &Setup, mut c: Child) {
+    let want = total(s);
+    wait_until("all changes", Duration::from_secs(180), || {
+        read_all(
+            &b.bootstrap,
+            &s.status,
+            Duration::from_millis(500),
+            Duration::from_secs(20),
+        )
+        .len()
+            >= want
+    });
+    let st = sigterm(&mut c);
+    assert!(st.success(), "graceful shutdown exits 0, got {st}");
+}
+
+pub fn assert_exact(b: &Broker, s: &Setup) {
+    let got = output(b, s);
+    for (lead, want) in &s.expected {
+        let have: Vec<&serde_json::Value> = got
+            .get(lead)
+            .map(|v| v.iter().map(|(j, _)| j).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            have,
+            want.iter().collect::<Vec<_>>(),
+            "{}: changes of {lead}",
+            s.name
+        );
+    }
+    assert_eq!(got.len(), s.expected.len(), "no changes for other leads");
+}

@@ -1,0 +1,72 @@
+//! Several instances in one consumer group on a real broker: instances join
+//! and leave while events flow, and a paused zombie with the same
+//! `instance_id` as its replacement is fenced and writes nothing.
+
+mod broker;
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use broker::scenario::{assert_exact, feed, finish, setup, sigterm, spawn_as, total};
+use broker::{read_all, Broker};
+
+#[test]
+fn instances_join_and_leave_while_events_flow_with_every_change_once() {
+    let b = Broker::shared();
+    let s = setup(b, "group", "exactly_once", 16_000, 31);
+    let mut a = spawn_as(&s, "group-a");
+    let mut bb = spawn_as(&s, "group-b");
+    let feeder = feed(b, &s, Duration::from_secs(30));
+    thread::sleep(Duration::from_secs(8));
+    let c = spawn_as(&s, "group-c");
+    thread::sleep(Duration::from_secs(8));
+    let st = sigterm(&mut a);
+    assert!(st.success(), "a leaving instance exits 0, got {st}");
+    feeder.join().unwrap();
+    // b stops once c has finished the stream (each change checked once below).
+    finish(b, &s, c);
+    let st = sigterm(&mut bb);
+    assert!(st.success(), "instance b exits 0, got {st}");
+    assert_exact(b, &s);
+}
+
+#[test]
+fn a_paused_zombie_is_fenced_by_its_replacement_and_writes_nothing() {
+    let b = Broker::shared();
+    let s = setup(b, "zombie", "exactly_once", 10_000, 32);
+    let mut zombie = spawn_as(&s, "zombie-0");
+    let feeder = feed(b, &s, Duration::from_secs(20));
+    thread::sleep(Duration::from_secs(5));
+    let pid = zombie.id().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    // Its replacement, with the same instance_id: fences the zombie's
+    // producer (transactional.id) and its group membership (group.instance.id).
+    let replacement = spawn_as(&s, "zombie-0");
+    thread::sleep(Duration::from_secs(8));
+    let before = read_all(
+        &b.bootstrap,
+        &s.status,
+        Duration::from_millis(500),
+        Duration::from_secs(20),
+    )
+    .len();
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    // The zombie finds it was fenced at its next transaction and stops with an error.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = zombie.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the fenced zombie did not stop"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "a fenced instance exits non-zero");
+    feeder.join().unwrap();
+    assert!(before <= total(&s));
+    finish(b, &s, replacement);
+    assert_exact(b, &s);
+}
