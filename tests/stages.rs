@@ -2418,3 +2418,37 @@ fn timer_set_behind_the_watermark_fires_at_once() {
         ]
     );
 }
+
+/// A duplicate changes nothing: re-sent with a later time it moves the
+/// watermark, but does not fire its lead's timer ahead of the watermark.
+#[test]
+fn duplicate_does_not_fire_its_leads_timer() {
+    use leadscore::codec::decode_json;
+    use leadscore::time::DAY;
+    use std::sync::Arc;
+    let mut engine =
+        leadscore::Engine::with_lateness(Arc::new(leadscore::Model::default_model()), 2 * DAY);
+    let mut out = Vec::new();
+    for json in [
+        // Fit 45 (120 employees, food, director of operations) + pricing 5 = 50: MQL on March 2,
+        // deadline April 1 10:00.
+        r#"{"event_id":"l1","lead_id":"L","type":"profile_updated","occurred_at":"2026-03-02T09:00:00Z","profile":{"employees":120,"industry":"food","job_title":"Director of Operations"}}"#,
+        r#"{"event_id":"l2","lead_id":"L","type":"page_view","occurred_at":"2026-03-02T10:00:00Z","attributes":{"url":"/pricing"}}"#,
+        // l2 again, re-sent with a time past the deadline: a duplicate.
+        r#"{"event_id":"l2","lead_id":"L","type":"page_view","occurred_at":"2026-04-01T11:00:00Z","attributes":{"url":"/pricing"}}"#,
+        // Within the allowed lateness (watermark March 30 11:00): a webinar before the deadline.
+        r#"{"event_id":"l3","lead_id":"L","type":"webinar_attended","occurred_at":"2026-04-01T09:00:00Z"}"#,
+    ] {
+        engine.fold(&decode_json(json.as_bytes()).unwrap(), &mut out);
+    }
+    engine.advance_to(
+        leadscore::time::parse_rfc3339("2026-04-20T00:00:00Z").unwrap(),
+        &mut out,
+    );
+    // At April 1 10:00: 5*2^(-30/30) + 15*2^(-1h/30d) = 2.5 + 14.986 = 17.49 >= 5, total
+    // 62.49 >= 40: the lead stays an MQL. Had the duplicate fired the timer, the
+    // engagement would have been 2.5 < 5 and the lead recycled.
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].to, leadscore::Stage::Mql);
+    assert_eq!(engine.lead("L").unwrap().stage(), leadscore::Stage::Mql);
+}

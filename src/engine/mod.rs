@@ -148,6 +148,10 @@ impl Engine {
         // Every valid event moves the watermark, duplicates included.
         self.advance_to(t.saturating_sub(self.lateness), out);
         let idx = self.find_or_insert(&event.lead_id);
+        // A duplicate changes nothing but the watermark (moved above).
+        if self.leads[idx as usize].check_and_remember(hash64(event.event_id.as_bytes())) {
+            return Outcome::Duplicate;
+        }
         // The lead's own timers fire before any of its events past (or at) their deadline.
         loop {
             let due = self.leads[idx as usize].next_due(&self.model);
@@ -155,9 +159,6 @@ impl Engine {
                 break;
             }
             self.fire(idx, due, out);
-        }
-        if self.leads[idx as usize].check_and_remember(hash64(event.event_id.as_bytes())) {
-            return Outcome::Duplicate;
         }
         self.touch(idx);
         let model = &*self.model;
