@@ -130,6 +130,9 @@ pub fn score(
         write(&changes)?;
     }
     w.flush().context("cannot write to stdout")?;
+    // The process is about to exit: freeing millions of leads one by one
+    // would only cost time.
+    std::mem::forget(engine);
     Ok(stats)
 }
 

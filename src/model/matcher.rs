@@ -57,6 +57,19 @@ impl TextOp {
             TextOp::EndsWith => hay.ends_with(needle),
         }
     }
+
+    /// The same test on an ASCII haystack against a lower-case needle,
+    /// without lower-casing (allocating) the haystack.
+    #[inline]
+    fn test_ascii(self, hay: &[u8], needle: &[u8]) -> bool {
+        let eq = |a: &[u8]| a.eq_ignore_ascii_case(needle);
+        match self {
+            TextOp::Equals => eq(hay),
+            TextOp::StartsWith => hay.len() >= needle.len() && eq(&hay[..needle.len()]),
+            TextOp::EndsWith => hay.len() >= needle.len() && eq(&hay[hay.len() - needle.len()..]),
+            TextOp::Contains => needle.is_empty() || hay.windows(needle.len()).any(eq),
+        }
+    }
 }
 
 impl Matcher {
@@ -147,6 +160,9 @@ impl Matcher {
     pub fn test(&self, v: Option<ValueRef<'_>>) -> bool {
         match (self, v) {
             (Matcher::Exists(want), v) => v.is_some() == *want,
+            (Matcher::Text(op, needles), Some(ValueRef::Str(s))) if s.is_ascii() => needles
+                .iter()
+                .any(|n| op.test_ascii(s.as_bytes(), n.as_bytes())),
             (Matcher::Text(op, needles), Some(ValueRef::Str(s))) => {
                 let hay = lower(s);
                 needles.iter().any(|n| op.test(&hay, n))
