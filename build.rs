@@ -9,6 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     let descriptors = protox::compile(files, ["proto"])?;
-    prost_build::Config::new().compile_fds(descriptors)?;
+    // Small maps: a BTreeMap is cheaper to build than a HashMap (no hasher
+    // state per message) and comes out sorted, as the engine wants it.
+    prost_build::Config::new()
+        .btree_map(["."])
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -24,16 +24,14 @@ fn value(v: pb::Value) -> Value<'static> {
     }
 }
 
+/// A protobuf map as fields; a BTreeMap is sorted by name, so the result does
+/// not depend on the order on the wire.
 fn fields(
-    m: std::collections::HashMap<String, pb::Value>,
+    m: std::collections::BTreeMap<String, pb::Value>,
 ) -> Vec<(Cow<'static, str>, Value<'static>)> {
-    let mut out: Vec<(Cow<'static, str>, Value<'static>)> = m
-        .into_iter()
+    m.into_iter()
         .map(|(k, v)| (Cow::Owned(k), value(v)))
-        .collect();
-    // Map order on the wire is not meaningful; sort so the result is deterministic.
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+        .collect()
 }
 
 fn nonempty(s: String) -> Option<Cow<'static, str>> {
