@@ -323,8 +323,11 @@ pub fn run(
         let step = step.and_then(|()| p.idle_advance(Instant::now()));
         let step = step.and_then(|()| {
             if Instant::now() >= next_commit {
+                let r = p.commit(&consumer);
+                // The interval runs from the end of a commit: a commit takes a
+                // broker round trip or two, and must not eat the next interval.
                 next_commit = Instant::now() + interval;
-                p.commit(&consumer)
+                r
             } else {
                 Ok(())
             }
