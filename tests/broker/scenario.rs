@@ -195,15 +195,23 @@ pub fn total(s: &Setup) -> usize {
 /// Lets a last instance finish the stream, then stops it with SIGTERM (exit 0).
 pub fn finish(b: &Broker, s: &Setup, mut c: Child) {
     let want = total(s);
+    // Distinct change ids: at-least-once may repeat a change, and a repeat
+    // must not count towards the end of the stream.
     wait_until("all changes", Duration::from_secs(180), || {
-        read_all(
+        let records = read_all(
             &b.bootstrap,
             &s.status,
             Duration::from_millis(500),
             Duration::from_secs(20),
-        )
-        .len()
-            >= want
+        );
+        let ids: std::collections::BTreeSet<Vec<u8>> = records
+            .iter()
+            .filter_map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.payload).ok()?;
+                Some(v["change_id"].as_str()?.as_bytes().to_vec())
+            })
+            .collect();
+        ids.len() >= want
     });
     let st = sigterm(&mut c);
     assert!(st.success(), "graceful shutdown exits 0, got {st}");
