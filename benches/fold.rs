@@ -52,23 +52,24 @@ fn rss() -> u64 {
         * 1024
 }
 
-/// The lead id, profile keys and string profile values, in bytes.
-fn string_bytes(engine: &Engine, lead: &Lead) -> usize {
+/// The lead id, profile keys and string profile values, in bytes; and the
+/// number of profile fields.
+fn string_bytes(engine: &Engine, lead: &Lead) -> (usize, usize) {
     let explanation = engine
         .explain(lead.id(), None)
         .expect("lead is in the engine");
-    lead.id().len()
-        + explanation
-            .profile
-            .keys()
-            .map(|k| {
-                k.len()
-                    + match lead.profile_value(k) {
-                        Some(ProfileValue::Str(s)) => s.len(),
-                        _ => 0,
-                    }
-            })
-            .sum::<usize>()
+    let profile: usize = explanation
+        .profile
+        .keys()
+        .map(|k| {
+            k.len()
+                + match lead.profile_value(k) {
+                    Some(ProfileValue::Str(s)) => s.len(),
+                    _ => 0,
+                }
+        })
+        .sum();
+    (lead.id().len() + profile, explanation.profile.len())
 }
 
 /// Folds the stream into a fresh engine and prints the state size per lead.
@@ -88,12 +89,14 @@ fn state_size(model: &Arc<Model>, events: &[Event<'_>]) {
     let leads = engine.lead_count();
 
     let mut buf = Vec::with_capacity(1024);
-    let (mut snapshot_bytes, mut strings) = (0usize, 0usize);
+    let (mut snapshot_bytes, mut strings, mut fields) = (0usize, 0usize, 0usize);
     for lead in engine.leads() {
         buf.clear();
         snapshot::encode(lead, model, &mut buf);
         snapshot_bytes += buf.len();
-        strings += string_bytes(&engine, lead);
+        let (bytes, n) = string_bytes(&engine, lead);
+        strings += bytes;
+        fields += n;
     }
     let per = |b: f64| b / leads as f64;
     let rss_delta = after.saturating_sub(before) as f64;
@@ -104,8 +107,9 @@ fn state_size(model: &Arc<Model>, events: &[Event<'_>]) {
         engine.timers_pending(),
     );
     println!(
-        "state: strings (lead id + profile keys + string values): {:.1} bytes/lead",
-        per(strings as f64)
+        "state: strings (lead id + profile keys + string values): {:.1} bytes/lead; {:.2} profile fields/lead",
+        per(strings as f64),
+        per(fields as f64)
     );
     println!(
         "state: snapshot::encode: {:.1} bytes/lead; {:.1} beyond the strings",
