@@ -118,7 +118,10 @@ fn encode(
 
 /// `leadscore score` on the same events: changes grouped by lead, in sequence order.
 fn score(events: &[(Option<i32>, Event<'static>)]) -> BTreeMap<String, Vec<serde_json::Value>> {
-    let path = std::env::temp_dir().join(format!("leadscore-e2e-{}.jsonl", std::process::id()));
+    // Tests run in parallel in this process: one file each.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("leadscore-e2e-{}-{n}.jsonl", std::process::id()));
     let mut body = Vec::new();
     for (_, e) in events {
         encode_event_json(e, &mut body);

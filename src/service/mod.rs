@@ -223,6 +223,57 @@ pub struct Running {
     pub http_addr: std::net::SocketAddr,
 }
 
+/// Creates the group consumer and subscribes it to the input topics.
+fn subscribe(cfg: &Config, shared: &Arc<Shared>) -> Result<BaseConsumer<ConsumerCtx>, KafkaError> {
+    let mut cc = kafka::client_config(cfg);
+    cc.set("group.id", &cfg.kafka.group_id)
+        .set("group.instance.id", &cfg.kafka.instance_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("session.timeout.ms", "10000")
+        .set("statistics.interval.ms", "5000");
+    for (k, v) in &cfg.kafka.properties {
+        cc.set(k, v);
+    }
+    let consumer: BaseConsumer<ConsumerCtx> = cc.create_with_context(ConsumerCtx {
+        shared: Arc::clone(shared),
+    })?;
+    let topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    Ok(consumer)
+}
+
+/// True when the consumer stopped because the group refused its static
+/// instance id.
+fn instance_fenced<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> bool {
+    consumer.client().fatal_error().map(|(code, _)| code)
+        == Some(rdkafka::types::RDKafkaErrorCode::FencedInstanceId)
+}
+
+/// Rejoins after the group fenced this instance's static id. librdkafka
+/// fences a static member by its own id when its session times out locally
+/// while the coordinator is away (a broker restart) and the rejoin races an
+/// older heartbeat; a new consumer with the same id simply takes the
+/// membership back. A real duplicate instance is stopped by the producer
+/// fencing (exactly-once) or by this budget.
+#[derive(Default)]
+struct Rejoins(Vec<Instant>);
+
+impl Rejoins {
+    const MAX: usize = 5;
+    const WINDOW: Duration = Duration::from_secs(600);
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.0.retain(|t| now.duration_since(*t) < Self::WINDOW);
+        self.0.push(now);
+        self.0.len() <= Self::MAX
+    }
+}
+
 /// Runs the service until `shutdown` is set or a fatal error occurs.
 /// `on_start` is called once the HTTP endpoints are up.
 pub fn run(
@@ -260,24 +311,9 @@ pub fn run(
         http_addr: server.addr,
     });
 
-    let mut cc = kafka::client_config(&cfg);
-    cc.set("group.id", &cfg.kafka.group_id)
-        .set("group.instance.id", &cfg.kafka.instance_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("session.timeout.ms", "10000")
-        .set("statistics.interval.ms", "5000");
-    for (k, v) in &cfg.kafka.properties {
-        cc.set(k, v);
-    }
-    let consumer: BaseConsumer<ConsumerCtx> = cc.create_with_context(ConsumerCtx {
-        shared: Arc::clone(&shared),
-    })?;
-    let topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
+    let mut consumer = subscribe(&cfg, &shared)?;
+    let mut rejoins = Rejoins::default();
+    let mut suspect = false;
     tracing::info!(
         instance = %cfg.kafka.instance_id,
         group = %cfg.kafka.group_id,
@@ -296,6 +332,41 @@ pub fn run(
         if shutdown.is_set() {
             break Ok(());
         }
+        // A failed poll or commit may mean the group refused our static id.
+        if std::mem::take(&mut suspect) && instance_fenced(&consumer) {
+            if !rejoins.allow() {
+                break Err(ServiceError::Fatal(format!(
+                    "the group fenced instance id {} {} times in {} s: is another instance running with this instance_id?",
+                    cfg.kafka.instance_id,
+                    Rejoins::MAX + 1,
+                    Rejoins::WINDOW.as_secs()
+                )));
+            }
+            tracing::warn!(
+                "the group fenced this instance's static id; rejoining with a new consumer"
+            );
+            tm::broker_error("fenced_instance");
+            {
+                let mut p = shared.processor.lock().expect("processor lock");
+                if p.txn_open() {
+                    if let Err(CommitError::Fatal(e)) = p.abort() {
+                        break Err(ServiceError::Fatal(e.to_string()));
+                    }
+                }
+                for r in std::mem::take(&mut p.partitions).into_keys() {
+                    tm::partition_dropped(r);
+                }
+                tm::ready(false, 0);
+            }
+            shared.restoring.lock().expect("restoring lock").clear();
+            shared.ready.store(false, Ordering::Relaxed);
+            let fresh = match subscribe(&cfg, &shared) {
+                Ok(c) => c,
+                Err(e) => break Err(e.into()),
+            };
+            drop(std::mem::replace(&mut consumer, fresh));
+            continue;
+        }
         if let Err(e) = restore_pending(&shared) {
             break Err(e);
         }
@@ -303,6 +374,7 @@ pub fn run(
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(100));
         let polled = consumer.poll(wait);
+        suspect |= matches!(polled, Some(Err(_)));
         let mut p = shared.processor.lock().expect("processor lock");
         let step = match polled {
             Some(Ok(msg)) => p.process(&msg),
@@ -336,6 +408,11 @@ pub fn run(
             Ok(()) => {}
             Err(CommitError::Fatal(e)) => break Err(ServiceError::Fatal(e.to_string())),
             Err(CommitError::Rewind(e)) => {
+                if instance_fenced(&consumer) {
+                    // Nothing to rewind: the partitions are dropped on rejoining.
+                    suspect = true;
+                    continue;
+                }
                 tracing::warn!(error = %e, "rewinding after a failed commit");
                 if p.txn_open() {
                     if let Err(CommitError::Fatal(e)) = p.abort() {

@@ -443,16 +443,24 @@ impl Processor {
         if !self.exactly_once() {
             return Ok(());
         }
-        let mut delay = Duration::from_millis(100);
+        // The abort purges what is still queued and waits until every record
+        // is reported; the reports reach this thread's event queue only when
+        // the producer is polled, so the abort is retried with short timeouts
+        // and the queue served in between.
+        let started = Instant::now();
+        let mut warned = false;
         loop {
-            match self.producer.abort_transaction(CALL_TIMEOUT) {
+            self.producer.poll(Duration::ZERO);
+            match self.producer.abort_transaction(Duration::from_millis(500)) {
                 Ok(()) => break,
                 Err(e) if is_fatal(&e) => return Err(CommitError::Fatal(e)),
                 Err(KafkaError::Transaction(t)) if t.code() == RDKafkaErrorCode::State => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "abort failed; retrying");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    if !warned && started.elapsed() > Duration::from_secs(5) {
+                        tracing::warn!(error = %e, "abort not finished; retrying");
+                        warned = true;
+                    }
+                    self.producer.poll(Duration::from_millis(100));
                 }
             }
         }
@@ -614,6 +622,20 @@ pub fn decode_checkpoint(b: &[u8]) -> Option<Checkpoint> {
     Some(Checkpoint { watermark, offsets })
 }
 
+/// The restore consumer's context: the end of the changelog partition is how
+/// a restore ends, not an error worth a log line.
+pub struct RestoreCtx;
+
+impl ClientContext for RestoreCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::warn!(%error, reason, "changelog consumer error");
+        }
+    }
+}
+
+impl ConsumerContext for RestoreCtx {}
+
 /// Reads a changelog partition from the beginning to its end (committed
 /// records only) into a fresh engine. Returns the engine and the last checkpoint.
 pub fn restore_engine(
@@ -631,7 +653,7 @@ pub fn restore_engine(
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760");
-    let consumer: BaseConsumer = cc.create()?;
+    let consumer: BaseConsumer<RestoreCtx> = cc.create_with_context(RestoreCtx)?;
     let (low, high) = consumer.fetch_watermarks(changelog, p, CALL_TIMEOUT)?;
     let mut engine = Engine::with_lateness(Arc::clone(model), cfg.allowed_lateness().unwrap_or(0));
     let mut checkpoint = None;
