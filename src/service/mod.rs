@@ -110,7 +110,20 @@ impl ClientContext for ConsumerCtx {
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
             for (&p, part) in &t.partitions {
-                if p >= 0 && part.consumer_lag >= 0 {
+                if p < 0 {
+                    continue;
+                }
+                // librdkafka's own `consumer_lag` counts from the consumer's
+                // committed offset, which it never learns when offsets are
+                // committed in transactions: measure from what was consumed.
+                let end = if part.ls_offset >= 0 {
+                    part.ls_offset
+                } else {
+                    part.hi_offset
+                };
+                if end >= 0 && part.app_offset >= 0 {
+                    tm::consumer_lag(topic, p, (end - part.app_offset).max(0));
+                } else if part.consumer_lag >= 0 {
                     tm::consumer_lag(topic, p, part.consumer_lag);
                 }
             }

@@ -48,6 +48,10 @@ pub fn install() -> PrometheusHandle {
             // Another recorder may be installed in tests; the handle still renders ours.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // Series that alerts take a rate of exist from the start, at 0.
+            for reason in crate::codec::DecodeError::CODES {
+                counter!(DEAD_LETTERS, "reason" => reason).absolute(0);
+            }
             handle
         })
         .clone()
