@@ -11,9 +11,11 @@
 //!
 //! [`time`] holds event-time arithmetic, [`gen`] the seedable generator of
 //! realistic traffic used by tests, benchmarks and the demo, and [`cli`] the
-//! offline commands (`score`, `explain`, `check`), [`config`] the service's
-//! configuration.
+//! offline commands (`score`, `explain`, `check`, `backtest`), [`config`] the
+//! service's configuration. [`backtest`] measures a model on historical
+//! events: would the leads that became customers have scored high?
 
+pub mod backtest;
 pub mod change;
 pub mod cli;
 pub mod codec;

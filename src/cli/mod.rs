@@ -1,5 +1,6 @@
-//! The command line: `score`, `explain`, `check` and `generate`.
+//! The command line: `score`, `explain`, `check`, `generate` and `backtest`.
 
+mod backtest;
 mod offline;
 
 use std::ffi::OsString;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 
+pub use backtest::{backtest, BacktestOptions};
 pub use offline::{check, explain, generate, score, ScoreStats};
 
 const USAGE: &str = "\
@@ -21,6 +23,8 @@ USAGE:
   leadscore check    FILE
   leadscore generate [--events N] [--leads N] [--seed N] [--format json|protobuf]
                      [--out FILE] [--no-duplicates] [--no-late]
+  leadscore backtest [--model FILE] [--baseline FILE] --events FILE
+                     [--outcomes FILE] [--report DIR] [--json]
 
 COMMANDS:
   run       The Kafka service (consumer group, exactly-once by default,
@@ -37,6 +41,11 @@ COMMANDS:
   check     Validate a config or model file; names the key and the problem.
   generate  Write a realistic, seeded event stream (JSON lines or
             length-delimited protobuf) for tests, benchmarks and demos.
+  backtest  Would the leads that became customers have scored high? Folds
+            historical events under a model (and a baseline) and reports
+            MQL/SQL counts, conversions, precision and recall for won deals,
+            conversion by band and a threshold sweep; --report DIR writes
+            an HTML report. `leadscore backtest --help` for the details.
 
 Without --model the default model (SPEC §1) is used. TIME is RFC 3339,
 e.g. 2026-06-01T00:00:00Z.
@@ -83,6 +92,10 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
         }
         Some(other) => bail!("{}\n\n{USAGE}", other.unexpected()),
     };
+    // `backtest` has flags of its own (its `--events` is a file).
+    if command == "backtest" {
+        return backtest::main(parser);
+    }
     let mut model: Option<PathBuf> = None;
     let mut input: Option<String> = None;
     let mut until = None;

@@ -13,6 +13,7 @@ use crate::codec::{
     DEFAULT_MAX_EVENT_BYTES,
 };
 use crate::engine::{Engine, Explanation, Outcome};
+use crate::event::Event;
 use crate::gen::{GenConfig, Generator};
 use crate::model::Model;
 use crate::time::Micros;
@@ -47,18 +48,17 @@ fn open_input(path: &str) -> Result<Box<dyn Read>> {
     Ok(Box::new(f))
 }
 
-/// Reads JSON lines and folds each valid event; calls `on_bad` with the line
-/// number and error of each invalid one.
-fn fold_lines(
-    engine: &mut Engine,
+/// Reads JSON lines from `input` (a path, or `-` for stdin): calls
+/// `on_event` with each valid event and `on_bad` with the line number and
+/// error of each invalid one. Counts lines, events and bad lines in `stats`.
+pub(crate) fn read_events(
     input: &str,
     stats: &mut ScoreStats,
-    mut on_changes: impl FnMut(&[crate::StatusChange]) -> Result<()>,
+    mut on_event: impl FnMut(&Event<'_>) -> Result<()>,
     mut on_bad: impl FnMut(u64, &dyn fmt::Display),
 ) -> Result<()> {
     let mut reader = BufReader::with_capacity(1 << 20, open_input(input)?);
     let mut line = Vec::with_capacity(4096);
-    let mut changes = Vec::new();
     loop {
         line.clear();
         let n = reader
@@ -78,17 +78,7 @@ fn fold_lines(
         match decode(Format::Json, body, DEFAULT_MAX_EVENT_BYTES) {
             Ok(event) => {
                 stats.events += 1;
-                match engine.fold(&event, &mut changes) {
-                    Outcome::Duplicate => stats.duplicates += 1,
-                    Outcome::Late => stats.late += 1,
-                    Outcome::Stale => stats.stale += 1,
-                    Outcome::Applied => {}
-                }
-                if !changes.is_empty() {
-                    stats.changes += changes.len() as u64;
-                    on_changes(&changes)?;
-                    changes.clear();
-                }
+                on_event(&event)?;
             }
             Err(e) => {
                 stats.bad_lines += 1;
@@ -96,6 +86,43 @@ fn fold_lines(
             }
         }
     }
+    Ok(())
+}
+
+/// Reads JSON lines and folds each valid event; calls `on_bad` with the line
+/// number and error of each invalid one.
+fn fold_lines(
+    engine: &mut Engine,
+    input: &str,
+    stats: &mut ScoreStats,
+    mut on_changes: impl FnMut(&[crate::StatusChange]) -> Result<()>,
+    on_bad: impl FnMut(u64, &dyn fmt::Display),
+) -> Result<()> {
+    let mut changes = Vec::new();
+    let mut folded = ScoreStats::default();
+    read_events(
+        input,
+        stats,
+        |event| {
+            match engine.fold(event, &mut changes) {
+                Outcome::Duplicate => folded.duplicates += 1,
+                Outcome::Late => folded.late += 1,
+                Outcome::Stale => folded.stale += 1,
+                Outcome::Applied => {}
+            }
+            if !changes.is_empty() {
+                folded.changes += changes.len() as u64;
+                on_changes(&changes)?;
+                changes.clear();
+            }
+            Ok(())
+        },
+        on_bad,
+    )?;
+    stats.duplicates += folded.duplicates;
+    stats.late += folded.late;
+    stats.stale += folded.stale;
+    stats.changes += folded.changes;
     Ok(())
 }
 
