@@ -73,7 +73,7 @@ struct Settings {
     latency_secs: u64,
     latency_leads: u64,
     txn_passthrough: bool,
-    /// Which parts to run: digits 1 to 4.
+    /// Which parts to run: digits 1 to 5.
     phases: String,
     /// A service run stops here and reports the rate so far.
     run_limit: Duration,
@@ -95,7 +95,7 @@ impl Settings {
             latency_leads: env_u64("LEADSCORE_SVC_LATENCY_LEADS", 20_000),
             txn_passthrough: env_u64("LEADSCORE_SVC_TXN_PASSTHROUGH", 1) == 1,
             run_limit: Duration::from_secs(env_u64("LEADSCORE_SVC_RUN_LIMIT", 300)),
-            phases: std::env::var("LEADSCORE_SVC_PHASES").unwrap_or_else(|_| "1234".into()),
+            phases: std::env::var("LEADSCORE_SVC_PHASES").unwrap_or_else(|_| "12345".into()),
             out_dir: std::env::var_os("LEADSCORE_SVC_OUT")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| {
@@ -1130,6 +1130,10 @@ fn main() {
         latency_phase(&b, &s, &mut r);
         check_busy("latency");
     }
+    if s.phases.contains('5') {
+        replay_phase(&b, &s, &mut r);
+        check_busy("replay");
+    }
     let busy = BUSY.lock().unwrap();
     if busy.is_empty() {
         r.0.push("machine not busy: no other cargo bench/test or test binary seen during the run (checked at each phase and every few seconds of each service run)".into());
@@ -1386,4 +1390,100 @@ fn latency_phase(b: &Broker, s: &Settings, r: &mut Report) {
         }
         Err(e) => r.line(format!("latency: FAILED: {e}")),
     }
+}
+
+/// `leadscore replay` of a topic under another model, next to `leadscore
+/// score` on the same events read from a file (both the release binary,
+/// wall time including start-up).
+fn replay_phase(b: &Broker, s: &Settings, r: &mut Report) {
+    println!("== 5. replay vs score on the same {} events", s.events);
+    let gen = || {
+        Generator::new(GenConfig {
+            seed: s.seed,
+            leads: s.leads,
+            events: s.events,
+            late_rate: 0.0,
+            ..GenConfig::default()
+        })
+    };
+    let input = produce_stream(b, "bench-replay-events", s.partitions, gen());
+    b.create_topic("bench-replay-status", s.partitions);
+    let file = s.out_dir.join("replay-events.jsonl");
+    let mut body = Vec::with_capacity(200 << 20);
+    for e in gen() {
+        encode_event_json(&e, &mut body);
+        body.push(b'\n');
+    }
+    std::fs::write(&file, &body).expect("write the event file");
+    drop(body);
+    let model = s.out_dir.join("replay-model.toml");
+    std::fs::write(
+        &model,
+        include_str!("../src/model/default.toml")
+            .replace("version = \"default-1\"", "version = \"bench-2\"")
+            .replace("mql_min_total = 50", "mql_min_total = 40"),
+    )
+    .expect("write the model");
+    let config = s.out_dir.join("replay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\ngroup_id = \"bench-replay\"\ninstance_id = \"bench-replay-0\"\n\
+             input_topics = [\"bench-replay-events\"]\nstatus_topic = \"bench-replay-status\"\n\
+             dead_letter_topic = \"bench-dlq\"\n",
+            b.bootstrap
+        ),
+    )
+    .expect("write the config");
+    let bin = env!("CARGO_BIN_EXE_leadscore");
+
+    let t = Instant::now();
+    let out = Command::new(bin)
+        .args(["score", "--model"])
+        .arg(&model)
+        .arg("--input")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("run leadscore score");
+    let score_secs = t.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "score: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let cpu = Cpu::now(b);
+    let t = Instant::now();
+    let out = Command::new(bin)
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg("--model")
+        .arg(&model)
+        .arg("--json")
+        .output()
+        .expect("run leadscore replay");
+    let replay_secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        r.line(format!(
+            "replay: FAILED: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        return;
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("replay JSON");
+    let n = input.total as f64;
+    r.line(format!(
+        "score (file, new model): {} events in {score_secs:.2} s = {:.0} events/s",
+        input.total,
+        n / score_secs
+    ));
+    r.line(format!(
+        "replay (topic, new model + live model for the summary, {} changes written): {} events in {replay_secs:.2} s = {:.0} events/s; {:.0}% of score (target >= 100%)",
+        summary["changes_written"],
+        summary["events"],
+        n / replay_secs,
+        100.0 * score_secs / replay_secs
+    ));
+    r.line(format!("replay:   {}", cpu.since(b, replay_secs)));
 }

@@ -3,7 +3,8 @@
 # (deploy/local-kafka/kafka.sh, started and stopped by the bench itself):
 # throughput in exactly_once and at_least_once against a pass-through
 # consumer -> producer, restore speed from the changelog, and event-to-emit
-# latency at a steady rate. About 11 minutes on 2 cores; needs Java 17+
+# latency at a steady rate, and `leadscore replay` against `leadscore score`
+# on the same events. About 12 minutes on 2 cores; needs Java 17+
 # and Maven (the broker's jars are installed into ~/.cache/leadscore once).
 #
 #   bash benches/service.sh
@@ -17,8 +18,8 @@
 #   TXN_PASSTHROUGH (1)                    0 skips the transactional pass-through
 #   RUN_LIMIT (300)                        seconds; a service run stops there and
 #                                          reports the rate so far
-#   PHASES (1234)                          1 service throughput, 2 pass-through,
-#                                          3 restore, 4 latency
+#   PHASES (12345)                         1 service throughput, 2 pass-through,
+#                                          3 restore, 4 latency, 5 replay vs score
 #   OUT (target/bench-service)             logs: service.log (the service's
 #                                          warnings, librdkafka's), broker.log, bench.out
 set -euo pipefail
@@ -38,7 +39,7 @@ export LEADSCORE_SVC_RATE=${RATE:-5000}
 export LEADSCORE_SVC_LATENCY_SECS=${LATENCY_SECS:-30}
 export LEADSCORE_SVC_LATENCY_LEADS=${LATENCY_LEADS:-20000}
 export LEADSCORE_SVC_TXN_PASSTHROUGH=${TXN_PASSTHROUGH:-1}
-export LEADSCORE_SVC_PHASES=${PHASES:-1234}
+export LEADSCORE_SVC_PHASES=${PHASES:-12345}
 export LEADSCORE_SVC_RUN_LIMIT=${RUN_LIMIT:-300}
 LEADSCORE_SVC_OUT=$(realpath "$OUT")
 export LEADSCORE_SVC_OUT

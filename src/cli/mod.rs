@@ -1,7 +1,9 @@
-//! The command line: `score`, `explain`, `check`, `generate` and `backtest`.
+//! The command line: `score`, `explain`, `check`, `generate`, `backtest`
+//! and `replay` (`run` and `demo` start the service).
 
 mod backtest;
 mod offline;
+mod replay;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -25,6 +27,8 @@ USAGE:
                      [--out FILE] [--no-duplicates] [--no-late]
   leadscore backtest [--model FILE] [--baseline FILE] --events FILE
                      [--outcomes FILE] [--report DIR] [--json]
+  leadscore replay   --config FILE --model NEW [--from earliest|TIME]
+                     [--to-topic TOPIC | --into-live | --to-changelog TOPIC] [--json]
 
 COMMANDS:
   run       The Kafka service (consumer group, exactly-once by default,
@@ -46,6 +50,10 @@ COMMANDS:
             MQL/SQL counts, conversions, precision and recall for won deals,
             conversion by band and a threshold sweep; --report DIR writes
             an HTML report. `leadscore backtest --help` for the details.
+  replay    Rescore the service's input topics under a new model, without
+            disturbing the live group: changes to a shadow topic (default)
+            or the live one, or the rebuilt state to a new changelog to
+            switch the service over. `leadscore replay --help` for more.
 
 Without --model the default model (SPEC §1) is used. TIME is RFC 3339,
 e.g. 2026-06-01T00:00:00Z.
@@ -95,6 +103,9 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
     // `backtest` has flags of its own (its `--events` is a file).
     if command == "backtest" {
         return backtest::main(parser);
+    }
+    if command == "replay" {
+        return replay::main(parser);
     }
     let mut model: Option<PathBuf> = None;
     let mut input: Option<String> = None;

@@ -8,6 +8,7 @@
 pub mod http;
 pub mod kafka;
 pub mod processor;
+pub mod replay;
 pub mod telemetry;
 
 use std::collections::BTreeSet;

@@ -60,7 +60,7 @@ pub enum CommitError {
 
 /// The key of a partition's checkpoint record in the changelog: empty, which
 /// no lead id is (lead ids are required to be non-empty).
-const CHECKPOINT_KEY: &[u8] = b"";
+pub(crate) const CHECKPOINT_KEY: &[u8] = b"";
 
 /// One assigned partition (of every input topic).
 pub struct Partition {
@@ -581,13 +581,15 @@ pub struct Checkpoint {
 }
 
 fn encode_checkpoint(part: &Partition, topics: &[String]) -> Vec<u8> {
+    checkpoint_bytes(part.engine.watermark(), topics, &part.next)
+}
+
+/// A checkpoint record: the watermark, then the next offset of each input
+/// topic whose offset is known (`next[i] >= 0`).
+pub(crate) fn checkpoint_bytes(watermark: Micros, topics: &[String], next: &[i64]) -> Vec<u8> {
     let mut v = vec![1u8];
-    v.extend_from_slice(&part.engine.watermark().to_le_bytes());
-    let known: Vec<_> = topics
-        .iter()
-        .zip(&part.next)
-        .filter(|(_, &n)| n >= 0)
-        .collect();
+    v.extend_from_slice(&watermark.to_le_bytes());
+    let known: Vec<_> = topics.iter().zip(next).filter(|(_, &n)| n >= 0).collect();
     v.extend_from_slice(&(known.len() as u16).to_le_bytes());
     for (t, &n) in known {
         v.extend_from_slice(&(t.len() as u16).to_le_bytes());

@@ -1,0 +1,714 @@
+//! `leadscore replay`: rescore the input topics under another model.
+//!
+//! The input is read by explicit assignment (no group is joined, so the live
+//! service is not disturbed) from the beginning or from a record timestamp up
+//! to the end offsets seen at the start, one engine per input partition, as
+//! the service partitions its state. The same events are folded under the
+//! live model too, so the summary can say how the outcome differs.
+//!
+//! Where the changes go:
+//! - a shadow topic (the default), with the change ids of the new model;
+//! - the live status topic (`--into-live`), under the new model's version,
+//!   with change ids suffixed `@<model version>` so they cannot collide with
+//!   the live ones;
+//! - nowhere (`--to-changelog TOPIC`): the rebuilt state is written to a new
+//!   changelog topic instead, with checkpoints at the live group's committed
+//!   offsets, so the service can be switched to the new model without
+//!   emitting again what it already emitted (see the README).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+
+use super::kafka::{block_on, client_config, retry, CALL_TIMEOUT};
+use super::processor::{checkpoint_bytes, restore_engine, ProducerCtx, CHECKPOINT_KEY};
+use crate::change::{Stage, StatusChange};
+use crate::codec::{decode_keyed, encode_change_json, encode_change_proto, Format};
+use crate::config::Config;
+use crate::engine::{snapshot, Engine};
+use crate::model::Model;
+use crate::time::Micros;
+
+/// Where to start reading the input topics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Start {
+    Earliest,
+    /// The first record whose Kafka timestamp is at or after this time.
+    Time(Micros),
+}
+
+/// Where the replay's output goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A shadow status topic; `None`: `<status_topic>-shadow`.
+    Shadow(Option<String>),
+    /// The live status topic, under the new model's version.
+    Live,
+    /// No changes: the rebuilt state, into this changelog topic.
+    Changelog(String),
+}
+
+pub struct Options {
+    pub model: Arc<Model>,
+    pub start: Start,
+    pub target: Target,
+}
+
+/// Progress while replaying.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub elapsed: Duration,
+}
+
+/// What a model made of the replayed events.
+#[derive(Debug, Serialize)]
+pub struct ModelOutcome {
+    pub version: String,
+    /// Leads per stage at the end.
+    pub stages: BTreeMap<&'static str, u64>,
+    /// Changes per transition (`from->to`); absent for the live state read
+    /// from its changelog.
+    pub transitions: Option<BTreeMap<String, u64>>,
+}
+
+/// A lead whose stage differs between the models.
+#[derive(Debug, Serialize)]
+pub struct Difference {
+    pub lead_id: String,
+    pub current: &'static str,
+    pub new: &'static str,
+    pub current_score: f64,
+    pub new_score: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// shadow, live or changelog.
+    pub mode: &'static str,
+    pub topic: String,
+    pub events: u64,
+    /// Messages that do not decode (the live service dead-letters them).
+    pub invalid: u64,
+    pub changes_written: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub leads: u64,
+    pub current: ModelOutcome,
+    pub new: ModelOutcome,
+    /// Leads whose stage at the end differs between the models.
+    pub different_stage: u64,
+    /// The first few of them, by lead id.
+    pub examples: Vec<Difference>,
+    /// `--to-changelog`: whether the rebuilt state is at the offsets the
+    /// stopped live service committed (so the service can be switched now);
+    /// false while the live service still runs.
+    pub switch_ready: Option<bool>,
+}
+
+const EXAMPLES: usize = 10;
+
+/// One input partition (of every input topic): its engines and its range.
+struct Part {
+    new: Engine,
+    /// Folded under the live model, or the live state from its changelog.
+    current: Engine,
+    /// Next offset to read and end offset (exclusive), per input topic.
+    next: Vec<i64>,
+    end: Vec<i64>,
+    /// The live state read from the changelog reflects exactly the input
+    /// up to `end` (the live service is stopped at the cut).
+    live_at_cut: bool,
+}
+
+impl Part {
+    fn done(&self) -> bool {
+        self.next.iter().zip(&self.end).all(|(n, e)| n >= e)
+    }
+}
+
+/// Runs a replay to its end offsets and returns the summary.
+pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) -> Result<Summary> {
+    let started = Instant::now();
+    let current_model = Arc::new(match &cfg.model {
+        Some(p) => Model::from_path(p)
+            .with_context(|| format!("the live model {} is not valid", p.display()))?,
+        None => Model::default_model(),
+    });
+    let new_model = Arc::clone(&opts.model);
+    let lateness = cfg.allowed_lateness()?;
+    let topics = &cfg.kafka.input_topics;
+    match &opts.target {
+        Target::Live if new_model.version == current_model.version => bail!(
+            "--into-live needs a model version other than the live one ({:?}): \
+             the status topic must tell the new model's changes apart",
+            current_model.version
+        ),
+        Target::Changelog(t) if *t == cfg.changelog_topic() => {
+            bail!("--to-changelog {t}: that is the live changelog; name a new topic")
+        }
+        Target::Changelog(_) if opts.start != Start::Earliest => {
+            bail!("--to-changelog rebuilds the whole state: it cannot start at --from TIME")
+        }
+        _ => {}
+    }
+
+    // The input topics and their partition count.
+    let probe: BaseConsumer = client_config(cfg)
+        .set("group.id", &cfg.kafka.group_id)
+        .create()?;
+    let md = retry("fetch metadata", || {
+        probe.fetch_metadata(None, CALL_TIMEOUT)
+    })?;
+    let partitions = |name: &str| {
+        md.topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|&n| n > 0)
+    };
+    let missing: Vec<&str> = topics
+        .iter()
+        .filter(|t| partitions(t).is_none())
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "input topic(s) not found on the broker: {}",
+            missing.join(", ")
+        );
+    }
+    let n = partitions(&topics[0]).expect("checked above");
+    if let Some(t) = topics.iter().find(|t| partitions(t) != Some(n)) {
+        bail!("input topics have different partition counts ({t}); they must be co-partitioned");
+    }
+    let (mode, out_topic) = match &opts.target {
+        Target::Shadow(t) => {
+            let t = t
+                .clone()
+                .unwrap_or_else(|| format!("{}-shadow", cfg.kafka.status_topic));
+            if partitions(&t).is_none() {
+                create_topic(cfg, &t, n, false)?;
+            }
+            ("shadow", t)
+        }
+        Target::Live => {
+            if partitions(&cfg.kafka.status_topic).is_none() {
+                bail!(
+                    "status topic {} not found on the broker",
+                    cfg.kafka.status_topic
+                );
+            }
+            ("live", cfg.kafka.status_topic.clone())
+        }
+        Target::Changelog(t) => {
+            match partitions(t) {
+                None => create_topic(cfg, t, n, true)?,
+                Some(m) if m != n => {
+                    bail!("changelog topic {t} has {m} partitions, the input has {n}")
+                }
+                Some(_) => {}
+            }
+            ("changelog", t.clone())
+        }
+    };
+    let live_changelog = cfg.changelog_topic();
+    let live_state =
+        matches!(opts.target, Target::Changelog(_)) && partitions(&live_changelog).is_some();
+
+    // Offsets: from the start to the end seen now (or, when rebuilding the
+    // state for a switch, to the live group's committed offsets).
+    let committed = if let Target::Changelog(_) = opts.target {
+        let mut tpl = TopicPartitionList::new();
+        for t in topics {
+            for p in 0..n as i32 {
+                tpl.add_partition(t, p);
+            }
+        }
+        Some(retry("fetch committed offsets", || {
+            probe.committed_offsets(tpl.clone(), CALL_TIMEOUT)
+        })?)
+    } else {
+        None
+    };
+    let from_time = match opts.start {
+        Start::Time(t) => {
+            let mut tpl = TopicPartitionList::new();
+            for tn in topics {
+                for p in 0..n as i32 {
+                    tpl.add_partition_offset(tn, p, Offset::Offset(t / 1000))?;
+                }
+            }
+            Some(retry("find offsets for --from", || {
+                probe.offsets_for_times(tpl.clone(), CALL_TIMEOUT)
+            })?)
+        }
+        Start::Earliest => None,
+    };
+    let mut parts = Vec::with_capacity(n);
+    for p in 0..n as i32 {
+        let (new, checkpoint) = match &opts.target {
+            Target::Changelog(t) => {
+                restore_engine(cfg, &new_model, t, p).context("reading the rebuilt state")?
+            }
+            _ => (
+                Engine::with_lateness(Arc::clone(&new_model), lateness),
+                None,
+            ),
+        };
+        let (current, live_checkpoint) = if live_state {
+            restore_engine(cfg, &current_model, &live_changelog, p)
+                .with_context(|| format!("reading the live state from {live_changelog}"))?
+        } else {
+            (
+                Engine::with_lateness(Arc::clone(&current_model), lateness),
+                None,
+            )
+        };
+        let mut live_at_cut = true;
+        let mut next = Vec::new();
+        let mut end = Vec::new();
+        for t in topics {
+            let (low, high) = retry("fetch watermarks", || {
+                probe.fetch_watermarks(t, p, CALL_TIMEOUT)
+            })?;
+            let offset_in = |tpl: &TopicPartitionList| tpl.find_partition(t, p).map(|e| e.offset());
+            let mut start =
+                match offset_in(from_time.as_ref().unwrap_or(&TopicPartitionList::new())) {
+                    Some(Offset::Offset(o)) => o,
+                    Some(_) => high,
+                    None => low,
+                };
+            let stop = match &committed {
+                Some(c) => match offset_in(c) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => low,
+                },
+                None => high,
+            };
+            if let Some(cp) = &checkpoint {
+                if let Some((_, o)) = cp.offsets.iter().find(|(name, _)| name == t) {
+                    if *o > stop {
+                        bail!(
+                            "the state in {out_topic} is ahead of the live group's offset on \
+                             {t}[{p}] ({o} > {stop}): was the group reset? Delete {out_topic} \
+                             and rebuild"
+                        );
+                    }
+                    start = *o;
+                }
+            }
+            // The live state is exactly at the cut when its checkpoint is
+            // at the group's committed offset (no checkpoint: nothing done).
+            let live_offset = live_checkpoint
+                .as_ref()
+                .and_then(|cp| cp.offsets.iter().find(|(name, _)| name == t))
+                .map_or(low, |(_, o)| *o);
+            live_at_cut &= live_offset == stop;
+            next.push(start.max(low));
+            end.push(stop);
+        }
+        parts.push(Part {
+            new,
+            current,
+            next,
+            end,
+            live_at_cut,
+        });
+    }
+    let total: u64 = parts
+        .iter()
+        .flat_map(|p| {
+            p.next
+                .iter()
+                .zip(&p.end)
+                .map(|(n, e)| (e - n).max(0) as u64)
+        })
+        .sum();
+
+    // Read.
+    let mut cc = client_config(cfg);
+    // A group id of its own (librdkafka wants one to report positions); the
+    // partitions are assigned, so no group is ever joined or committed to.
+    cc.set("group.id", format!("{}-replay", cfg.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .set("queued.max.messages.kbytes", "262144");
+    for (k, v) in &cfg.kafka.properties {
+        cc.set(k, v);
+    }
+    let consumer: BaseConsumer<super::processor::RestoreCtx> =
+        cc.create_with_context(super::processor::RestoreCtx)?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, part) in parts.iter().enumerate() {
+        for (ti, t) in topics.iter().enumerate() {
+            if part.next[ti] < part.end[ti] {
+                tpl.add_partition_offset(t, p as i32, Offset::Offset(part.next[ti]))?;
+            }
+        }
+    }
+    let producer: Option<BaseProducer<ProducerCtx>> = match opts.target {
+        Target::Changelog(_) => None,
+        _ => Some(
+            client_config(cfg)
+                .set("enable.idempotence", "true")
+                .set("linger.ms", "20")
+                .set("queue.buffering.max.messages", "1000000")
+                .set("queue.buffering.max.kbytes", "1048576")
+                .create_with_context(ProducerCtx::default())?,
+        ),
+    };
+    let suffix = match opts.target {
+        Target::Live => Some(format!("@{}", new_model.version)),
+        _ => None,
+    };
+    let fold_current = !live_state;
+    let mut transitions = [BTreeMap::new(), BTreeMap::new()];
+    let (mut events, mut invalid, mut written) = (0u64, 0u64, 0u64);
+    let mut changes: Vec<StatusChange> = Vec::new();
+    let mut buf = Vec::with_capacity(1024);
+    let mut last_report = Instant::now();
+    let mut last_data = Instant::now();
+    if tpl.count() > 0 {
+        consumer.assign(&tpl)?;
+    }
+    while !parts.iter().all(Part::done) {
+        if last_report.elapsed() >= Duration::from_millis(250) {
+            last_report = Instant::now();
+            progress(Progress {
+                done: events + invalid,
+                total,
+                elapsed: started.elapsed(),
+            });
+        }
+        let msg = match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => m,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                // At the end of what is readable. Trailing transaction
+                // markers leave the last offsets without a message: the
+                // position tells where the partition really ends.
+                let pos = consumer.position()?;
+                let part = &mut parts[p as usize];
+                for (ti, t) in topics.iter().enumerate() {
+                    if let Some(Offset::Offset(o)) = pos.find_partition(t, p).map(|e| e.offset()) {
+                        part.next[ti] = part.next[ti].max(o);
+                    }
+                }
+                continue;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "read error; retrying");
+                continue;
+            }
+            None => {
+                // Records below the end offsets that never become readable
+                // (an input transaction left open): stop there.
+                if last_data.elapsed() > Duration::from_secs(30) {
+                    tracing::warn!(
+                        "no readable records for 30 s before the end offsets; stopping there"
+                    );
+                    for part in &mut parts {
+                        part.next.clone_from(&part.end);
+                    }
+                }
+                continue;
+            }
+        };
+        last_data = Instant::now();
+        let Some(ti) = topics.iter().position(|t| t == msg.topic()) else {
+            continue;
+        };
+        let part = &mut parts[msg.partition() as usize];
+        if msg.offset() >= part.end[ti] {
+            part.next[ti] = part.end[ti];
+            continue;
+        }
+        part.next[ti] = msg.offset() + 1;
+        let event = match decode_keyed(
+            cfg.kafka.input_format,
+            msg.key(),
+            msg.payload().unwrap_or(&[]),
+            cfg.kafka.max_event_bytes,
+        ) {
+            Ok(e) => e,
+            Err(_) => {
+                invalid += 1;
+                continue;
+            }
+        };
+        events += 1;
+        part.new.fold(&event, &mut changes);
+        for mut c in changes.drain(..) {
+            *transitions[1]
+                .entry(format!("{}->{}", c.from, c.to))
+                .or_insert(0u64) += 1;
+            if let Some(p) = &producer {
+                if let Some(s) = &suffix {
+                    c.change_id.push_str(s);
+                }
+                buf.clear();
+                match cfg.kafka.output_format {
+                    Format::Json => encode_change_json(&c, &mut buf),
+                    Format::Protobuf => encode_change_proto(&c, &mut buf),
+                }
+                send(
+                    p,
+                    BaseRecord::to(&out_topic)
+                        .key(c.lead_id.as_bytes())
+                        .payload(&buf),
+                );
+                written += 1;
+            }
+        }
+        if fold_current {
+            part.current.fold(&event, &mut changes);
+            for c in changes.drain(..) {
+                *transitions[0]
+                    .entry(format!("{}->{}", c.from, c.to))
+                    .or_insert(0u64) += 1;
+            }
+        }
+    }
+    progress(Progress {
+        done: events + invalid,
+        total,
+        elapsed: started.elapsed(),
+    });
+    if let Some(p) = &producer {
+        p.flush(Duration::from_secs(120))
+            .context("flushing the replayed changes")?;
+        let lost = p
+            .context()
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if lost > 0 {
+            bail!("{lost} change(s) could not be written to {out_topic}");
+        }
+    }
+    let switch_ready = match &opts.target {
+        Target::Changelog(t) => Some(write_state(cfg, t, &mut parts, live_state)?),
+        _ => None,
+    };
+
+    // The summary.
+    let mut stages = [BTreeMap::new(), BTreeMap::new()];
+    let (mut leads, mut different) = (0u64, 0u64);
+    let mut examples = Vec::new();
+    for part in &parts {
+        for lead in part.current.leads() {
+            *stages[0].entry(lead.stage().as_str()).or_insert(0u64) += 1;
+        }
+        for lead in part.new.leads() {
+            leads += 1;
+            *stages[1].entry(lead.stage().as_str()).or_insert(0u64) += 1;
+            let (cur_stage, cur_score) = match part.current.lead(lead.id()) {
+                Some(c) => (c.stage(), c.fit() + c.engagement(&current_model)),
+                None => (Stage::Lead, 0.0),
+            };
+            if cur_stage != lead.stage() {
+                different += 1;
+                examples.push(Difference {
+                    lead_id: lead.id().to_string(),
+                    current: cur_stage.as_str(),
+                    new: lead.stage().as_str(),
+                    current_score: round2(cur_score),
+                    new_score: round2(lead.fit() + lead.engagement(&new_model)),
+                });
+            }
+        }
+    }
+    examples.sort_by(|a, b| a.lead_id.cmp(&b.lead_id));
+    examples.truncate(EXAMPLES);
+    let seconds = started.elapsed().as_secs_f64();
+    let [cur_stages, new_stages] = stages;
+    let [cur_transitions, new_transitions] = transitions;
+    Ok(Summary {
+        mode,
+        topic: out_topic,
+        events,
+        invalid,
+        changes_written: written,
+        seconds,
+        events_per_second: events as f64 / seconds.max(1e-9),
+        leads,
+        current: ModelOutcome {
+            version: current_model.version.clone(),
+            stages: cur_stages,
+            transitions: fold_current.then_some(cur_transitions),
+        },
+        new: ModelOutcome {
+            version: new_model.version.clone(),
+            stages: new_stages,
+            transitions: Some(new_transitions),
+        },
+        different_stage: different,
+        examples,
+        switch_ready,
+    })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Sends a record, serving the producer's queue while it is full.
+fn send(p: &BaseProducer<ProducerCtx>, mut record: BaseRecord<'_, [u8], Vec<u8>>) {
+    loop {
+        match p.send(record) {
+            Ok(()) => {
+                p.poll(Duration::ZERO);
+                return;
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                p.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "cannot queue a change");
+                p.context()
+                    .failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+/// Writes the rebuilt state of every partition, with a checkpoint at the
+/// offsets it reflects, one transaction per partition. When the live state is
+/// at the same offsets (the live service stopped), a lead's sequence goes on
+/// from the live one, so the switched service's change ids follow the ones
+/// already emitted; while the live service runs, its state is past the
+/// offsets read and the sequences are left for the run after it stopped.
+/// Returns whether every partition was at the cut.
+fn write_state(cfg: &Config, topic: &str, parts: &mut [Part], live_state: bool) -> Result<bool> {
+    let producer: BaseProducer<ProducerCtx> = client_config(cfg)
+        .set(
+            "transactional.id",
+            format!("{}-rebuild-{topic}", cfg.kafka.group_id),
+        )
+        .set("transaction.timeout.ms", "600000")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create_with_context(ProducerCtx::default())?;
+    retry("init transactions", || {
+        producer.init_transactions(CALL_TIMEOUT)
+    })?;
+    let topics = &cfg.kafka.input_topics;
+    let mut buf = Vec::with_capacity(512);
+    for (p, part) in parts.iter_mut().enumerate() {
+        if live_state && part.live_at_cut {
+            let behind: Vec<_> = part
+                .new
+                .leads()
+                .filter_map(|l| {
+                    let live = part.current.lead(l.id())?;
+                    (live.sequence > l.sequence).then(|| {
+                        let mut l = l.clone();
+                        l.sequence = live.sequence;
+                        l
+                    })
+                })
+                .collect();
+            for lead in behind {
+                part.new.restore(lead);
+            }
+        }
+        producer.begin_transaction()?;
+        for lead in part.new.leads() {
+            buf.clear();
+            snapshot::encode(lead, part.new.model(), &mut buf);
+            send_txn(&producer, topic, p as i32, lead.id().as_bytes(), &buf);
+        }
+        let cp = checkpoint_bytes(part.new.watermark(), topics, &part.end);
+        send_txn(&producer, topic, p as i32, CHECKPOINT_KEY, &cp);
+        commit(&producer)?;
+        if producer
+            .context()
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            bail!("writes to {topic} failed; nothing of partition {p} was committed, run again");
+        }
+    }
+    Ok(!live_state || parts.iter().all(|p| p.live_at_cut))
+}
+
+fn send_txn(
+    p: &BaseProducer<ProducerCtx>,
+    topic: &str,
+    partition: i32,
+    key: &[u8],
+    payload: &[u8],
+) {
+    let mut record = BaseRecord::to(topic)
+        .partition(partition)
+        .key(key)
+        .payload(payload);
+    loop {
+        match p.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                p.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => {
+                tracing::warn!(error = %e, "cannot queue a state record");
+                p.context()
+                    .failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+/// Commits, serving delivery reports while the commit flushes.
+fn commit(p: &BaseProducer<ProducerCtx>) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        p.poll(Duration::ZERO);
+        match p.commit_transaction(Duration::from_millis(500)) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e))
+                if e.is_retriable() && started.elapsed() < Duration::from_secs(300) =>
+            {
+                p.poll(Duration::from_millis(50));
+            }
+            Err(e) => return Err(e).context("committing the rebuilt state"),
+        }
+    }
+}
+
+fn create_topic(cfg: &Config, name: &str, partitions: usize, compact: bool) -> Result<()> {
+    tracing::info!(topic = name, partitions, compact, "creating topic");
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg).create()?;
+    let mut topic = NewTopic::new(name, partitions as i32, TopicReplication::Fixed(-1));
+    if compact {
+        topic = topic.set("cleanup.policy", "compact");
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(CALL_TIMEOUT));
+    for r in block_on(admin.create_topics([&topic], &opts))? {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => bail!("cannot create topic {t}: {code}"),
+        }
+    }
+    Ok(())
+}
