@@ -371,11 +371,12 @@ fn bad_input_gets_a_clear_message_and_a_failing_exit() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("choose one"));
 }
 
-/// The README's procedure: rebuild the state under the new model into a new
-/// changelog, stop the service, catch the rebuild up to the offsets the
-/// service committed, start the service on the new model and changelog.
-/// The status topic then holds the old model's changes up to the switch and
-/// the new model's after it, none twice, with sequences that go on.
+/// The README's procedure: stop the service, rebuild the state under the
+/// new model into a new changelog up to the offsets the service committed,
+/// start the service on the new model and changelog. (A rebuild run while
+/// the old service is still up comes first: its state must simply be
+/// replaced.) The status topic then holds the old model's changes up to the
+/// switch and the new model's after it, none twice, with sequences that go on.
 #[test]
 fn switching_the_live_service_to_a_new_model_emits_nothing_twice() {
     let b = Broker::shared();
@@ -390,36 +391,25 @@ fn switching_the_live_service_to_a_new_model_emits_nothing_twice() {
     let mut live = spawn(&s);
     let p = b.producer();
     produce(&p, &s.input, &before[..cut / 2]);
-    // 1. Rebuild while the old service runs (catching up later is cheaper).
-    replay_ok(
-        &s.config,
-        &[
-            "--model",
-            new.to_str().unwrap(),
-            "--to-changelog",
-            "switch-changelog-2",
-            "--json",
-        ],
-    );
+    let rebuild = [
+        "--model",
+        new.to_str().unwrap(),
+        "--to-changelog",
+        "switch-changelog-2",
+        "--json",
+    ];
+    replay_ok(&s.config, &rebuild);
     produce(&p, &s.input, &before[cut / 2..]);
     wait_for_changes(b, &s.status, live_before.values().map(Vec::len).sum());
-    // 2. Stop the service: it commits and leaves its offsets at the cut.
+    // 1. Stop the service: it commits and leaves its offsets at the cut.
     assert!(sigterm(&mut live).success());
-    // 3. Catch the rebuild up to those offsets.
-    let summary = replay_ok(
-        &s.config,
-        &[
-            "--model",
-            new.to_str().unwrap(),
-            "--to-changelog",
-            "switch-changelog-2",
-            "--json",
-        ],
-    );
+    // 2. Rebuild up to those offsets.
+    let summary = replay_ok(&s.config, &rebuild);
     assert_eq!(summary["mode"], "changelog");
     assert_eq!(summary["changes_written"], 0);
     assert_eq!(summary["switch_ready"], true);
-    // 4. Start on the new model and the new changelog.
+    assert_eq!(summary["events"], cut as u64);
+    // 3. Start on the new model and the new changelog.
     let config = std::fs::read_to_string(&s.config).unwrap().replace(
         "[kafka]",
         &format!(

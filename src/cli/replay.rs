@@ -39,8 +39,9 @@ a summary says how the outcome differs.
                        with the live ones
   --to-changelog TOPIC write no changes: write the state rebuilt under NEW to
                        TOPIC (a new changelog), up to the live group's committed
-                       offsets, to switch the service to NEW (README: \"Switching
-                       the live service to a new model\"); run again to catch up
+                       offsets, to switch the service to NEW: run it after
+                       stopping the service (README: \"Switching the live
+                       service to a new model\")
   --json               print the summary as JSON instead of text
 
 A progress bar (events, events/s, time left) is drawn on stderr when it is

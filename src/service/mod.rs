@@ -197,8 +197,7 @@ fn restore_pending(shared: &Shared) -> Result<(), ServiceError> {
         return Ok(());
     }
     let mut p = shared.processor.lock().expect("processor lock");
-    for partition in pending {
-        let part = kafka::retry("restore partition", || p.restore(partition))?;
+    for (partition, part) in p.restore_all(&pending)? {
         p.partitions.insert(partition, part);
     }
     tm::ready(true, p.partitions.len());
@@ -384,9 +383,19 @@ pub fn run(
         if let Err(e) = restore_pending(&shared) {
             break Err(e);
         }
-        let wait = next_commit
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_millis(100));
+        let wait = if shared
+            .processor
+            .lock()
+            .expect("processor lock")
+            .committing()
+        {
+            // Back soon to finish the commit once its writes are acknowledged.
+            Duration::from_millis(2)
+        } else {
+            next_commit
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100))
+        };
         let polled = consumer.poll(wait);
         suspect |= matches!(polled, Some(Err(_)));
         let mut p = shared.processor.lock().expect("processor lock");
@@ -398,7 +407,10 @@ pub fn run(
                 }
                 Ok(())
             }
-            Some(Err(e)) if kafka::is_fatal(&e) => Err(CommitError::Fatal(e)),
+            // A refused static id is handled at the top of the loop.
+            Some(Err(e)) if kafka::is_fatal(&e) && !instance_fenced(&consumer) => {
+                Err(CommitError::Fatal(e))
+            }
             Some(Err(e)) => {
                 tm::broker_error("poll");
                 tracing::warn!(error = %e, "poll error");
@@ -408,15 +420,12 @@ pub fn run(
         };
         let step = step.and_then(|()| p.idle_advance(Instant::now()));
         let step = step.and_then(|()| {
-            if Instant::now() >= next_commit {
-                let r = p.commit(&consumer);
-                // The interval runs from the end of a commit: a commit takes a
-                // broker round trip or two, and must not eat the next interval.
+            // The interval runs from the end of a commit: a commit takes a
+            // broker round trip or two, and must not eat the next interval.
+            if p.commit_step(&consumer, Instant::now() >= next_commit)? {
                 next_commit = Instant::now() + interval;
-                r
-            } else {
-                Ok(())
             }
+            Ok(())
         });
         match step {
             Ok(()) => {}

@@ -87,6 +87,29 @@ impl Partition {
     }
 }
 
+/// A transaction whose commit has started.
+struct Committing {
+    offsets: TopicPartitionList,
+    /// Event times of its changes (for the emit-latency metric).
+    times: Vec<Micros>,
+    since: Instant,
+}
+
+/// A write made while the previous transaction commits.
+struct Held {
+    topic: String,
+    partition: Option<i32>,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    headers: Option<OwnedHeaders>,
+}
+
+/// A commit waits at most this long for its writes to be acknowledged
+/// while processing goes on; then it blocks until they are.
+const COMMIT_OVERLAP: Duration = Duration::from_secs(1);
+/// ... or until this many writes are held for the next transaction.
+const HOLD_LIMIT: usize = 200_000;
+
 pub struct Processor {
     cfg: Arc<Config>,
     model: Arc<Model>,
@@ -97,6 +120,14 @@ pub struct Processor {
     txn_open: bool,
     /// Event times of the changes written since the last commit.
     pending_times: Vec<Micros>,
+    /// Exactly-once: the open transaction is being committed (its changelog
+    /// written, its offsets fixed) while processing goes on, its writes held
+    /// in `held` for the next transaction.
+    committing: Option<Committing>,
+    held: Vec<Held>,
+    /// Input was processed while committing: the next transaction has work
+    /// (offsets at least) even if nothing was written.
+    held_work: bool,
     changes: Vec<StatusChange>,
     buf: Vec<u8>,
     folds: u64,
@@ -145,6 +176,9 @@ impl Processor {
             producer,
             txn_open: false,
             pending_times: Vec::new(),
+            committing: None,
+            held: Vec::new(),
+            held_work: false,
             changes: Vec::new(),
             buf: Vec::with_capacity(1024),
             folds: 0,
@@ -160,6 +194,10 @@ impl Processor {
     }
 
     fn ensure_txn(&mut self) -> Result<(), CommitError> {
+        if self.committing.is_some() {
+            self.held_work = true;
+            return Ok(());
+        }
         if self.exactly_once() && !self.txn_open {
             self.producer.begin_transaction().map_err(classify)?;
         }
@@ -167,55 +205,48 @@ impl Processor {
         Ok(())
     }
 
-    /// Sends a record, waiting for room in the local queue if it is full.
+    /// True while a commit overlaps processing.
+    pub fn committing(&self) -> bool {
+        self.committing.is_some()
+    }
+
+    /// Sends a record (or holds it while the previous transaction commits).
     fn send(
-        &self,
+        &mut self,
         topic: &str,
         partition: Option<i32>,
         key: &[u8],
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) {
-        let mut record = BaseRecord::to(topic).key(key).payload(payload);
-        if let Some(p) = partition {
-            record = record.partition(p);
+        if self.committing.is_some() {
+            self.held.push(Held {
+                topic: topic.to_string(),
+                partition,
+                key: key.to_vec(),
+                payload: payload.to_vec(),
+                headers,
+            });
+            return;
         }
-        if let Some(h) = headers {
-            record = record.headers(h);
-        }
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    self.producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => {
-                    // Counted as a lost write: the commit will rewind.
-                    self.producer
-                        .context()
-                        .failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, topic, "cannot queue a write");
-                    return;
-                }
-            }
-        }
+        produce(&self.producer, topic, partition, key, payload, headers);
     }
 
     fn emit_changes(&mut self) {
         let topic = self.cfg.kafka.status_topic.clone();
         let changes = std::mem::take(&mut self.changes);
+        let mut buf = std::mem::take(&mut self.buf);
         for c in &changes {
-            self.buf.clear();
+            buf.clear();
             match self.cfg.kafka.output_format {
-                Format::Json => encode_change_json(c, &mut self.buf),
-                Format::Protobuf => encode_change_proto(c, &mut self.buf),
+                Format::Json => encode_change_json(c, &mut buf),
+                Format::Protobuf => encode_change_proto(c, &mut buf),
             }
-            self.send(&topic, None, c.lead_id.as_bytes(), &self.buf, None);
+            self.send(&topic, None, c.lead_id.as_bytes(), &buf, None);
             tm::change_emitted(c);
             self.pending_times.push(c.occurred_at);
         }
+        self.buf = buf;
         self.changes = changes;
         self.changes.clear();
     }
@@ -377,20 +408,148 @@ impl Processor {
         tpl
     }
 
-    /// Commits what was processed since the last commit: one transaction
-    /// (exactly-once) or writes-then-offsets (at-least-once).
+    /// Commits everything processed so far and waits for it: one
+    /// transaction (exactly-once) or writes-then-offsets (at-least-once).
+    /// For rebalances and shutdown; the loop uses [`Processor::commit_step`].
     pub fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), CommitError> {
+        if !self.exactly_once() {
+            return self.commit_alo(consumer);
+        }
+        if self.committing.is_some() {
+            self.finish_commit(consumer)?;
+        }
+        if self.txn_open {
+            self.start_commit();
+            self.finish_commit(consumer)?;
+        }
+        Ok(())
+    }
+
+    /// The loop's commit: when `due`, an exactly-once commit starts (the
+    /// changelog is written and the offsets fixed) and processing goes on
+    /// while its writes are acknowledged; a later step finishes it with the
+    /// offsets and the commit, which are then quick. Returns true when a
+    /// commit finished (or was due with nothing to commit): the next
+    /// interval starts then.
+    pub fn commit_step<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        due: bool,
+    ) -> Result<bool, CommitError> {
+        if !self.exactly_once() {
+            if due {
+                self.commit_alo(consumer)?;
+            }
+            return Ok(due);
+        }
+        if let Some(c) = &self.committing {
+            self.producer.poll(Duration::ZERO);
+            let ready = self.producer.in_flight_count() == 0
+                || c.since.elapsed() >= COMMIT_OVERLAP
+                || self.held.len() >= HOLD_LIMIT;
+            if ready {
+                self.finish_commit(consumer)?;
+            }
+            return Ok(ready);
+        }
+        if due && self.txn_open {
+            self.start_commit();
+            return Ok(false);
+        }
+        Ok(due)
+    }
+
+    fn start_commit(&mut self) {
+        self.write_changelog();
+        self.committing = Some(Committing {
+            offsets: self.offsets(),
+            times: std::mem::take(&mut self.pending_times),
+            since: Instant::now(),
+        });
+    }
+
+    /// Sends the offsets and commits the transaction started by
+    /// `start_commit`; then opens the next one with the writes held meanwhile.
+    fn finish_commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), CommitError> {
+        let Some(c) = self.committing.take() else {
+            return Ok(());
+        };
+        let attempt = || -> Result<(), KafkaError> {
+            if c.offsets.count() > 0 {
+                let meta = consumer.group_metadata().ok_or(KafkaError::Subscription(
+                    "no consumer group metadata".into(),
+                ))?;
+                self.producer
+                    .send_offsets_to_transaction(&c.offsets, &meta, CALL_TIMEOUT)?;
+            }
+            self.producer.commit_transaction(CALL_TIMEOUT)
+        };
+        let result = match attempt() {
+            Ok(()) if self.producer.context().failures.swap(0, Ordering::Relaxed) == 0 => Ok(()),
+            Ok(()) => Err(CommitError::Rewind(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut,
+            ))),
+            Err(e) if is_fatal(&e) => Err(CommitError::Fatal(e)),
+            Err(e) => {
+                self.abort()?;
+                Err(CommitError::Rewind(e))
+            }
+        };
+        self.txn_open = false;
+        match &result {
+            Ok(()) => {
+                tm::transaction(true);
+                let now = wall_micros();
+                for t in c.times {
+                    tm::emit_latency((now - t) as f64 / 1e6);
+                }
+            }
+            Err(e) => {
+                tm::transaction(false);
+                self.drop_held();
+                tracing::warn!(error = %e, "commit failed");
+                return result;
+            }
+        }
+        // The next transaction: what was processed while this one committed.
+        if self.held_work || !self.held.is_empty() {
+            self.held_work = false;
+            self.ensure_txn()?;
+            for h in std::mem::take(&mut self.held) {
+                produce(
+                    &self.producer,
+                    &h.topic,
+                    h.partition,
+                    &h.key,
+                    &h.payload,
+                    h.headers,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_held(&mut self) {
+        self.committing = None;
+        self.held.clear();
+        self.held_work = false;
+        self.pending_times.clear();
+    }
+
+    fn commit_alo<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), CommitError> {
         if !self.txn_open {
             return Ok(());
         }
-        let result = if self.exactly_once() {
-            self.commit_transaction(consumer)
-        } else {
-            self.commit_at_least_once(consumer)
-        };
+        let result = self.commit_at_least_once(consumer);
         self.txn_open = false;
         match &result {
             Ok(()) => {
@@ -407,35 +566,6 @@ impl Processor {
             }
         }
         result
-    }
-
-    fn commit_transaction<C: ConsumerContext>(
-        &mut self,
-        consumer: &BaseConsumer<C>,
-    ) -> Result<(), CommitError> {
-        self.write_changelog();
-        let offsets = self.offsets();
-        let attempt = || -> Result<(), KafkaError> {
-            if offsets.count() > 0 {
-                let meta = consumer.group_metadata().ok_or(KafkaError::Subscription(
-                    "no consumer group metadata".into(),
-                ))?;
-                self.producer
-                    .send_offsets_to_transaction(&offsets, &meta, CALL_TIMEOUT)?;
-            }
-            self.producer.commit_transaction(CALL_TIMEOUT)
-        };
-        match attempt() {
-            Ok(()) if self.producer.context().failures.swap(0, Ordering::Relaxed) == 0 => Ok(()),
-            Ok(()) => Err(CommitError::Rewind(KafkaError::MessageProduction(
-                RDKafkaErrorCode::MessageTimedOut,
-            ))),
-            Err(e) if is_fatal(&e) => Err(CommitError::Fatal(e)),
-            Err(e) => {
-                self.abort()?;
-                Err(CommitError::Rewind(e))
-            }
-        }
     }
 
     /// Aborts the open transaction, retrying while the broker is away.
@@ -466,6 +596,7 @@ impl Processor {
         }
         self.producer.context().failures.store(0, Ordering::Relaxed);
         self.txn_open = false;
+        self.drop_held();
         tm::transaction(false);
         Ok(())
     }
@@ -514,6 +645,43 @@ impl Processor {
         Ok(part)
     }
 
+    /// Restores several partitions, on as many threads as there are cores
+    /// (decoding the state is the work; each partition has its own reader).
+    /// Each is retried on transient errors.
+    pub fn restore_all(&self, partitions: &[i32]) -> Result<Vec<(i32, Partition)>, KafkaError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(partitions.len());
+        if threads <= 1 {
+            return partitions
+                .iter()
+                .map(|&p| {
+                    Ok((
+                        p,
+                        super::kafka::retry("restore partition", || self.restore(p))?,
+                    ))
+                })
+                .collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results = std::sync::Mutex::new(Vec::with_capacity(partitions.len()));
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&p) = partitions.get(i) else { break };
+                    let r = super::kafka::retry("restore partition", || self.restore(p));
+                    results.lock().expect("results lock").push((p, r));
+                });
+            }
+        });
+        let mut out = Vec::with_capacity(partitions.len());
+        for (p, r) in results.into_inner().expect("results lock") {
+            out.push((p, r?));
+        }
+        Ok(out)
+    }
+
     /// After an abort: rebuilds every partition from the changelog and moves
     /// the consumer back to the committed offsets.
     pub fn rewind<C: ConsumerContext>(
@@ -522,9 +690,8 @@ impl Processor {
     ) -> Result<(), KafkaError> {
         let assigned: Vec<i32> = self.partitions.keys().copied().collect();
         tracing::warn!(partitions = assigned.len(), "rewinding to the last commit");
-        for p in &assigned {
-            let part = super::kafka::retry("restore partition", || self.restore(*p))?;
-            self.partitions.insert(*p, part);
+        for (p, part) in self.restore_all(&assigned)? {
+            self.partitions.insert(p, part);
         }
         let mut tpl = TopicPartitionList::new();
         for &p in &assigned {
@@ -552,6 +719,40 @@ impl Processor {
                 .map(|_| ())
         })?;
         Ok(())
+    }
+}
+
+/// Sends a record, waiting for room in the local queue if it is full; a
+/// record that cannot be queued is counted as a lost write (the commit
+/// then rewinds).
+fn produce(
+    producer: &BaseProducer<ProducerCtx>,
+    topic: &str,
+    partition: Option<i32>,
+    key: &[u8],
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+) {
+    let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => {
+                producer.context().failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, topic, "cannot queue a write");
+                return;
+            }
+        }
     }
 }
 
@@ -654,7 +855,10 @@ pub fn restore_engine(
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("fetch.max.bytes", "52428800")
-        .set("max.partition.fetch.bytes", "10485760");
+        .set("max.partition.fetch.bytes", "10485760")
+        // A changelog written in transactions ends with a commit marker, so
+        // the end is only known from an empty fetch: don't wait long on one.
+        .set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer<RestoreCtx> = cc.create_with_context(RestoreCtx)?;
     let (low, high) = consumer.fetch_watermarks(changelog, p, CALL_TIMEOUT)?;
     let mut engine = Engine::with_lateness(Arc::clone(model), cfg.allowed_lateness().unwrap_or(0));

@@ -142,7 +142,11 @@ pub fn produce(p: &BaseProducer, topic: &str, records: &[(Option<i32>, Vec<u8>, 
         }
         p.poll(Duration::ZERO);
     }
-    p.flush(Duration::from_secs(30)).expect("flush");
+    // The broker may be away for a while (the crash tests kill it).
+    let start = Instant::now();
+    while let Err(e) = p.flush(Duration::from_secs(10)) {
+        assert!(start.elapsed() < Duration::from_secs(180), "flush: {e}");
+    }
 }
 
 /// A record as read back.
