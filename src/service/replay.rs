@@ -17,6 +17,7 @@
 //!   emitting again what it already emitted (see the README).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -333,16 +334,6 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
     for (k, v) in &cfg.kafka.properties {
         cc.set(k, v);
     }
-    let consumer: BaseConsumer<super::processor::RestoreCtx> =
-        cc.create_with_context(super::processor::RestoreCtx)?;
-    let mut tpl = TopicPartitionList::new();
-    for (p, part) in parts.iter().enumerate() {
-        for (ti, t) in topics.iter().enumerate() {
-            if part.next[ti] < part.end[ti] {
-                tpl.add_partition_offset(t, p as i32, Offset::Offset(part.next[ti]))?;
-            }
-        }
-    }
     let producer: Option<BaseProducer<ProducerCtx>> = match opts.target {
         Target::Changelog(_) => None,
         _ => Some(
@@ -359,112 +350,62 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         _ => None,
     };
     let fold_current = !live_state;
-    let mut transitions = [BTreeMap::new(), BTreeMap::new()];
-    let (mut events, mut invalid, mut written) = (0u64, 0u64, 0u64);
-    let mut changes: Vec<StatusChange> = Vec::new();
-    let mut buf = Vec::with_capacity(1024);
-    let mut last_report = Instant::now();
-    let mut last_data = Instant::now();
-    if tpl.count() > 0 {
-        consumer.assign(&tpl)?;
+    // One reader per core, each with its share of the partitions (their
+    // engines are independent), all writing through one producer.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, n);
+    let ctx = Worker {
+        cfg,
+        consumer: &cc,
+        out_topic: &out_topic,
+        suffix: suffix.as_deref(),
+        producer: producer.as_ref(),
+        fold_current,
+        workers,
+        done: AtomicU64::new(0),
+    };
+    let mut groups: Vec<Vec<&mut Part>> = (0..workers).map(|_| Vec::new()).collect();
+    for (p, part) in parts.iter_mut().enumerate() {
+        groups[p % workers].push(part);
     }
-    while !parts.iter().all(Part::done) {
-        if last_report.elapsed() >= Duration::from_millis(250) {
-            last_report = Instant::now();
+    let finished = AtomicUsize::new(0);
+    let results: Vec<Result<Counts>> = std::thread::scope(|s| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .enumerate()
+            .map(|(w, group)| {
+                let (ctx, finished) = (&ctx, &finished);
+                s.spawn(move || {
+                    let r = ctx.read(w, group);
+                    finished.fetch_add(1, Ordering::Relaxed);
+                    r
+                })
+            })
+            .collect();
+        while finished.load(Ordering::Relaxed) < workers {
             progress(Progress {
-                done: events + invalid,
+                done: ctx.done.load(Ordering::Relaxed),
                 total,
                 elapsed: started.elapsed(),
             });
+            std::thread::sleep(Duration::from_millis(250));
         }
-        let msg = match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => m,
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                // At the end of what is readable. Trailing transaction
-                // markers leave the last offsets without a message: the
-                // position tells where the partition really ends.
-                let pos = consumer.position()?;
-                let part = &mut parts[p as usize];
-                for (ti, t) in topics.iter().enumerate() {
-                    if let Some(Offset::Offset(o)) = pos.find_partition(t, p).map(|e| e.offset()) {
-                        part.next[ti] = part.next[ti].max(o);
-                    }
-                }
-                continue;
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "read error; retrying");
-                continue;
-            }
-            None => {
-                // Records below the end offsets that never become readable
-                // (an input transaction left open): stop there.
-                if last_data.elapsed() > Duration::from_secs(30) {
-                    tracing::warn!(
-                        "no readable records for 30 s before the end offsets; stopping there"
-                    );
-                    for part in &mut parts {
-                        part.next.clone_from(&part.end);
-                    }
-                }
-                continue;
-            }
-        };
-        last_data = Instant::now();
-        let Some(ti) = topics.iter().position(|t| t == msg.topic()) else {
-            continue;
-        };
-        let part = &mut parts[msg.partition() as usize];
-        if msg.offset() >= part.end[ti] {
-            part.next[ti] = part.end[ti];
-            continue;
-        }
-        part.next[ti] = msg.offset() + 1;
-        let event = match decode_keyed(
-            cfg.kafka.input_format,
-            msg.key(),
-            msg.payload().unwrap_or(&[]),
-            cfg.kafka.max_event_bytes,
-        ) {
-            Ok(e) => e,
-            Err(_) => {
-                invalid += 1;
-                continue;
-            }
-        };
-        events += 1;
-        part.new.fold(&event, &mut changes);
-        for mut c in changes.drain(..) {
-            *transitions[1]
-                .entry(format!("{}->{}", c.from, c.to))
-                .or_insert(0u64) += 1;
-            if let Some(p) = &producer {
-                if let Some(s) = &suffix {
-                    c.change_id.push_str(s);
-                }
-                buf.clear();
-                match cfg.kafka.output_format {
-                    Format::Json => encode_change_json(&c, &mut buf),
-                    Format::Protobuf => encode_change_proto(&c, &mut buf),
-                }
-                send(
-                    p,
-                    BaseRecord::to(&out_topic)
-                        .key(c.lead_id.as_bytes())
-                        .payload(&buf),
-                );
-                written += 1;
-            }
-        }
-        if fold_current {
-            part.current.fold(&event, &mut changes);
-            for c in changes.drain(..) {
-                *transitions[0]
-                    .entry(format!("{}->{}", c.from, c.to))
-                    .or_insert(0u64) += 1;
-            }
-        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a replay reader panicked"))
+            .collect()
+    });
+    let mut counts = Counts::default();
+    for r in results {
+        counts.add(&r?);
     }
+    let Counts {
+        events,
+        invalid,
+        written,
+        transitions,
+    } = counts;
     progress(Progress {
         done: events + invalid,
         total,
@@ -517,7 +458,7 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
     examples.truncate(EXAMPLES);
     let seconds = started.elapsed().as_secs_f64();
     let [cur_stages, new_stages] = stages;
-    let [cur_transitions, new_transitions] = transitions;
+    let [cur_transitions, new_transitions] = transitions.map(|m| transition_counts(&m));
     Ok(Summary {
         mode,
         topic: out_topic,
@@ -541,6 +482,184 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         examples,
         switch_ready,
     })
+}
+
+/// Changes per transition, `[from][to]`.
+type Matrix = [[u64; Stage::ALL.len()]; Stage::ALL.len()];
+
+fn transition_counts(m: &Matrix) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for from in Stage::ALL {
+        for to in Stage::ALL {
+            let n = m[from as usize][to as usize];
+            if n > 0 {
+                out.insert(format!("{from}->{to}"), n);
+            }
+        }
+    }
+    out
+}
+
+/// What the readers counted: `transitions[0]` under the live model,
+/// `transitions[1]` under the new one.
+#[derive(Default)]
+struct Counts {
+    events: u64,
+    invalid: u64,
+    written: u64,
+    transitions: [Matrix; 2],
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.events += o.events;
+        self.invalid += o.invalid;
+        self.written += o.written;
+        for (m, om) in self.transitions.iter_mut().zip(&o.transitions) {
+            for (row, orow) in m.iter_mut().zip(om) {
+                for (x, y) in row.iter_mut().zip(orow) {
+                    *x += y;
+                }
+            }
+        }
+    }
+}
+
+/// What the readers share.
+struct Worker<'a> {
+    cfg: &'a Config,
+    consumer: &'a rdkafka::ClientConfig,
+    out_topic: &'a str,
+    suffix: Option<&'a str>,
+    producer: Option<&'a BaseProducer<ProducerCtx>>,
+    fold_current: bool,
+    workers: usize,
+    /// Messages read, for the progress bar.
+    done: AtomicU64,
+}
+
+impl Worker<'_> {
+    /// Reads reader `w`'s partitions (`p % workers == w`, in order) to their
+    /// end offsets, folding every event under both models.
+    fn read(&self, w: usize, mut parts: Vec<&mut Part>) -> Result<Counts> {
+        let topics = &self.cfg.kafka.input_topics;
+        let local = |p: i32| (p as usize - w) / self.workers;
+        let consumer: BaseConsumer<super::processor::RestoreCtx> = self
+            .consumer
+            .create_with_context(super::processor::RestoreCtx)?;
+        let mut tpl = TopicPartitionList::new();
+        for (i, part) in parts.iter().enumerate() {
+            let p = (i * self.workers + w) as i32;
+            for (ti, t) in topics.iter().enumerate() {
+                if part.next[ti] < part.end[ti] {
+                    tpl.add_partition_offset(t, p, Offset::Offset(part.next[ti]))?;
+                }
+            }
+        }
+        let mut counts = Counts::default();
+        if tpl.count() == 0 {
+            return Ok(counts);
+        }
+        consumer.assign(&tpl)?;
+        let mut changes: Vec<StatusChange> = Vec::new();
+        let mut buf = Vec::with_capacity(1024);
+        let mut last_data = Instant::now();
+        let mut unreported = 0u64;
+        while !parts.iter().all(|p| p.done()) {
+            if unreported >= 1024 {
+                self.done.fetch_add(unreported, Ordering::Relaxed);
+                unreported = 0;
+            }
+            let msg = match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => m,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    // At the end of what is readable. Trailing transaction
+                    // markers leave the last offsets without a message: the
+                    // position tells where the partition really ends.
+                    let pos = consumer.position()?;
+                    let part = &mut parts[local(p)];
+                    for (ti, t) in topics.iter().enumerate() {
+                        if let Some(Offset::Offset(o)) =
+                            pos.find_partition(t, p).map(|e| e.offset())
+                        {
+                            part.next[ti] = part.next[ti].max(o);
+                        }
+                    }
+                    continue;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "read error; retrying");
+                    continue;
+                }
+                None => {
+                    // Records below the end offsets that never become
+                    // readable (an input transaction left open): stop there.
+                    if last_data.elapsed() > Duration::from_secs(30) {
+                        tracing::warn!(
+                            "no readable records for 30 s before the end offsets; stopping there"
+                        );
+                        for part in &mut parts {
+                            part.next.clone_from(&part.end);
+                        }
+                    }
+                    continue;
+                }
+            };
+            last_data = Instant::now();
+            let Some(ti) = topics.iter().position(|t| t == msg.topic()) else {
+                continue;
+            };
+            let part = &mut parts[local(msg.partition())];
+            if msg.offset() >= part.end[ti] {
+                part.next[ti] = part.end[ti];
+                continue;
+            }
+            part.next[ti] = msg.offset() + 1;
+            unreported += 1;
+            let event = match decode_keyed(
+                self.cfg.kafka.input_format,
+                msg.key(),
+                msg.payload().unwrap_or(&[]),
+                self.cfg.kafka.max_event_bytes,
+            ) {
+                Ok(e) => e,
+                Err(_) => {
+                    counts.invalid += 1;
+                    continue;
+                }
+            };
+            counts.events += 1;
+            part.new.fold(&event, &mut changes);
+            for mut c in changes.drain(..) {
+                counts.transitions[1][c.from as usize][c.to as usize] += 1;
+                if let Some(p) = self.producer {
+                    if let Some(s) = self.suffix {
+                        c.change_id.push_str(s);
+                    }
+                    buf.clear();
+                    match self.cfg.kafka.output_format {
+                        Format::Json => encode_change_json(&c, &mut buf),
+                        Format::Protobuf => encode_change_proto(&c, &mut buf),
+                    }
+                    send(
+                        p,
+                        BaseRecord::to(self.out_topic)
+                            .key(c.lead_id.as_bytes())
+                            .payload(&buf),
+                    );
+                    counts.written += 1;
+                }
+            }
+            if self.fold_current {
+                part.current.fold(&event, &mut changes);
+                for c in changes.drain(..) {
+                    counts.transitions[0][c.from as usize][c.to as usize] += 1;
+                }
+            }
+        }
+        self.done.fetch_add(unreported, Ordering::Relaxed);
+        Ok(counts)
+    }
 }
 
 fn round2(x: f64) -> f64 {
