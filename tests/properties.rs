@@ -901,7 +901,7 @@ proptest! {
         let from_proto = decode_proto(&p);
         prop_assert!(from_proto.is_ok(), "protobuf: {:?}", from_proto.as_ref().err());
         let from_json = sorted(from_json.expect("checked").into_owned());
-        let from_proto = sorted(from_proto.expect("checked"));
+        let from_proto = sorted(from_proto.expect("checked").into_owned());
         prop_assert_eq!(&from_json, &from_proto);
         prop_assert_eq!(&from_json, &sorted(e));
     }
@@ -912,7 +912,7 @@ proptest! {
         let cfg = GenConfig { events: cfg.events.min(300), ..cfg };
         for e in Generator::new(cfg) {
             let from_json = decode_json(&json_of(&e)).map(Event::into_owned);
-            let from_proto = decode_proto(&proto_of(&e));
+            let from_proto = decode_proto(&proto_of(&e)).map(Event::into_owned);
             prop_assert!(from_json.is_ok() && from_proto.is_ok(), "{:?} / {:?}", from_json.as_ref().err(), from_proto.as_ref().err());
             let from_json = sorted(from_json.expect("checked"));
             let from_proto = sorted(from_proto.expect("checked"));

@@ -6,7 +6,7 @@ use prost::Message;
 
 use super::{parse_time, required, DecodeError};
 use crate::change::StatusChange;
-use crate::event::{Event, Kind, Value};
+use crate::event::{Event, Fields, Kind, Value};
 use crate::time::format_rfc3339;
 
 /// Types generated from `proto/leadscore/v1/*.proto`.
@@ -34,35 +34,267 @@ fn fields(
         .collect()
 }
 
-fn nonempty(s: String) -> Option<Cow<'static, str>> {
-    (!s.is_empty()).then_some(Cow::Owned(s))
-}
-
-/// Decodes one protobuf `leadscore.v1.Event`.
-pub fn decode_proto(bytes: &[u8]) -> Result<Event<'static>, DecodeError> {
-    let m = pb::Event::decode(bytes).map_err(|e| DecodeError::BadProtobuf(e.to_string()))?;
+/// Decodes one protobuf `leadscore.v1.Event`. Strings borrow from `bytes`.
+pub fn decode_proto(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
+    let m = match borrowed::decode(bytes) {
+        Some(m) => m,
+        // Whatever the borrowing decoder does not take on (invalid input
+        // included) goes through prost, which has the final word and the
+        // error messages.
+        None => owned(bytes)?,
+    };
     // proto3 cannot tell a missing string from an empty one: both are "missing".
     let event_id = required("event_id", nonempty(m.event_id))?;
     let lead_id = required("lead_id", nonempty(m.lead_id))?;
-    let event_type = required("type", nonempty(m.r#type))?;
+    let event_type = required("type", nonempty(m.event_type))?;
     let occurred_at = parse_time(&required("occurred_at", nonempty(m.occurred_at))?)?;
-    let mut criteria: Vec<_> = m
-        .criteria
-        .into_iter()
-        .map(|(k, v)| (Cow::Owned(k), v))
-        .collect();
-    criteria.sort();
     Ok(Event {
         kind: Kind::of(&event_type),
         event_id,
         lead_id,
         event_type,
         occurred_at,
+        attributes: m.attributes,
+        profile: m.profile,
+        criteria: m.criteria,
+        reason: m.reason,
+    })
+}
+
+fn nonempty(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// A decoded `Event` message before the checks: maps as fields sorted by
+/// name (the last entry of a repeated name wins, as in a map).
+#[derive(Debug, PartialEq)]
+struct Decoded<'a> {
+    event_id: Cow<'a, str>,
+    lead_id: Cow<'a, str>,
+    event_type: Cow<'a, str>,
+    occurred_at: Cow<'a, str>,
+    attributes: Fields<'a>,
+    profile: Fields<'a>,
+    criteria: Vec<(Cow<'a, str>, bool)>,
+    reason: Option<Cow<'a, str>>,
+}
+
+/// Decodes with prost: the reference, for what [`borrowed`] leaves to it.
+fn owned(bytes: &[u8]) -> Result<Decoded<'static>, DecodeError> {
+    let m = pb::Event::decode(bytes).map_err(|e| DecodeError::BadProtobuf(e.to_string()))?;
+    let mut criteria: Vec<_> = m
+        .criteria
+        .into_iter()
+        .map(|(k, v)| (Cow::Owned(k), v))
+        .collect();
+    criteria.sort();
+    Ok(Decoded {
+        event_id: Cow::Owned(m.event_id),
+        lead_id: Cow::Owned(m.lead_id),
+        event_type: Cow::Owned(m.r#type),
+        occurred_at: Cow::Owned(m.occurred_at),
         attributes: fields(m.attributes),
         profile: fields(m.profile),
         criteria,
         reason: m.reason.map(Cow::Owned),
     })
+}
+
+/// A decoder of `leadscore.v1.Event` that borrows its strings from the
+/// message, so a typical event costs no allocation but its field vectors
+/// (prost allocates every string and map node).
+///
+/// It takes on only what it decodes exactly as prost does: valid messages
+/// with the wire types the schema declares, unknown fields of the common
+/// wire types, and map entries with each of their two fields at most once.
+/// On anything else (invalid messages included) it returns `None` and the
+/// caller decodes with prost.
+mod borrowed {
+    use std::borrow::Cow;
+
+    use super::Decoded;
+    use crate::event::Value;
+
+    const VARINT: u8 = 0;
+    const I64: u8 = 1;
+    const LEN: u8 = 2;
+    const I32: u8 = 5;
+
+    struct Reader<'a> {
+        b: &'a [u8],
+    }
+
+    impl<'a> Reader<'a> {
+        fn varint(&mut self) -> Option<u64> {
+            let mut v = 0u64;
+            for i in 0..10 {
+                let (&byte, rest) = self.b.split_first()?;
+                self.b = rest;
+                // prost refuses a tenth byte above 1 (the value would overflow).
+                if i == 9 && byte > 1 {
+                    return None;
+                }
+                v |= u64::from(byte & 0x7f) << (7 * i);
+                if byte < 0x80 {
+                    return Some(v);
+                }
+            }
+            None
+        }
+
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            if self.b.len() < n {
+                return None;
+            }
+            let (head, rest) = self.b.split_at(n);
+            self.b = rest;
+            Some(head)
+        }
+
+        /// The next field's number and wire type, or `None` at the end (and
+        /// on field number 0, which prost refuses).
+        fn key(&mut self) -> Option<(u64, u8)> {
+            let key = self.varint()?;
+            let field = key >> 3;
+            (field != 0 && key <= u64::from(u32::MAX)).then_some((field, (key & 7) as u8))
+        }
+
+        fn bytes(&mut self) -> Option<&'a [u8]> {
+            let n = usize::try_from(self.varint()?).ok()?;
+            self.take(n)
+        }
+
+        fn str(&mut self, wire: u8) -> Option<&'a str> {
+            if wire != LEN {
+                return None;
+            }
+            std::str::from_utf8(self.bytes()?).ok()
+        }
+
+        fn skip(&mut self, wire: u8) -> Option<()> {
+            match wire {
+                VARINT => self.varint().map(drop),
+                I64 => self.take(8).map(drop),
+                LEN => self.bytes().map(drop),
+                I32 => self.take(4).map(drop),
+                // Groups (deprecated) and invalid wire types: prost's call.
+                _ => None,
+            }
+        }
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Decoded<'_>> {
+        let mut r = Reader { b: bytes };
+        let mut m = Decoded {
+            event_id: Cow::Borrowed(""),
+            lead_id: Cow::Borrowed(""),
+            event_type: Cow::Borrowed(""),
+            occurred_at: Cow::Borrowed(""),
+            attributes: Vec::new(),
+            profile: Vec::new(),
+            criteria: Vec::new(),
+            reason: None,
+        };
+        while !r.b.is_empty() {
+            let (field, wire) = r.key()?;
+            match field {
+                1 => m.event_id = Cow::Borrowed(r.str(wire)?),
+                2 => m.lead_id = Cow::Borrowed(r.str(wire)?),
+                3 => m.event_type = Cow::Borrowed(r.str(wire)?),
+                4 => m.occurred_at = Cow::Borrowed(r.str(wire)?),
+                5 => m.attributes.push(field_entry(&mut r, wire)?),
+                6 => m.profile.push(field_entry(&mut r, wire)?),
+                7 => m.criteria.push(criterion_entry(&mut r, wire)?),
+                8 => m.reason = Some(Cow::Borrowed(r.str(wire)?)),
+                _ => r.skip(wire)?,
+            }
+        }
+        sort_map(&mut m.attributes);
+        sort_map(&mut m.profile);
+        sort_map(&mut m.criteria);
+        Some(m)
+    }
+
+    /// As a map: sorted by key, the last entry of each key kept.
+    fn sort_map<T>(entries: &mut Vec<(Cow<'_, str>, T)>) {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(later, kept);
+            }
+            same
+        });
+    }
+
+    /// A map entry message: key (1) and value (2), each at most once.
+    fn entry<'a, T>(
+        r: &mut Reader<'a>,
+        wire: u8,
+        mut value: impl FnMut(&mut Reader<'a>, u8) -> Option<T>,
+        missing: T,
+    ) -> Option<(Cow<'a, str>, T)> {
+        if wire != LEN {
+            return None;
+        }
+        let mut e = Reader { b: r.bytes()? };
+        let (mut k, mut v) = (None, None);
+        while !e.b.is_empty() {
+            let (field, wire) = e.key()?;
+            match field {
+                1 if k.is_none() => k = Some(e.str(wire)?),
+                2 if v.is_none() => v = Some(value(&mut e, wire)?),
+                1 | 2 => return None,
+                _ => e.skip(wire)?,
+            }
+        }
+        Some((Cow::Borrowed(k.unwrap_or("")), v.unwrap_or(missing)))
+    }
+
+    fn field_entry<'a>(r: &mut Reader<'a>, wire: u8) -> Option<(Cow<'a, str>, Value<'a>)> {
+        entry(r, wire, value, Value::Null)
+    }
+
+    fn criterion_entry<'a>(r: &mut Reader<'a>, wire: u8) -> Option<(Cow<'a, str>, bool)> {
+        entry(
+            r,
+            wire,
+            |e, wire| {
+                (wire == VARINT)
+                    .then(|| e.varint())
+                    .flatten()
+                    .map(|v| v != 0)
+            },
+            false,
+        )
+    }
+
+    /// A `Value` message: the last of its `kind` fields wins; none is null.
+    fn value<'a>(r: &mut Reader<'a>, wire: u8) -> Option<Value<'a>> {
+        if wire != LEN {
+            return None;
+        }
+        let mut v = Reader { b: r.bytes()? };
+        let mut out = Value::Null;
+        while !v.b.is_empty() {
+            let (field, wire) = v.key()?;
+            out = match (field, wire) {
+                (1, VARINT) => {
+                    v.varint()?;
+                    Value::Null
+                }
+                (2, VARINT) => Value::Bool(v.varint()? != 0),
+                (3, I64) => Value::Num(f64::from_le_bytes(v.take(8)?.try_into().ok()?)),
+                (4, LEN) => Value::Str(Cow::Borrowed(v.str(wire)?)),
+                (1..=4, _) => return None,
+                _ => {
+                    v.skip(wire)?;
+                    continue;
+                }
+            };
+        }
+        Some(out)
+    }
 }
 
 fn pb_value(v: &Value<'_>) -> Option<pb::Value> {
@@ -151,6 +383,58 @@ mod tests {
         want.profile.sort_by(|a, b| a.0.cmp(&b.0));
         back.profile.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(back, want);
+    }
+
+    /// The borrowing decoder either declines or agrees with prost.
+    fn agrees_with_prost(bytes: &[u8]) -> bool {
+        let fast = borrowed::decode(bytes);
+        if let Some(m) = &fast {
+            assert_eq!(Ok(m), owned(bytes).as_ref(), "{bytes:?}");
+        }
+        fast.is_some()
+    }
+
+    #[test]
+    fn borrowing_decoder_agrees_with_prost() {
+        use crate::gen::{GenConfig, Generator};
+        let events = Generator::new(GenConfig {
+            seed: 3,
+            leads: 50,
+            events: 2_000,
+            ..GenConfig::default()
+        });
+        let mut rng = crate::gen::Rng::new(11);
+        let (mut taken, mut mutated) = (0, 0);
+        for e in events {
+            let mut buf = Vec::new();
+            encode_event_proto(&e, &mut buf);
+            assert!(agrees_with_prost(&buf));
+            taken += 1;
+            // Damaged copies: flipped bytes, truncated, repeated.
+            for _ in 0..8 {
+                let mut b = buf.clone();
+                let i = rng.below(b.len() as u64) as usize;
+                b[i] = rng.next_u64() as u8;
+                mutated += usize::from(agrees_with_prost(&b));
+                mutated += usize::from(agrees_with_prost(&buf[..i]));
+            }
+            let twice = [buf.as_slice(), buf.as_slice()].concat();
+            assert!(agrees_with_prost(&twice));
+        }
+        assert!(taken > 0 && mutated > 0);
+        // Repeated map keys and fields, unknown fields, several value kinds.
+        let cases: [&[u8]; 6] = [
+            b"\x2a\x07\x0a\x01a\x12\x02\x10\x01\x2a\x07\x0a\x01a\x12\x02\x22\x00",
+            b"\x2a\x06\x12\x04\x22\x02hi\x2a\x00",
+            b"\x32\x0b\x0a\x01x\x12\x06\x10\x01\x08\x01\x10\x01",
+            b"\x3a\x05\x0a\x01b\x10\x02\x3a\x05\x0a\x01b\x10\x00\x3a\x03\x0a\x01a",
+            b"\x0a\x01e\x0a\x01f\x42\x00\x48\x07\x55\x01\x02\x03\x04\x59\x01\x02\x03\x04\x05\x06\x07\x08",
+            b"\x2a\x08\x0a\x01a\x0a\x01b\x12\x00",
+        ];
+        for (i, b) in cases.iter().enumerate() {
+            let fast = agrees_with_prost(b);
+            assert_eq!(fast, i != 5, "case {i}");
+        }
     }
 
     #[test]

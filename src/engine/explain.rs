@@ -72,7 +72,7 @@ pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
             rule: r.name.clone(),
             field: r.field.clone(),
             test: r.matcher.describe(),
-            value: lead.profile_value(&r.field).map(ProfileValue::to_json),
+            value: lead.profile_value(&r.field).map(profile_json),
             matched,
             points: if matched { r.points } else { 0.0 },
         })
@@ -85,14 +85,14 @@ pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
             rule: r.name.clone(),
             event: r.event.clone(),
             points: lead.contribution(i),
-            occurrences: r.every.map(|(_, slot)| lead.slots[slot]),
+            occurrences: r.every.map(|(_, slot)| lead.slot(slot)),
         })
         .collect();
     let e = lead.engagement(model);
     let total = lead.fit + e;
     let time = |t: Micros| (t != NEVER && t != super::NO_TIME).then(|| format_rfc3339(t));
     Explanation {
-        lead_id: lead.id.to_string(),
+        lead_id: lead.id().to_string(),
         model_version: model.version.clone(),
         at: time(lead.time).unwrap_or_default(),
         stage: lead.stage,
@@ -128,9 +128,20 @@ pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
         quiet_until: lead.quiet_until(model).and_then(time),
         changes_emitted: lead.sequence,
         profile: lead
-            .profile
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_json()))
+            .profile()
+            .map(|(k, v)| (k.to_string(), profile_json(v)))
             .collect(),
+    }
+}
+
+fn profile_json(v: ProfileValue<'_>) -> serde_json::Value {
+    match v {
+        ProfileValue::Bool(b) => b.into(),
+        ProfileValue::Num(n) if n.fract() == 0.0 && n.abs() < 9e15 => (n as i64).into(),
+        ProfileValue::Num(n) => {
+            serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, Into::into)
+        }
+        ProfileValue::Str(s) => s.into(),
+        ProfileValue::Other => "<object or array>".into(),
     }
 }

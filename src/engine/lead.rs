@@ -34,38 +34,9 @@ pub mod disq {
     pub const COMPETITOR: u8 = 16;
 }
 
-/// A profile value as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProfileValue {
-    Bool(bool),
-    Num(f64),
-    Str(Box<str>),
-    /// An array or object: present, matched by no rule.
-    Other,
-}
-
-impl ProfileValue {
-    pub fn as_ref(&self) -> ValueRef<'_> {
-        match self {
-            ProfileValue::Bool(b) => ValueRef::Bool(*b),
-            ProfileValue::Num(n) => ValueRef::Num(*n),
-            ProfileValue::Str(s) => ValueRef::Str(s),
-            ProfileValue::Other => ValueRef::Other,
-        }
-    }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        match self {
-            ProfileValue::Bool(b) => (*b).into(),
-            ProfileValue::Num(n) if n.fract() == 0.0 && n.abs() < 9e15 => (*n as i64).into(),
-            ProfileValue::Num(n) => {
-                serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into)
-            }
-            ProfileValue::Str(s) => s.as_ref().into(),
-            ProfileValue::Other => "<object or array>".into(),
-        }
-    }
-}
+/// A profile value as stored, borrowed from the lead. `Other` is an array
+/// or object: present, matched by no rule.
+pub type ProfileValue<'a> = ValueRef<'a>;
 
 pub fn value_ref<'a>(v: &'a Value<'_>) -> ValueRef<'a> {
     match v {
@@ -104,9 +75,28 @@ pub fn hash64(b: &[u8]) -> u64 {
 }
 
 /// One lead. Kept small: millions of these live in memory and in the changelog.
+///
+/// The fixed-size state is in the struct; everything whose size varies
+/// shares one heap block, `data`:
+///
+/// ```text
+/// | id | recent event ids | rule slots | profile |
+/// ```
+///
+/// - the id, `id_len` bytes of UTF-8;
+/// - the fingerprints of recent event ids, 8 bytes each (little-endian),
+///   with room for [`recent_capacity`] of them: the block grows in steps of
+///   four ids, not on every event;
+/// - the model's per-rule slots, 8 bytes each: engagement contributions at
+///   `time` (f64 bits), then `every` counters, then cap timestamps;
+/// - the profile, from `profile_at` to the end: one entry per field, in the
+///   order the fields arrived (see [`put_entry`]).
+///
+/// One block rather than one allocation per part (and per profile string)
+/// keeps a lead at two cache lines and one allocation after its table entry,
+/// which is what bounds the fold on millions of leads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lead {
-    pub(crate) id: Box<str>,
     /// The lead's clock: the latest `occurred_at` it has seen, or a fired timer's deadline.
     pub(crate) time: Micros,
     /// When it last entered `recycled` or `customer` (R), or [`NO_TIME`].
@@ -116,12 +106,10 @@ pub struct Lead {
     pub(crate) deadline: Micros,
     /// Fit of the current profile (cached; recomputed on profile change).
     pub(crate) fit: f64,
-    /// Per-rule state in the model's layout: engagement contributions at
-    /// `time` (f64 bits), then `every` counters, then cap timestamps.
-    pub(crate) slots: Box<[u64]>,
-    pub(crate) profile: Vec<(Box<str>, ProfileValue)>,
-    /// Fingerprints of recent event ids: a ring once it holds [`RECENT_IDS`].
-    pub(crate) recent: Vec<u64>,
+    data: Box<[u8]>,
+    id_len: u32,
+    /// Where the profile starts in `data`.
+    profile_at: u32,
     pub(crate) sequence: u32,
     /// Required criteria known true, one bit per `model.criteria` entry.
     pub(crate) criteria: u32,
@@ -129,40 +117,58 @@ pub struct Lead {
     pub(crate) flags: u8,
     /// Matching disqualification rules ([`disq`] bits), cached with `fit`.
     pub(crate) disq: u8,
+    /// How many recent ids are remembered (up to [`RECENT_IDS`]).
+    recent_len: u8,
+    /// Once the recent ids are a full ring: the oldest, replaced next.
     pub(crate) recent_pos: u8,
+}
+
+/// Room for `len` recent ids: a multiple of four, at least four.
+fn recent_capacity(len: usize) -> usize {
+    len.max(1).next_multiple_of(4)
 }
 
 impl Lead {
     pub fn new(id: &str, model: &Model) -> Lead {
-        let mut slots = vec![0u64; model.slots].into_boxed_slice();
-        for rule in &model.engagement_rules {
-            if let Some(cap) = rule.cap {
-                for s in &mut slots[cap.slot..cap.slot + cap.max as usize] {
-                    *s = NO_TIME as u64;
-                }
-            }
-        }
-        Lead {
-            id: id.into(),
+        let recent = 8 * recent_capacity(0);
+        let slots = 8 * model.slots;
+        let mut data = vec![0u8; id.len() + recent + slots];
+        data[..id.len()].copy_from_slice(id.as_bytes());
+        let mut lead = Lead {
             time: NO_TIME,
             fresh_start: NO_TIME,
             stage_entered: NO_TIME,
             deadline: NEVER,
             fit: 0.0,
-            slots,
-            profile: Vec::new(),
-            recent: Vec::new(),
+            id_len: u32::try_from(id.len()).expect("a lead id under 4 GiB"),
+            profile_at: u32::try_from(data.len()).expect("lead state under 4 GiB"),
+            data: data.into_boxed_slice(),
             sequence: 0,
             criteria: 0,
             stage: Stage::Lead,
             flags: 0,
             disq: 0,
+            recent_len: 0,
             recent_pos: 0,
+        };
+        for rule in &model.engagement_rules {
+            if let Some(cap) = rule.cap {
+                for s in cap.slot..cap.slot + cap.max as usize {
+                    lead.set_slot(s, NO_TIME as u64);
+                }
+            }
         }
+        lead
     }
 
     pub fn id(&self) -> &str {
-        &self.id
+        std::str::from_utf8(self.id_bytes()).expect("a lead id is UTF-8")
+    }
+
+    /// The id as bytes (for comparisons: no UTF-8 check).
+    #[inline]
+    pub(crate) fn id_bytes(&self) -> &[u8] {
+        &self.data[..self.id_len as usize]
     }
 
     pub fn stage(&self) -> Stage {
@@ -177,17 +183,43 @@ impl Lead {
         self.fit
     }
 
+    #[inline]
+    fn slots_at(&self) -> usize {
+        self.id_len as usize + 8 * recent_capacity(usize::from(self.recent_len))
+    }
+
+    /// Per-rule slot `i` in the model's layout.
+    #[inline]
+    pub fn slot(&self, i: usize) -> u64 {
+        let at = self.slots_at() + 8 * i;
+        u64::from_le_bytes(self.data[at..at + 8].try_into().expect("8 bytes"))
+    }
+
+    #[inline]
+    pub(crate) fn set_slot(&mut self, i: usize, v: u64) {
+        let at = self.slots_at() + 8 * i;
+        self.data[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// The first `n` slots (the engagement contributions, for `n` rules).
+    #[inline]
+    fn leading_slots(&self, n: usize) -> impl Iterator<Item = u64> + '_ {
+        let at = self.slots_at();
+        self.data[at..at + 8 * n]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+    }
+
     /// Engagement at the lead's time: the sum of the rules' contributions.
     #[inline]
     pub fn engagement(&self, model: &Model) -> f64 {
-        self.slots[..model.engagement_rules.len()]
-            .iter()
-            .map(|&b| f64::from_bits(b))
+        self.leading_slots(model.engagement_rules.len())
+            .map(f64::from_bits)
             .sum()
     }
 
     pub fn contribution(&self, rule: usize) -> f64 {
-        f64::from_bits(self.slots[rule])
+        f64::from_bits(self.slot(rule))
     }
 
     pub fn installed_base(&self) -> bool {
@@ -239,10 +271,10 @@ impl Lead {
         if self.time != NO_TIME {
             if let Some(hl) = model.half_life {
                 let factor = (-((to - self.time) as f64) / hl).exp2();
-                for s in &mut self.slots[..model.engagement_rules.len()] {
-                    let v = f64::from_bits(*s);
+                for i in 0..model.engagement_rules.len() {
+                    let v = f64::from_bits(self.slot(i));
                     if v != 0.0 {
-                        *s = (v * factor).to_bits();
+                        self.set_slot(i, (v * factor).to_bits());
                     }
                 }
             }
@@ -257,30 +289,76 @@ impl Lead {
             Some(hl) if at < self.time => points * (-((self.time - at) as f64) / hl).exp2(),
             _ => points,
         };
-        let s = &mut self.slots[rule];
-        *s = (f64::from_bits(*s) + decayed).to_bits();
+        let v = f64::from_bits(self.slot(rule)) + decayed;
+        self.set_slot(rule, v.to_bits());
+    }
+
+    /// The fingerprints of the recent event ids, oldest first until the ring is full.
+    pub(crate) fn recent(&self) -> impl ExactSizeIterator<Item = u64> + '_ {
+        let at = self.id_len as usize;
+        self.data[at..at + 8 * usize::from(self.recent_len)]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
     }
 
     /// Whether this event id was seen recently; remembers it if not.
     #[inline]
     pub fn check_and_remember(&mut self, fingerprint: u64) -> bool {
-        if self.recent.contains(&fingerprint) {
+        if self.recent().any(|f| f == fingerprint) {
             return true;
         }
-        if self.recent.len() < RECENT_IDS {
-            self.recent.push(fingerprint);
+        let len = usize::from(self.recent_len);
+        let i = if len < RECENT_IDS {
+            if len == recent_capacity(len) {
+                self.grow_recent(len);
+            }
+            self.recent_len += 1;
+            len
         } else {
-            self.recent[usize::from(self.recent_pos)] = fingerprint;
-            self.recent_pos = ((usize::from(self.recent_pos) + 1) % RECENT_IDS) as u8;
-        }
+            let i = usize::from(self.recent_pos);
+            self.recent_pos = ((i + 1) % RECENT_IDS) as u8;
+            i
+        };
+        let at = self.id_len as usize + 8 * i;
+        self.data[at..at + 8].copy_from_slice(&fingerprint.to_le_bytes());
         false
     }
 
-    pub fn profile_value(&self, field: &str) -> Option<&ProfileValue> {
-        self.profile
-            .iter()
-            .find(|(k, _)| &**k == field)
-            .map(|(_, v)| v)
+    /// Makes room for four more recent ids after the `len` there are.
+    fn grow_recent(&mut self, len: usize) {
+        let at = self.id_len as usize + 8 * len;
+        let extra = 8 * (recent_capacity(len + 1) - recent_capacity(len));
+        let mut data = Vec::with_capacity(self.data.len() + extra);
+        data.extend_from_slice(&self.data[..at]);
+        data.resize(at + extra, 0);
+        data.extend_from_slice(&self.data[at..]);
+        self.data = data.into_boxed_slice();
+        self.profile_at += extra as u32;
+    }
+
+    /// Puts back remembered ids (restoring a snapshot).
+    pub(crate) fn set_recent(&mut self, ids: &[u64], pos: u8) {
+        assert!(self.recent_len == 0 && ids.len() <= RECENT_IDS);
+        for &f in ids {
+            let len = usize::from(self.recent_len);
+            if len == recent_capacity(len) {
+                self.grow_recent(len);
+            }
+            let at = self.id_len as usize + 8 * len;
+            self.data[at..at + 8].copy_from_slice(&f.to_le_bytes());
+            self.recent_len += 1;
+        }
+        self.recent_pos = pos;
+    }
+
+    /// The profile's fields, in the order they arrived.
+    pub fn profile(&self) -> impl Iterator<Item = (&str, ProfileValue<'_>)> + '_ {
+        Entries::of(self).map(|e| (e.key.name(), e.value()))
+    }
+
+    pub fn profile_value(&self, field: &str) -> Option<ProfileValue<'_>> {
+        let key = Key::of(field);
+        Entries::of(self).find(|e| e.key == key).map(|e| e.value())
     }
 
     /// Merges profile fields (`null` removes one) and recomputes fit and
@@ -290,37 +368,62 @@ impl Lead {
         fields: &[(std::borrow::Cow<'_, str>, Value<'_>)],
         model: &Model,
     ) {
+        let mut profile: Vec<(Key<'_>, ValueRef<'_>)> =
+            Entries::of(self).map(|e| (e.key, e.value())).collect();
         for (k, v) in fields {
-            let pos = self.profile.iter().position(|(name, _)| **name == **k);
+            let key = Key::of(k);
+            let pos = profile.iter().position(|(name, _)| *name == key);
             let new = match v {
                 Value::Null => None,
-                Value::Bool(b) => Some(ProfileValue::Bool(*b)),
-                Value::Num(n) => Some(ProfileValue::Num(*n)),
-                Value::Str(s) => Some(ProfileValue::Str(s.as_ref().into())),
-                Value::Other => Some(ProfileValue::Other),
+                Value::Bool(b) => Some(ValueRef::Bool(*b)),
+                Value::Num(n) => Some(ValueRef::Num(*n)),
+                Value::Str(s) => Some(ValueRef::Str(s)),
+                Value::Other => Some(ValueRef::Other),
             };
             match (pos, new) {
-                (Some(i), Some(v)) => self.profile[i].1 = v,
+                (Some(i), Some(v)) => profile[i].1 = v,
                 (Some(i), None) => {
-                    self.profile.remove(i);
+                    profile.remove(i);
                 }
-                (None, Some(v)) => self.profile.push((k.as_ref().into(), v)),
+                (None, Some(v)) => profile.push((key, v)),
                 (None, None) => {}
             }
         }
+        let data = self.with_profile(&profile);
+        drop(profile);
+        self.data = data;
         self.refresh_profile(model);
+    }
+
+    /// Replaces the profile (restoring a snapshot); does not recompute fit.
+    pub(crate) fn set_profile(&mut self, fields: &[(&str, ValueRef<'_>)]) {
+        let profile: Vec<_> = fields.iter().map(|&(k, v)| (Key::of(k), v)).collect();
+        self.data = self.with_profile(&profile);
+    }
+
+    /// The block with its profile replaced by `profile`.
+    fn with_profile(&self, profile: &[(Key<'_>, ValueRef<'_>)]) -> Box<[u8]> {
+        let at = self.profile_at as usize;
+        let len: usize = profile.iter().map(|&(k, v)| entry_len(k, v)).sum();
+        let mut data = Vec::with_capacity(at + len);
+        data.extend_from_slice(&self.data[..at]);
+        for &(k, v) in profile {
+            put_entry(&mut data, k, v);
+        }
+        debug_assert_eq!(data.len(), at + len);
+        data.into_boxed_slice()
     }
 
     /// Recomputes what derives from the profile: fit, disqualification, `is_customer`.
     pub fn refresh_profile(&mut self, model: &Model) {
+        let profile = ProfileView::of(self);
         let mut fit = 0.0;
-        for_each_fit_hit(self, model, |_, p| fit += p);
+        fit_hits(&profile, model, |_, p| fit += p);
+        let disq = disqualifications(&profile, model);
+        let customer = matches!(profile.get("is_customer"), Some(ProfileValue::Bool(true)));
         self.fit = fit;
-        self.disq = disqualifications(self, model);
-        if matches!(
-            self.profile_value("is_customer"),
-            Some(ProfileValue::Bool(true))
-        ) {
+        self.disq = disq;
+        if customer {
             self.flags |= flags::PROFILE_CUSTOMER;
         } else {
             self.flags &= !flags::PROFILE_CUSTOMER;
@@ -329,12 +432,7 @@ impl Lead {
 
     /// The lead's e-mail domain (after the last `@`), lower-cased.
     pub fn email_domain(&self) -> Option<std::borrow::Cow<'_, str>> {
-        match self.profile_value("email") {
-            Some(ProfileValue::Str(s)) => {
-                s.rfind('@').map(|i| crate::model::lower_text(&s[i + 1..]))
-            }
-            _ => None,
-        }
+        email_domain(self.profile_value("email"))
     }
 
     /// Whether the MQL conditions of the lead's track hold.
@@ -362,17 +460,244 @@ impl Lead {
 
     /// Recycling starts afresh at `at`: engagement to zero, criteria cleared.
     pub fn fresh_start(&mut self, at: Micros, model: &Model) {
-        for s in &mut self.slots[..model.engagement_rules.len()] {
-            *s = 0f64.to_bits();
+        for i in 0..model.engagement_rules.len() {
+            self.set_slot(i, 0f64.to_bits());
         }
         self.criteria = 0;
         self.fresh_start = at;
     }
 }
 
+/// The profile fields SPEC §2 names. A lead stores these names as a one-byte
+/// code (their index here); any other name is stored in full after
+/// [`CUSTOM_KEY`].
+const KNOWN_KEYS: [&str; 7] = [
+    "email",
+    "company",
+    "employees",
+    "industry",
+    "job_title",
+    "country",
+    "is_customer",
+];
+const CUSTOM_KEY: u8 = u8::MAX;
+
+/// Tags of profile values in the block.
+mod tag {
+    pub const FALSE: u8 = 0;
+    pub const TRUE: u8 = 1;
+    /// Followed by the f64, 8 bytes little-endian.
+    pub const NUM: u8 = 2;
+    /// Followed by the length (varint) and the UTF-8 bytes.
+    pub const STR: u8 = 3;
+    pub const OTHER: u8 = 4;
+}
+
+/// A profile field name as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key<'a> {
+    Known(u8),
+    Custom(&'a str),
+}
+
+impl<'a> Key<'a> {
+    fn of(name: &'a str) -> Key<'a> {
+        match KNOWN_KEYS.iter().position(|k| *k == name) {
+            Some(i) => Key::Known(i as u8),
+            None => Key::Custom(name),
+        }
+    }
+
+    fn name(self) -> &'a str {
+        match self {
+            Key::Known(i) => KNOWN_KEYS[usize::from(i)],
+            Key::Custom(name) => name,
+        }
+    }
+}
+
+fn varint_len(mut v: usize) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: usize) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a varint the lead wrote at `b[*at..]`, moving `at` past it.
+fn read_varint(b: &[u8], at: &mut usize) -> usize {
+    let mut v = 0;
+    let mut shift = 0;
+    loop {
+        let byte = b[*at];
+        *at += 1;
+        v |= usize::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+/// Bytes [`put_entry`] writes for this field.
+fn entry_len(k: Key<'_>, v: ValueRef<'_>) -> usize {
+    let key = match k {
+        Key::Known(_) => 1,
+        Key::Custom(name) => 1 + varint_len(name.len()) + name.len(),
+    };
+    let value = match v {
+        ValueRef::Bool(_) | ValueRef::Other => 1,
+        ValueRef::Num(_) => 9,
+        ValueRef::Str(s) => 1 + varint_len(s.len()) + s.len(),
+    };
+    key + value
+}
+
+/// One profile entry: the key (a [`KNOWN_KEYS`] index, or [`CUSTOM_KEY`],
+/// length and name), then the value ([`tag`] and its bytes).
+fn put_entry(out: &mut Vec<u8>, k: Key<'_>, v: ValueRef<'_>) {
+    match k {
+        Key::Known(i) => out.push(i),
+        Key::Custom(name) => {
+            out.push(CUSTOM_KEY);
+            put_varint(out, name.len());
+            out.extend_from_slice(name.as_bytes());
+        }
+    }
+    match v {
+        ValueRef::Bool(false) => out.push(tag::FALSE),
+        ValueRef::Bool(true) => out.push(tag::TRUE),
+        ValueRef::Num(n) => {
+            out.push(tag::NUM);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        ValueRef::Str(s) => {
+            out.push(tag::STR);
+            put_varint(out, s.len());
+            out.extend_from_slice(s.as_bytes());
+        }
+        ValueRef::Other => out.push(tag::OTHER),
+    }
+}
+
+/// One entry of a stored profile; its value is decoded on demand.
+#[derive(Clone, Copy)]
+struct Entry<'a> {
+    key: Key<'a>,
+    tag: u8,
+    /// The bytes after the tag.
+    body: &'a [u8],
+}
+
+impl<'a> Entry<'a> {
+    fn value(&self) -> ProfileValue<'a> {
+        match self.tag {
+            tag::FALSE => ValueRef::Bool(false),
+            tag::TRUE => ValueRef::Bool(true),
+            tag::NUM => ValueRef::Num(f64::from_le_bytes(self.body.try_into().expect("8 bytes"))),
+            tag::STR => ValueRef::Str(utf8(self.body)),
+            _ => ValueRef::Other,
+        }
+    }
+}
+
+fn utf8(b: &[u8]) -> &str {
+    std::str::from_utf8(b).expect("profile text is stored as UTF-8")
+}
+
+/// Walks the profile entries of a lead's block.
+struct Entries<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Entries<'a> {
+    fn of(lead: &'a Lead) -> Entries<'a> {
+        Entries {
+            b: &lead.data,
+            at: lead.profile_at as usize,
+        }
+    }
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Entry<'a>;
+
+    fn next(&mut self) -> Option<Entry<'a>> {
+        let b = self.b;
+        let &k = b.get(self.at)?;
+        self.at += 1;
+        let key = if k == CUSTOM_KEY {
+            let n = read_varint(b, &mut self.at);
+            let name = utf8(&b[self.at..self.at + n]);
+            self.at += n;
+            Key::Custom(name)
+        } else {
+            Key::Known(k)
+        };
+        let tag = b[self.at];
+        self.at += 1;
+        let n = match tag {
+            tag::NUM => 8,
+            tag::STR => read_varint(b, &mut self.at),
+            _ => 0,
+        };
+        let body = &b[self.at..self.at + n];
+        self.at += n;
+        Some(Entry { key, tag, body })
+    }
+}
+
+fn email_domain(email: Option<ProfileValue<'_>>) -> Option<std::borrow::Cow<'_, str>> {
+    match email {
+        Some(ProfileValue::Str(s)) => s.rfind('@').map(|i| crate::model::lower_text(&s[i + 1..])),
+        _ => None,
+    }
+}
+
+/// A lead's profile fields by name, found in one pass over its entries
+/// (recomputing fit and disqualification looks up a dozen of them).
+struct ProfileView<'a> {
+    lead: &'a Lead,
+    /// The first entry of each of [`KNOWN_KEYS`].
+    known: [Option<Entry<'a>>; KNOWN_KEYS.len()],
+}
+
+impl<'a> ProfileView<'a> {
+    fn of(lead: &'a Lead) -> ProfileView<'a> {
+        let mut known = [None; KNOWN_KEYS.len()];
+        for e in Entries::of(lead) {
+            if let Key::Known(i) = e.key {
+                known[usize::from(i)].get_or_insert(e);
+            }
+        }
+        ProfileView { lead, known }
+    }
+
+    fn get(&self, field: &str) -> Option<ProfileValue<'a>> {
+        match Key::of(field) {
+            Key::Known(i) => self.known[usize::from(i)].as_ref().map(Entry::value),
+            Key::Custom(_) => self.lead.profile_value(field),
+        }
+    }
+}
+
 /// Calls `hit` for each fit rule that matches the lead's profile, in model
 /// order; within an exclusive group only the first match counts.
-pub fn for_each_fit_hit(lead: &Lead, model: &Model, mut hit: impl FnMut(usize, f64)) {
+pub fn for_each_fit_hit(lead: &Lead, model: &Model, hit: impl FnMut(usize, f64)) {
+    fit_hits(&ProfileView::of(lead), model, hit);
+}
+
+fn fit_hits(profile: &ProfileView<'_>, model: &Model, mut hit: impl FnMut(usize, f64)) {
     let mut taken: u64 = 0;
     for (i, r) in model.fit_rules.iter().enumerate() {
         if let Some(g) = r.group {
@@ -380,8 +705,7 @@ pub fn for_each_fit_hit(lead: &Lead, model: &Model, mut hit: impl FnMut(usize, f
                 continue;
             }
         }
-        let v = lead.profile_value(&r.field).map(ProfileValue::as_ref);
-        if r.matcher.test(v) {
+        if r.matcher.test(profile.get(&r.field)) {
             if let Some(g) = r.group {
                 taken |= 1 << g;
             }
@@ -391,17 +715,15 @@ pub fn for_each_fit_hit(lead: &Lead, model: &Model, mut hit: impl FnMut(usize, f
 }
 
 /// Which disqualification rules match the profile ([`disq`] bits).
-pub fn disqualifications(lead: &Lead, model: &Model) -> u8 {
+fn disqualifications(profile: &ProfileView<'_>, model: &Model) -> u8 {
     let d = &model.disqualify;
     let mut bits = 0;
-    if let (Some(min), Some(ProfileValue::Num(n))) =
-        (d.min_employees, lead.profile_value("employees"))
-    {
-        if n.fract() == 0.0 && *n < min {
+    if let (Some(min), Some(ProfileValue::Num(n))) = (d.min_employees, profile.get("employees")) {
+        if n.fract() == 0.0 && n < min {
             bits |= disq::TOO_SMALL;
         }
     }
-    if let Some(domain) = lead.email_domain() {
+    if let Some(domain) = email_domain(profile.get("email")) {
         if !d.allow_free_mail && d.free_mail_domains.contains(domain.as_ref()) {
             bits |= disq::FREE_MAIL;
         }
@@ -417,7 +739,7 @@ pub fn disqualifications(lead: &Lead, model: &Model) -> u8 {
             bits |= disq::COMPETITOR;
         }
     }
-    if let Some(ProfileValue::Str(title)) = lead.profile_value("job_title") {
+    if let Some(ProfileValue::Str(title)) = profile.get("job_title") {
         let title = crate::model::lower_text(title);
         if d.job_title_contains
             .iter()

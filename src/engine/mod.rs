@@ -5,6 +5,7 @@
 //! clock. The Kafka service, `leadscore score` and replay all drive this.
 
 mod explain;
+mod index;
 mod lead;
 pub mod snapshot;
 mod stage;
@@ -12,8 +13,6 @@ mod stage;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
-
-use hashbrown::HashTable;
 
 pub use explain::Explanation;
 pub use lead::{disq, hash64, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
@@ -60,9 +59,8 @@ pub struct Engine {
     lateness: Micros,
     watermark: Micros,
     leads: Vec<Lead>,
-    /// (hash of the lead id, index into `leads`). Keeping the hash here
-    /// spares a growing table a cache miss per lead to re-hash it.
-    index: HashTable<(u64, u32)>,
+    /// Lead id (its hash) → index into `leads`.
+    index: index::Index,
     /// Pending timers, earliest first. Entries go stale when a lead's timer
     /// moves; they are checked against the lead when they come due.
     timers: BinaryHeap<Reverse<(Micros, u32)>>,
@@ -83,7 +81,7 @@ impl Engine {
             lateness,
             watermark: NO_TIME,
             leads: Vec::new(),
-            index: HashTable::new(),
+            index: index::Index::default(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
             scratch: Vec::new(),
@@ -116,31 +114,26 @@ impl Engine {
     }
 
     fn find(&self, id: &str) -> Option<u32> {
+        self.find_hashed(id, hash64(id.as_bytes()) as u32)
+    }
+
+    #[inline]
+    fn find_hashed(&self, id: &str, hash: u32) -> Option<u32> {
         let leads = &self.leads;
-        let hash = hash64(id.as_bytes());
         self.index
-            .find(hash, |&(h, i)| h == hash && &*leads[i as usize].id == id)
-            .map(|&(_, i)| i)
+            .find(hash, |i| leads[i as usize].id_bytes() == id.as_bytes())
     }
 
     fn find_or_insert(&mut self, id: &str) -> u32 {
-        let leads = &mut self.leads;
-        let hash = hash64(id.as_bytes());
-        let entry = self.index.entry(
-            hash,
-            |&(h, i)| h == hash && &*leads[i as usize].id == id,
-            |&(h, _)| h,
-        );
-        match entry {
-            hashbrown::hash_table::Entry::Occupied(o) => o.get().1,
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                let idx =
-                    u32::try_from(leads.len()).expect("fewer than 4 billion leads per partition");
-                leads.push(Lead::new(id, &self.model));
-                v.insert((hash, idx));
-                idx
-            }
+        let hash = hash64(id.as_bytes()) as u32;
+        if let Some(idx) = self.find_hashed(id, hash) {
+            return idx;
         }
+        let idx =
+            u32::try_from(self.leads.len()).expect("fewer than 4 billion leads per partition");
+        self.leads.push(Lead::new(id, &self.model));
+        self.index.insert(hash, idx);
+        idx
     }
 
     /// Folds one valid event: fires the timers it makes due, applies it to its
@@ -267,7 +260,10 @@ impl Engine {
                 batch.push(idx);
             }
             batch.sort_unstable_by(|&a, &b| {
-                self.leads[a as usize].id.cmp(&self.leads[b as usize].id)
+                let leads = &self.leads;
+                leads[a as usize]
+                    .id_bytes()
+                    .cmp(leads[b as usize].id_bytes())
             });
             batch.dedup();
             for &idx in &batch {
@@ -317,7 +313,7 @@ impl Engine {
     /// state of the same id, and schedules its timer.
     pub fn restore(&mut self, mut lead: Lead) {
         lead.flags &= !flags::DIRTY;
-        let idx = self.find_or_insert(&lead.id.clone());
+        let idx = self.find_or_insert(lead.id());
         self.leads[idx as usize] = lead;
         self.schedule(idx);
     }
@@ -375,8 +371,8 @@ fn transition(
         (None, None)
     };
     StatusChange {
-        change_id: format!("{}:{}", lead.id, lead.sequence),
-        lead_id: lead.id.to_string(),
+        change_id: format!("{}:{}", lead.id(), lead.sequence),
+        lead_id: lead.id().to_string(),
         sequence: u64::from(lead.sequence),
         from,
         to,
@@ -416,18 +412,19 @@ fn score_engagement(lead: &mut Lead, model: &Model, event: &Event<'_>) {
             continue;
         }
         if let Some((every, slot)) = rule.every {
-            lead.slots[slot] += 1;
-            if lead.slots[slot] % u64::from(every) != 0 {
+            let n = lead.slot(slot) + 1;
+            lead.set_slot(slot, n);
+            if n % u64::from(every) != 0 {
                 continue;
             }
         }
         let t = event.occurred_at;
         if let Some(cap) = rule.cap {
-            let ring = &mut lead.slots[cap.slot..cap.slot + cap.max as usize];
+            let ring = cap.slot..cap.slot + cap.max as usize;
             let in_window = ring
-                .iter()
-                .filter(|&&s| {
-                    let s = s as i64;
+                .clone()
+                .filter(|&i| {
+                    let s = lead.slot(i) as i64;
                     s != NO_TIME && s <= t && t - s < cap.window
                 })
                 .count();
@@ -436,12 +433,9 @@ fn score_engagement(lead: &mut Lead, model: &Model, event: &Event<'_>) {
             }
             // Replace the oldest remembered occurrence.
             let oldest = ring
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, &s)| s as i64)
-                .map(|(i, _)| i)
+                .min_by_key(|&i| lead.slot(i) as i64)
                 .expect("cap.max >= 1");
-            ring[oldest] = t as u64;
+            lead.set_slot(oldest, t as u64);
         }
         lead.add_points(ri, rule.points, t, model);
     }

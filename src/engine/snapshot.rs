@@ -57,7 +57,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
     out.push(VERSION);
     out.extend_from_slice(&model.layout_id.to_le_bytes());
-    put_bytes(out, lead.id.as_bytes());
+    put_bytes(out, lead.id_bytes());
     put_varint(out, zigzag(lead.time));
     put_rel(out, lead.time, lead.fresh_start);
     put_rel(out, lead.time, lead.stage_entered);
@@ -70,29 +70,29 @@ pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
     let n = model.engagement_rules.len();
     let mut bitmap = vec![0u8; n.div_ceil(8)];
     for i in 0..n {
-        if lead.slots[i] != 0 {
+        if lead.slot(i) != 0 {
             bitmap[i / 8] |= 1 << (i % 8);
         }
     }
     out.extend_from_slice(&bitmap);
     for i in 0..n {
-        if lead.slots[i] != 0 {
-            out.extend_from_slice(&lead.slots[i].to_le_bytes());
+        if lead.slot(i) != 0 {
+            out.extend_from_slice(&lead.slot(i).to_le_bytes());
         }
     }
-    for &s in &lead.slots[n..] {
-        put_varint(out, zigzag(s as i64));
+    for i in n..model.slots {
+        put_varint(out, zigzag(lead.slot(i) as i64));
     }
-    out.push(lead.recent.len() as u8);
+    out.push(lead.recent().len() as u8);
     out.push(lead.recent_pos);
-    for &f in &lead.recent {
+    for f in lead.recent() {
         out.extend_from_slice(&f.to_le_bytes());
     }
-    put_varint(out, lead.profile.len() as u64);
-    for (k, v) in &lead.profile {
+    put_varint(out, lead.profile().count() as u64);
+    for (k, v) in lead.profile() {
         put_bytes(out, k.as_bytes());
         match v {
-            ProfileValue::Bool(b) => out.push(u8::from(*b)),
+            ProfileValue::Bool(b) => out.push(u8::from(b)),
             ProfileValue::Num(x) => {
                 out.push(2);
                 out.extend_from_slice(&x.to_le_bytes());
@@ -187,32 +187,36 @@ pub fn decode(bytes: &[u8], model: &Model) -> Result<Lead, SnapshotError> {
     let bitmap = r.take(n.div_ceil(8))?.to_vec();
     for i in 0..n {
         if bitmap[i / 8] & (1 << (i % 8)) != 0 {
-            lead.slots[i] = r.u64_le()?;
+            lead.set_slot(i, r.u64_le()?);
         }
     }
-    for s in n..lead.slots.len() {
-        lead.slots[s] = unzigzag(r.varint()?) as u64;
+    for s in n..model.slots {
+        lead.set_slot(s, unzigzag(r.varint()?) as u64);
     }
     let len = usize::from(r.byte()?);
     let pos = r.byte()?;
     if len > RECENT_IDS || usize::from(pos) >= RECENT_IDS.max(1) {
         return Err(SnapshotError::Corrupt("recent ids"));
     }
-    lead.recent_pos = pos;
-    lead.recent = (0..len).map(|_| r.u64_le()).collect::<Result<_, _>>()?;
+    let recent = (0..len)
+        .map(|_| r.u64_le())
+        .collect::<Result<Vec<_>, _>>()?;
+    lead.set_recent(&recent, pos);
     let fields = r.varint()?;
+    let mut profile = Vec::new();
     for _ in 0..fields {
-        let k: Box<str> = r.str()?.into();
+        let k = r.str()?;
         let v = match r.byte()? {
             0 => ProfileValue::Bool(false),
             1 => ProfileValue::Bool(true),
             2 => ProfileValue::Num(f64::from_bits(r.u64_le()?)),
-            3 => ProfileValue::Str(r.str()?.into()),
+            3 => ProfileValue::Str(r.str()?),
             4 => ProfileValue::Other,
             _ => return Err(SnapshotError::Corrupt("profile value tag")),
         };
-        lead.profile.push((k, v));
+        profile.push((k, v));
     }
+    lead.set_profile(&profile);
     if !r.b.is_empty() {
         return Err(SnapshotError::Corrupt("trailing bytes"));
     }

@@ -182,7 +182,7 @@ pub fn disqualification_reasons(lead: &Lead, model: &Model) -> Vec<String> {
     let domain = lead.email_domain().unwrap_or_default();
     if lead.disq & disq::TOO_SMALL != 0 {
         let n = match lead.profile_value("employees") {
-            Some(super::lead::ProfileValue::Num(n)) => num(*n),
+            Some(super::lead::ProfileValue::Num(n)) => num(n),
             _ => "?".into(),
         };
         r.push(format!(
