@@ -725,7 +725,7 @@ impl Processor {
 /// Sends a record, waiting for room in the local queue if it is full; a
 /// record that cannot be queued is counted as a lost write (the commit
 /// then rewinds).
-fn produce(
+pub(crate) fn produce(
     producer: &BaseProducer<ProducerCtx>,
     topic: &str,
     partition: Option<i32>,

@@ -27,12 +27,12 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use super::kafka::{block_on, client_config, retry, CALL_TIMEOUT};
-use super::processor::{checkpoint_bytes, restore_engine, ProducerCtx, CHECKPOINT_KEY};
+use super::processor::{checkpoint_bytes, produce, restore_engine, ProducerCtx, CHECKPOINT_KEY};
 use crate::change::{Stage, StatusChange};
 use crate::codec::{decode_keyed, encode_change_json, encode_change_proto, Format};
 use crate::config::Config;
@@ -641,12 +641,7 @@ impl Worker<'_> {
                         Format::Json => encode_change_json(&c, &mut buf),
                         Format::Protobuf => encode_change_proto(&c, &mut buf),
                     }
-                    send(
-                        p,
-                        BaseRecord::to(self.out_topic)
-                            .key(c.lead_id.as_bytes())
-                            .payload(&buf),
-                    );
+                    produce(p, self.out_topic, None, c.lead_id.as_bytes(), &buf, None);
                     counts.written += 1;
                 }
             }
@@ -664,29 +659,6 @@ impl Worker<'_> {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
-}
-
-/// Sends a record, serving the producer's queue while it is full.
-fn send(p: &BaseProducer<ProducerCtx>, mut record: BaseRecord<'_, [u8], Vec<u8>>) {
-    loop {
-        match p.send(record) {
-            Ok(()) => {
-                p.poll(Duration::ZERO);
-                return;
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                p.poll(Duration::from_millis(10));
-            }
-            Err((e, _)) => {
-                tracing::warn!(error = %e, "cannot queue a change");
-                p.context()
-                    .failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return;
-            }
-        }
-    }
 }
 
 /// Writes the rebuilt state of every partition, with a checkpoint at the
@@ -734,10 +706,17 @@ fn write_state(cfg: &Config, topic: &str, parts: &mut [Part], live_state: bool) 
         for lead in part.new.leads() {
             buf.clear();
             snapshot::encode(lead, part.new.model(), &mut buf);
-            send_txn(&producer, topic, p as i32, lead.id().as_bytes(), &buf);
+            produce(
+                &producer,
+                topic,
+                Some(p as i32),
+                lead.id().as_bytes(),
+                &buf,
+                None,
+            );
         }
         let cp = checkpoint_bytes(part.new.watermark(), topics, &part.end);
-        send_txn(&producer, topic, p as i32, CHECKPOINT_KEY, &cp);
+        produce(&producer, topic, Some(p as i32), CHECKPOINT_KEY, &cp, None);
         commit(&producer)?;
         if producer
             .context()
@@ -749,35 +728,6 @@ fn write_state(cfg: &Config, topic: &str, parts: &mut [Part], live_state: bool) 
         }
     }
     Ok(!live_state || parts.iter().all(|p| p.live_at_cut))
-}
-
-fn send_txn(
-    p: &BaseProducer<ProducerCtx>,
-    topic: &str,
-    partition: i32,
-    key: &[u8],
-    payload: &[u8],
-) {
-    let mut record = BaseRecord::to(topic)
-        .partition(partition)
-        .key(key)
-        .payload(payload);
-    loop {
-        match p.send(record) {
-            Ok(()) => return,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                p.poll(Duration::from_millis(10));
-            }
-            Err((e, _)) => {
-                tracing::warn!(error = %e, "cannot queue a state record");
-                p.context()
-                    .failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return;
-            }
-        }
-    }
 }
 
 /// Commits, serving delivery reports while the commit flushes.
