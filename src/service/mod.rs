@@ -247,7 +247,11 @@ fn subscribe(cfg: &Config, shared: &Arc<Shared>) -> Result<BaseConsumer<Consumer
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
         .set("session.timeout.ms", "10000")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // When the prefetch queue is over its threshold librdkafka waits this
+        // long before fetching that partition again (default 1 s): the loop
+        // then ran dry for up to a second at a time.
+        .set("fetch.queue.backoff.ms", "10");
     for (k, v) in &cfg.kafka.properties {
         cc.set(k, v);
     }

@@ -858,7 +858,10 @@ pub fn restore_engine(
         .set("max.partition.fetch.bytes", "10485760")
         // A changelog written in transactions ends with a commit marker, so
         // the end is only known from an empty fetch: don't wait long on one.
-        .set("fetch.wait.max.ms", "10");
+        .set("fetch.wait.max.ms", "10")
+        // Decoding is slower than fetching: with the default 1 s back-off
+        // after a full prefetch queue the restore waited most of its time.
+        .set("fetch.queue.backoff.ms", "10");
     let consumer: BaseConsumer<RestoreCtx> = cc.create_with_context(RestoreCtx)?;
     let (low, high) = consumer.fetch_watermarks(changelog, p, CALL_TIMEOUT)?;
     let mut engine = Engine::with_lateness(Arc::clone(model), cfg.allowed_lateness().unwrap_or(0));

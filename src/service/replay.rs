@@ -330,7 +330,10 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         .set("isolation.level", "read_committed")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")
-        .set("queued.max.messages.kbytes", "262144");
+        .set("queued.max.messages.kbytes", "262144")
+        // Folding is slower than fetching: don't back off 1 s (the default)
+        // each time the prefetch queue is full.
+        .set("fetch.queue.backoff.ms", "10");
     for (k, v) in &cfg.kafka.properties {
         cc.set(k, v);
     }
