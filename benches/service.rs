@@ -1156,23 +1156,23 @@ fn main() {
     }
 }
 
+/// The throughput stream: the settings' events and leads, no late events.
+fn throughput_events(s: &Settings) -> Generator {
+    Generator::new(GenConfig {
+        seed: s.seed,
+        leads: s.leads,
+        events: s.events,
+        late_rate: 0.0,
+        ..GenConfig::default()
+    })
+}
+
 fn throughput_phases(b: &Broker, s: &Settings, r: &mut Report) {
     println!(
         "== input: {} events over {} leads, seed {}, late_rate 0",
         s.events, s.leads, s.seed
     );
-    let input = produce_stream(
-        b,
-        "bench-events",
-        s.partitions,
-        Generator::new(GenConfig {
-            seed: s.seed,
-            leads: s.leads,
-            events: s.events,
-            late_rate: 0.0,
-            ..GenConfig::default()
-        }),
-    );
+    let input = produce_stream(b, "bench-events", s.partitions, throughput_events(s));
     r.line(format!(
         "input: {} events (JSON, keyed by lead id; {} distinct leads), {} partitions",
         input.total, input.distinct_leads, s.partitions
@@ -1398,20 +1398,11 @@ fn latency_phase(b: &Broker, s: &Settings, r: &mut Report) {
 /// wall time including start-up).
 fn replay_phase(b: &Broker, s: &Settings, r: &mut Report) {
     println!("== 5. replay vs score on the same {} events", s.events);
-    let gen = || {
-        Generator::new(GenConfig {
-            seed: s.seed,
-            leads: s.leads,
-            events: s.events,
-            late_rate: 0.0,
-            ..GenConfig::default()
-        })
-    };
-    let input = produce_stream(b, "bench-replay-events", s.partitions, gen());
+    let input = produce_stream(b, "bench-replay-events", s.partitions, throughput_events(s));
     b.create_topic("bench-replay-status", s.partitions);
     let file = s.out_dir.join("replay-events.jsonl");
     let mut body = Vec::with_capacity(200 << 20);
-    for e in gen() {
+    for e in throughput_events(s) {
         encode_event_json(&e, &mut body);
         body.push(b'\n');
     }

@@ -331,6 +331,7 @@ pub fn run(
     let mut consumer = subscribe(&cfg, &shared)?;
     let mut rejoins = Rejoins::default();
     let mut suspect = false;
+    let mut committing = false;
     tracing::info!(
         instance = %cfg.kafka.instance_id,
         group = %cfg.kafka.group_id,
@@ -387,12 +388,7 @@ pub fn run(
         if let Err(e) = restore_pending(&shared) {
             break Err(e);
         }
-        let wait = if shared
-            .processor
-            .lock()
-            .expect("processor lock")
-            .committing()
-        {
+        let wait = if committing {
             // Back soon to finish the commit once its writes are acknowledged.
             Duration::from_millis(2)
         } else {
@@ -431,6 +427,8 @@ pub fn run(
             }
             Ok(())
         });
+        // Only `commit_step` starts a commit (a rebalance finishes its own).
+        committing = p.committing();
         match step {
             Ok(()) => {}
             Err(CommitError::Fatal(e)) => break Err(ServiceError::Fatal(e.to_string())),

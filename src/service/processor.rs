@@ -131,6 +131,7 @@ pub struct Processor {
     changes: Vec<StatusChange>,
     buf: Vec<u8>,
     folds: u64,
+    counters: tm::EventCounters,
 }
 
 impl Processor {
@@ -182,6 +183,7 @@ impl Processor {
             changes: Vec::new(),
             buf: Vec::with_capacity(1024),
             folds: 0,
+            counters: tm::EventCounters::default(),
         })
     }
 
@@ -293,7 +295,8 @@ impl Processor {
                 } else {
                     part.engine.fold(&event, &mut self.changes)
                 };
-                tm::event_folded(tm::type_label(&self.model, &event.event_type), outcome);
+                self.counters
+                    .folded(&self.model, &event.event_type, outcome);
                 if !self.changes.is_empty() {
                     self.emit_changes();
                 }

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::change::StatusChange;
@@ -135,11 +135,55 @@ pub fn type_label<'a>(model: &'a crate::model::Model, event_type: &'a str) -> &'
     }
 }
 
-pub fn event_folded(event_type: &str, outcome: Outcome) {
-    counter!(EVENTS, "type" => event_type.to_string(), "outcome" => outcome.as_str()).increment(1);
-    if outcome == Outcome::Duplicate {
-        counter!(DUPLICATES).increment(1);
+/// The per-event counters, by bounded type label and outcome, kept as
+/// handles: counting an event (millions a second) then neither allocates a
+/// label nor looks the series up in the registry.
+#[derive(Default)]
+pub struct EventCounters {
+    /// The model's and the reserved event types (never user-chosen ones).
+    by_type: std::collections::HashMap<String, [Counter; 4]>,
+    other: Option<[Counter; 4]>,
+    duplicates: Option<Counter>,
+}
+
+impl EventCounters {
+    pub fn folded(&mut self, model: &crate::model::Model, event_type: &str, outcome: Outcome) {
+        let slot = match outcome {
+            Outcome::Applied => 0,
+            Outcome::Late => 1,
+            Outcome::Stale => 2,
+            Outcome::Duplicate => 3,
+        };
+        let counters = match self.by_type.get(event_type) {
+            Some(c) => c,
+            None => {
+                let label = type_label(model, event_type);
+                if label == "other" {
+                    self.other.get_or_insert_with(|| outcome_counters("other"))
+                } else {
+                    self.by_type
+                        .entry(label.to_string())
+                        .or_insert_with(|| outcome_counters(label))
+                }
+            }
+        };
+        counters[slot].increment(1);
+        if outcome == Outcome::Duplicate {
+            self.duplicates
+                .get_or_insert_with(|| counter!(DUPLICATES))
+                .increment(1);
+        }
     }
+}
+
+fn outcome_counters(label: &str) -> [Counter; 4] {
+    [
+        Outcome::Applied,
+        Outcome::Late,
+        Outcome::Stale,
+        Outcome::Duplicate,
+    ]
+    .map(|o| counter!(EVENTS, "type" => label.to_string(), "outcome" => o.as_str()))
 }
 
 pub fn fold_time(d: Duration) {
