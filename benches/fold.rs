@@ -23,15 +23,26 @@ mod common;
 
 /// Folds `events` into a fresh engine `iters` times; times only the folds
 /// (not building or dropping the engine).
-fn fold_fresh(model: &Arc<Model>, events: &[Event<'_>], iters: u64) -> Duration {
+/// With `batch`, through [`Engine::fold_batch`] (reading leads ahead), in
+/// batches of 256 events.
+fn fold_fresh(model: &Arc<Model>, events: &[Event<'_>], batch: bool, iters: u64) -> Duration {
     let mut total = Duration::ZERO;
     let mut out = Vec::new();
     for _ in 0..iters {
         let mut engine = Engine::new(Arc::clone(model));
         let start = Instant::now();
-        for e in events {
-            black_box(engine.fold(e, &mut out));
-            out.clear();
+        if batch {
+            for chunk in events.chunks(256) {
+                engine.fold_batch(chunk, &mut out, |o| {
+                    black_box(o);
+                });
+                out.clear();
+            }
+        } else {
+            for e in events {
+                black_box(engine.fold(e, &mut out));
+                out.clear();
+            }
         }
         total += start.elapsed();
         black_box(engine.lead_count());
@@ -132,10 +143,12 @@ fn benches(c: &mut Criterion, model: &Arc<Model>, large: &[Event<'_>], large_lea
         .warm_up_time(Duration::from_secs(2))
         .measurement_time(Duration::from_secs(12));
     g.throughput(Throughput::Elements(large.len() as u64));
-    g.bench_function(
-        BenchmarkId::from_parameter(format!("{}_leads", common::count(large_leads))),
-        |b| b.iter_custom(|iters| fold_fresh(model, large, iters)),
-    );
+    for (batch, suffix) in [(false, ""), (true, "_batch")] {
+        g.bench_function(
+            BenchmarkId::from_parameter(format!("{}_leads{suffix}", common::count(large_leads))),
+            |b| b.iter_custom(|iters| fold_fresh(model, large, batch, iters)),
+        );
+    }
 
     g.sampling_mode(SamplingMode::Auto)
         .sample_size(20)
@@ -148,7 +161,7 @@ fn benches(c: &mut Criterion, model: &Arc<Model>, large: &[Event<'_>], large_lea
         let small = common::stream(events, leads);
         g.throughput(Throughput::Elements(small.len() as u64));
         g.bench_function(name, |b| {
-            b.iter_custom(|iters| fold_fresh(model, &small, iters))
+            b.iter_custom(|iters| fold_fresh(model, &small, false, iters))
         });
     }
     g.finish();

@@ -191,7 +191,7 @@ impl Backtest {
                 let lead = self.engines[m]
                     .lead(&event.lead_id)
                     .expect("the engine has the lead it just folded");
-                let total = lead.fit() + lead.engagement(model);
+                let total = lead.fit(model) + lead.engagement(model);
                 let track = &mut self.tracks[m][idx];
                 track.peak = track.peak.max(total);
             }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::lead::{for_each_fit_hit, Lead, ProfileValue, NEVER};
+use super::lead::{Lead, ProfileValue, NEVER};
 use super::stage::disqualification_reasons;
 use crate::change::{Score, Stage};
 use crate::model::Model;
@@ -63,7 +63,7 @@ pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
     }
     let lead = &view;
     let mut hits = vec![false; model.fit_rules.len()];
-    for_each_fit_hit(lead, model, |i, _| hits[i] = true);
+    lead.for_each_fit_hit(model, |i, _| hits[i] = true);
     let fit = model
         .fit_rules
         .iter()
@@ -89,7 +89,7 @@ pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
         })
         .collect();
     let e = lead.engagement(model);
-    let total = lead.fit + e;
+    let total = lead.fit(model) + e;
     let time = |t: Micros| (t != NEVER && t != super::NO_TIME).then(|| format_rfc3339(t));
     Explanation {
         lead_id: lead.id().to_string(),
@@ -101,7 +101,7 @@ pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
         home_stage: lead.home_stage(),
         score: Score {
             total,
-            fit: lead.fit,
+            fit: lead.fit(model),
             engagement: e,
         },
         band: model.bands[model.band(total)].name.clone(),

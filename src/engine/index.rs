@@ -50,6 +50,12 @@ impl Index {
         }
     }
 
+    /// The first lead whose stored hash bits are `hash` (a guess, for reading ahead).
+    #[inline]
+    pub fn first_with(&self, hash: u32) -> Option<u32> {
+        self.find(hash, |_| true)
+    }
+
     /// Adds a lead that is not in the index yet.
     pub fn insert(&mut self, hash: u32, lead: u32) {
         assert!(lead != EMPTY, "fewer than 4 billion leads per partition");

@@ -104,8 +104,10 @@ pub struct Lead {
     pub(crate) stage_entered: Micros,
     /// Requalification deadline while `mql` or `sql`, else [`NEVER`].
     pub(crate) deadline: Micros,
-    /// Fit of the current profile (cached; recomputed on profile change).
-    pub(crate) fit: f64,
+    /// The fit rules the current profile matches, bit `i` for rule `i`
+    /// (recomputed on profile change): fit is their sum, and explanations
+    /// and contributors list them, without reading the profile again.
+    pub(crate) fit_hits: u64,
     data: Box<[u8]>,
     id_len: u32,
     /// Where the profile starts in `data`.
@@ -139,7 +141,7 @@ impl Lead {
             fresh_start: NO_TIME,
             stage_entered: NO_TIME,
             deadline: NEVER,
-            fit: 0.0,
+            fit_hits: 0,
             id_len: u32::try_from(id.len()).expect("a lead id under 4 GiB"),
             profile_at: u32::try_from(data.len()).expect("lead state under 4 GiB"),
             data: data.into_boxed_slice(),
@@ -171,6 +173,23 @@ impl Lead {
         &self.data[..self.id_len as usize]
     }
 
+    /// Where the block is (reading it loads the lead itself; for reading ahead).
+    #[inline]
+    pub(crate) fn block_addr(&self) -> usize {
+        self.data.as_ptr() as usize
+    }
+
+    /// Reads one byte of each cache line of the block the fold reads first
+    /// (the id, recent ids and rule slots; for reading ahead).
+    #[inline]
+    pub(crate) fn touch_block(&self) -> usize {
+        let end = self.data.len().min(self.profile_at as usize + 64);
+        (0..end)
+            .step_by(64)
+            .map(|i| usize::from(self.data[i]))
+            .sum()
+    }
+
     pub fn stage(&self) -> Stage {
         self.stage
     }
@@ -179,8 +198,23 @@ impl Lead {
         self.time
     }
 
-    pub fn fit(&self) -> f64 {
-        self.fit
+    /// Fit: the points of the fit rules the profile matches, summed in model order.
+    #[inline]
+    pub fn fit(&self, model: &Model) -> f64 {
+        let mut fit = 0.0;
+        self.for_each_fit_hit(model, |_, p| fit += p);
+        fit
+    }
+
+    /// Calls `hit` with each fit rule the profile matches and its points, in model order.
+    #[inline]
+    pub fn for_each_fit_hit(&self, model: &Model, mut hit: impl FnMut(usize, f64)) {
+        let mut bits = self.fit_hits;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            hit(i, model.fit_rules[i].points);
+            bits &= bits - 1;
+        }
     }
 
     #[inline]
@@ -328,10 +362,10 @@ impl Lead {
     fn grow_recent(&mut self, len: usize) {
         let at = self.id_len as usize + 8 * len;
         let extra = 8 * (recent_capacity(len + 1) - recent_capacity(len));
-        let mut data = Vec::with_capacity(self.data.len() + extra);
-        data.extend_from_slice(&self.data[..at]);
-        data.resize(at + extra, 0);
-        data.extend_from_slice(&self.data[at..]);
+        // Grown in place where the allocator can (no copy to a new block).
+        let mut data = std::mem::take(&mut self.data).into_vec();
+        data.reserve_exact(extra);
+        data.splice(at..at, std::iter::repeat_n(0, extra));
         self.data = data.into_boxed_slice();
         self.profile_at += extra as u32;
     }
@@ -368,31 +402,32 @@ impl Lead {
         fields: &[(std::borrow::Cow<'_, str>, Value<'_>)],
         model: &Model,
     ) {
-        let mut profile: Vec<(Key<'_>, ValueRef<'_>)> =
-            Entries::of(self).map(|e| (e.key, e.value())).collect();
-        for (k, v) in fields {
-            let key = Key::of(k);
-            let pos = profile.iter().position(|(name, _)| *name == key);
-            let new = match v {
-                Value::Null => None,
-                Value::Bool(b) => Some(ValueRef::Bool(*b)),
-                Value::Num(n) => Some(ValueRef::Num(*n)),
-                Value::Str(s) => Some(ValueRef::Str(s)),
-                Value::Other => Some(ValueRef::Other),
-            };
-            match (pos, new) {
-                (Some(i), Some(v)) => profile[i].1 = v,
-                (Some(i), None) => {
-                    profile.remove(i);
-                }
-                (None, Some(v)) => profile.push((key, v)),
-                (None, None) => {}
+        if self.profile_at as usize == self.data.len() {
+            // No profile yet (a new lead): append to the block in place.
+            let mut profile = FieldList::new();
+            profile.merge(fields);
+            let derived = Derived::of(&ProfileView::of(profile.as_slice()), model);
+            let len: usize = profile
+                .as_slice()
+                .iter()
+                .map(|&(k, v)| entry_len(k, v))
+                .sum();
+            let mut data = std::mem::take(&mut self.data).into_vec();
+            data.reserve_exact(len);
+            for &(k, v) in profile.as_slice() {
+                put_entry(&mut data, k, v);
             }
+            self.data = data.into_boxed_slice();
+            self.set_derived(derived);
+            return;
         }
-        let data = self.with_profile(&profile);
+        let mut profile = FieldList::of(self);
+        profile.merge(fields);
+        let data = self.with_profile(profile.as_slice());
+        let derived = Derived::of(&ProfileView::of(profile.as_slice()), model);
         drop(profile);
         self.data = data;
-        self.refresh_profile(model);
+        self.set_derived(derived);
     }
 
     /// Replaces the profile (restoring a snapshot); does not recompute fit.
@@ -416,14 +451,16 @@ impl Lead {
 
     /// Recomputes what derives from the profile: fit, disqualification, `is_customer`.
     pub fn refresh_profile(&mut self, model: &Model) {
-        let profile = ProfileView::of(self);
-        let mut fit = 0.0;
-        fit_hits(&profile, model, |_, p| fit += p);
-        let disq = disqualifications(&profile, model);
-        let customer = matches!(profile.get("is_customer"), Some(ProfileValue::Bool(true)));
-        self.fit = fit;
-        self.disq = disq;
-        if customer {
+        let profile = FieldList::of(self);
+        let derived = Derived::of(&ProfileView::of(profile.as_slice()), model);
+        drop(profile);
+        self.set_derived(derived);
+    }
+
+    fn set_derived(&mut self, d: Derived) {
+        self.fit_hits = d.fit_hits;
+        self.disq = d.disq;
+        if d.customer {
             self.flags |= flags::PROFILE_CUSTOMER;
         } else {
             self.flags &= !flags::PROFILE_CUSTOMER;
@@ -440,8 +477,9 @@ impl Lead {
         let t = self.track(model);
         let e = self.engagement(model);
         at_least(e, t.mql_min_engagement)
-            && t.mql_min_fit.is_none_or(|m| at_least(self.fit, m))
-            && t.mql_min_total.is_none_or(|m| at_least(self.fit + e, m))
+            && t.mql_min_fit.is_none_or(|m| at_least(self.fit(model), m))
+            && t.mql_min_total
+                .is_none_or(|m| at_least(self.fit(model) + e, m))
     }
 
     /// Whether requalification keeps the lead in its stage.
@@ -449,7 +487,8 @@ impl Lead {
         let t = self.track(model);
         let e = self.engagement(model);
         at_least(e, t.mql_min_engagement)
-            && t.demotion_total.is_none_or(|d| at_least(self.fit + e, d))
+            && t.demotion_total
+                .is_none_or(|d| at_least(self.fit(model) + e, d))
     }
 
     /// Whether every required criterion is known true (never, if the model requires none).
@@ -664,41 +703,149 @@ fn email_domain(email: Option<ProfileValue<'_>>) -> Option<std::borrow::Cow<'_, 
     }
 }
 
-/// A lead's profile fields by name, found in one pass over its entries
-/// (recomputing fit and disqualification looks up a dozen of them).
-struct ProfileView<'a> {
-    lead: &'a Lead,
-    /// The first entry of each of [`KNOWN_KEYS`].
-    known: [Option<Entry<'a>>; KNOWN_KEYS.len()],
+/// What derives from a profile, computed together.
+struct Derived {
+    fit_hits: u64,
+    disq: u8,
+    customer: bool,
 }
 
-impl<'a> ProfileView<'a> {
-    fn of(lead: &'a Lead) -> ProfileView<'a> {
-        let mut known = [None; KNOWN_KEYS.len()];
+impl Derived {
+    fn of(profile: &ProfileView<'_, '_>, model: &Model) -> Derived {
+        Derived {
+            fit_hits: fit_hits(profile, model),
+            disq: disqualifications(profile, model),
+            customer: matches!(profile.get("is_customer"), Some(ProfileValue::Bool(true))),
+        }
+    }
+}
+
+/// How many fields a [`FieldList`] holds before it moves to the heap
+/// (generated leads have six).
+const INLINE_FIELDS: usize = 12;
+
+/// A profile's fields, decoded, in order: on the stack for the usual few,
+/// because a merge builds one for every profile event.
+struct FieldList<'a> {
+    inline: [(Key<'a>, ValueRef<'a>); INLINE_FIELDS],
+    len: usize,
+    /// All the fields, once there are more than [`INLINE_FIELDS`].
+    spill: Option<Vec<(Key<'a>, ValueRef<'a>)>>,
+}
+
+impl<'a> FieldList<'a> {
+    fn new() -> FieldList<'a> {
+        FieldList {
+            inline: [(Key::Known(0), ValueRef::Other); INLINE_FIELDS],
+            len: 0,
+            spill: None,
+        }
+    }
+
+    fn of(lead: &'a Lead) -> FieldList<'a> {
+        let mut list = FieldList::new();
         for e in Entries::of(lead) {
-            if let Key::Known(i) = e.key {
-                known[usize::from(i)].get_or_insert(e);
+            list.push((e.key, e.value()));
+        }
+        list
+    }
+
+    /// Applies an event's fields in order: a value sets the field (new
+    /// fields go last), `null` removes it.
+    fn merge(&mut self, fields: &'a [(std::borrow::Cow<'_, str>, Value<'_>)]) {
+        for (k, v) in fields {
+            let key = Key::of(k);
+            let pos = self.as_slice().iter().position(|(name, _)| *name == key);
+            let new = match v {
+                Value::Null => None,
+                Value::Bool(b) => Some(ValueRef::Bool(*b)),
+                Value::Num(n) => Some(ValueRef::Num(*n)),
+                Value::Str(s) => Some(ValueRef::Str(s)),
+                Value::Other => Some(ValueRef::Other),
+            };
+            match (pos, new) {
+                (Some(i), Some(v)) => self.as_mut_slice()[i].1 = v,
+                (Some(i), None) => self.remove(i),
+                (None, Some(v)) => self.push((key, v)),
+                (None, None) => {}
             }
         }
-        ProfileView { lead, known }
+    }
+
+    fn as_slice(&self) -> &[(Key<'a>, ValueRef<'a>)] {
+        match &self.spill {
+            Some(v) => v,
+            None => &self.inline[..self.len],
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [(Key<'a>, ValueRef<'a>)] {
+        match &mut self.spill {
+            Some(v) => v,
+            None => &mut self.inline[..self.len],
+        }
+    }
+
+    fn push(&mut self, field: (Key<'a>, ValueRef<'a>)) {
+        match &mut self.spill {
+            Some(v) => v.push(field),
+            None if self.len < INLINE_FIELDS => {
+                self.inline[self.len] = field;
+                self.len += 1;
+            }
+            None => {
+                let mut v = self.inline.to_vec();
+                v.push(field);
+                self.spill = Some(v);
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        match &mut self.spill {
+            Some(v) => {
+                v.remove(i);
+            }
+            None => {
+                self.inline.copy_within(i + 1..self.len, i);
+                self.len -= 1;
+            }
+        }
+    }
+}
+
+/// A profile's fields by name (recomputing fit and disqualification looks
+/// up a dozen of them): the known fields indexed, the rest searched.
+struct ProfileView<'a, 'f> {
+    /// The value of each of [`KNOWN_KEYS`].
+    known: [Option<ValueRef<'a>>; KNOWN_KEYS.len()],
+    fields: &'f [(Key<'a>, ValueRef<'a>)],
+}
+
+impl<'a, 'f> ProfileView<'a, 'f> {
+    fn of(fields: &'f [(Key<'a>, ValueRef<'a>)]) -> ProfileView<'a, 'f> {
+        let mut known = [None; KNOWN_KEYS.len()];
+        for &(k, v) in fields {
+            if let Key::Known(i) = k {
+                known[usize::from(i)].get_or_insert(v);
+            }
+        }
+        ProfileView { known, fields }
     }
 
     fn get(&self, field: &str) -> Option<ProfileValue<'a>> {
         match Key::of(field) {
-            Key::Known(i) => self.known[usize::from(i)].as_ref().map(Entry::value),
-            Key::Custom(_) => self.lead.profile_value(field),
+            Key::Known(i) => self.known[usize::from(i)],
+            key => self.fields.iter().find(|f| f.0 == key).map(|f| f.1),
         }
     }
 }
 
-/// Calls `hit` for each fit rule that matches the lead's profile, in model
-/// order; within an exclusive group only the first match counts.
-pub fn for_each_fit_hit(lead: &Lead, model: &Model, hit: impl FnMut(usize, f64)) {
-    fit_hits(&ProfileView::of(lead), model, hit);
-}
-
-fn fit_hits(profile: &ProfileView<'_>, model: &Model, mut hit: impl FnMut(usize, f64)) {
+/// The fit rules that match the profile, as bits; within an exclusive
+/// group only the first match counts.
+fn fit_hits(profile: &ProfileView<'_, '_>, model: &Model) -> u64 {
     let mut taken: u64 = 0;
+    let mut hits: u64 = 0;
     for (i, r) in model.fit_rules.iter().enumerate() {
         if let Some(g) = r.group {
             if taken & (1 << g) != 0 {
@@ -709,13 +856,14 @@ fn fit_hits(profile: &ProfileView<'_>, model: &Model, mut hit: impl FnMut(usize,
             if let Some(g) = r.group {
                 taken |= 1 << g;
             }
-            hit(i, r.points);
+            hits |= 1 << i;
         }
     }
+    hits
 }
 
 /// Which disqualification rules match the profile ([`disq`] bits).
-fn disqualifications(profile: &ProfileView<'_>, model: &Model) -> u8 {
+fn disqualifications(profile: &ProfileView<'_, '_>, model: &Model) -> u8 {
     let d = &model.disqualify;
     let mut bits = 0;
     if let (Some(min), Some(ProfileValue::Num(n))) = (d.min_employees, profile.get("employees")) {

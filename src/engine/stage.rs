@@ -110,7 +110,7 @@ pub fn reasons(lead: &Lead, model: &Model, why: Why, rejected_reason: Option<&st
     let ib = lead.installed_base();
     let track = lead.track(model);
     let e = lead.engagement(model);
-    let total = lead.fit + e;
+    let total = lead.fit(model) + e;
     match why {
         Why::DealWon => vec!["deal won".into()],
         Why::Disqualified => disqualification_reasons(lead, model),
@@ -166,7 +166,7 @@ fn mql_reasons(lead: &Lead, model: &Model, ib: bool, e: f64, total: f64) -> Vec<
         r.push(format!("total {} >= mql threshold {}", num(total), num(m)));
     }
     if let Some(m) = t.mql_min_fit {
-        r.push(format!("fit {} >= {}", num(lead.fit), num(m)));
+        r.push(format!("fit {} >= {}", num(lead.fit(model)), num(m)));
     }
     r.push(format!(
         "engagement {} >= {}",

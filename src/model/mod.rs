@@ -24,6 +24,9 @@ pub const DEFAULT_MODEL_TOML: &str = include_str!("default.toml");
 /// of a threshold meets it.
 pub const TOLERANCE: f64 = 1e-9;
 
+/// The most fit rules a model may have.
+pub const MAX_FIT_RULES: usize = 64;
+
 /// `a ≥ b`, within [`TOLERANCE`].
 #[inline]
 pub fn at_least(a: f64, b: f64) -> bool {
@@ -321,6 +324,15 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
     // Fit.
     let mut groups: Vec<String> = Vec::new();
     let mut fit_rules = Vec::with_capacity(f.fit.rules.len());
+    if f.fit.rules.len() > MAX_FIT_RULES {
+        return Err(invalid(
+            "fit.rules",
+            format!(
+                "{} rules; at most {MAX_FIT_RULES} (a lead keeps which ones match as bits)",
+                f.fit.rules.len()
+            ),
+        ));
+    }
     for (i, r) in f.fit.rules.iter().enumerate() {
         let k = |s: &str| format!("fit.rules[{i}].{s}");
         nonempty(&k("name"), &r.name)?;
@@ -638,6 +650,22 @@ mod tests {
         assert!(e.contains("`version`"), "{e}");
         let e = err("version = \"x\"\n[[fit.rules]]\nname = \"a\"\nfield = \"f\"\npoints = 1\nat_least = 5\nbelow = 5\n");
         assert!(e.contains("fit.rules[0]") && e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn at_most_64_fit_rules() {
+        let rules = |n: usize| {
+            let mut t = String::from("version = \"x\"\n");
+            for i in 0..n {
+                t += &format!(
+                    "[[fit.rules]]\nname = \"r{i}\"\nfield = \"f{i}\"\npoints = 1\nexists = true\n"
+                );
+            }
+            t
+        };
+        assert_eq!(Model::from_toml(&rules(64)).unwrap().fit_rules.len(), 64);
+        let e = err(&rules(65));
+        assert!(e.contains("fit.rules") && e.contains("at most 64"), "{e}");
     }
 
     #[test]

@@ -442,7 +442,10 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
             leads += 1;
             *stages[1].entry(lead.stage().as_str()).or_insert(0u64) += 1;
             let (cur_stage, cur_score) = match part.current.lead(lead.id()) {
-                Some(c) => (c.stage(), c.fit() + c.engagement(&current_model)),
+                Some(c) => (
+                    c.stage(),
+                    c.fit(&current_model) + c.engagement(&current_model),
+                ),
                 None => (Stage::Lead, 0.0),
             };
             if cur_stage != lead.stage() {
@@ -452,7 +455,7 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
                     current: cur_stage.as_str(),
                     new: lead.stage().as_str(),
                     current_score: round2(cur_score),
-                    new_score: round2(lead.fit() + lead.engagement(&new_model)),
+                    new_score: round2(lead.fit(&new_model) + lead.engagement(&new_model)),
                 });
             }
         }
