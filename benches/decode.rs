@@ -23,6 +23,10 @@ use leadscore::{Engine, Event, Model};
 
 mod common;
 
+/// The allocator of the `leadscore` binary, so the figures are its figures.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Decode = for<'a> fn(&'a [u8]) -> Result<Event<'a>, DecodeError>;
 
 fn decode_proto_any(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {

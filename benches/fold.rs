@@ -21,6 +21,10 @@ use leadscore::{Engine, Event, Model};
 
 mod common;
 
+/// The allocator of the `leadscore` binary, so the figures are its figures.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Folds `events` into a fresh engine `iters` times; times only the folds
 /// (not building or dropping the engine).
 /// With `batch`, through [`Engine::fold_batch`] (reading leads ahead), in

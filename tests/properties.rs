@@ -68,6 +68,30 @@ fn run(engine: &mut Engine, events: &[Event<'_>], end: i64) -> Vec<StatusChange>
     out
 }
 
+/// [`run`] through `Engine::fold_batch`, `chunk` events per call; also
+/// checks each event's outcome against a one-by-one fold into `reference`.
+fn run_batched(
+    engine: &mut Engine,
+    reference: &mut Engine,
+    events: &[Event<'_>],
+    end: i64,
+    chunk: usize,
+) -> Result<Vec<StatusChange>, TestCaseError> {
+    let mut out = Vec::new();
+    let mut scratch = Vec::new();
+    let mut outcomes = Vec::new();
+    for batch in events.chunks(chunk) {
+        engine.fold_batch(batch, &mut out, |o| outcomes.push(o));
+    }
+    let expected: Vec<_> = events
+        .iter()
+        .map(|e| reference.fold(e, &mut scratch))
+        .collect();
+    prop_assert_eq!(outcomes, expected, "fold_batch outcomes = fold outcomes");
+    engine.advance_to(end, &mut out);
+    Ok(out)
+}
+
 fn by_lead(changes: Vec<StatusChange>) -> BTreeMap<String, Vec<StatusChange>> {
     let mut m: BTreeMap<String, Vec<StatusChange>> = BTreeMap::new();
     for c in changes {
@@ -495,8 +519,9 @@ proptest! {
 
     /// The same generated stream, generated and folded twice in two engines,
     /// gives the same changes (in the same order) and the same final state.
+    /// The second engine folds through `fold_batch`, in batches of `chunk`.
     #[test]
-    fn determinism_generated(cfg in gen_config()) {
+    fn determinism_generated(cfg in gen_config(), chunk in 1usize..40) {
         let a = Generator::new(cfg.clone()).all();
         let b = Generator::new(cfg.clone()).all();
         prop_assert_eq!(&a, &b, "the generator is deterministic");
@@ -504,7 +529,7 @@ proptest! {
         let mut e1 = Engine::new(default_model());
         let mut e2 = Engine::new(default_model());
         let c1 = run(&mut e1, &a, end);
-        let c2 = run(&mut e2, &b, end);
+        let c2 = run_batched(&mut e2, &mut Engine::new(default_model()), &b, end, chunk)?;
         check_sequences(&c1)?;
         prop_assert_eq!(&c1, &c2);
         prop_assert_eq!(explanations(&e1), explanations(&e2));
@@ -512,14 +537,14 @@ proptest! {
 
     /// The same for the planned streams (ties, CRM answers, deadlines on the grid).
     #[test]
-    fn determinism_planned(plans in arb_plans(), seed in any::<u64>()) {
+    fn determinism_planned(plans in arb_plans(), seed in any::<u64>(), chunk in 1usize..40) {
         let leads: Vec<_> = plans.iter().enumerate().map(|(n, p)| build_lead(n, p)).collect();
         let events = merge(&leads, 0, seed);
         let end = end_of(&events);
         let mut e1 = Engine::new(default_model());
         let mut e2 = Engine::new(default_model());
         let c1 = run(&mut e1, &events, end);
-        let c2 = run(&mut e2, &events, end);
+        let c2 = run_batched(&mut e2, &mut Engine::new(default_model()), &events, end, chunk)?;
         check_sequences(&c1)?;
         prop_assert_eq!(&c1, &c2);
         prop_assert_eq!(explanations(&e1), explanations(&e2));

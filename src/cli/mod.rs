@@ -197,12 +197,11 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
         }
         "score" => {
             let m = load_model()?;
-            let stdout = std::io::stdout();
             let stats = score(
                 m,
                 input.as_deref().unwrap_or("-"),
                 until,
-                &mut stdout.lock(),
+                &mut std::io::stdout(),
             )?;
             eprintln!("leadscore score: {stats}");
             Ok(ExitCode::SUCCESS)

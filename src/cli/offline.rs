@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -48,71 +48,129 @@ fn open_input(path: &str) -> Result<Box<dyn Read>> {
     Ok(Box::new(f))
 }
 
+/// How many events [`read_batches`] decodes before handing them on.
+const BATCH: usize = 256;
+
 /// Reads JSON lines from `input` (a path, or `-` for stdin): calls
-/// `on_event` with each valid event and `on_bad` with the line number and
-/// error of each invalid one. Counts lines, events and bad lines in `stats`.
-pub(crate) fn read_events(
+/// `on_batch` with the valid events, in order, up to [`BATCH`] at a time,
+/// and `on_bad` with the line number and error of each invalid line. Counts
+/// lines, events and bad lines in `stats`.
+pub(crate) fn read_batches(
     input: &str,
     stats: &mut ScoreStats,
-    mut on_event: impl FnMut(&Event<'_>) -> Result<()>,
+    mut on_batch: impl FnMut(&[Event<'_>]) -> Result<()>,
     mut on_bad: impl FnMut(u64, &dyn fmt::Display),
 ) -> Result<()> {
-    let mut reader = BufReader::with_capacity(1 << 20, open_input(input)?);
-    let mut line = Vec::with_capacity(4096);
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .with_context(|| format!("cannot read {input}"))?;
-        if n == 0 {
-            break;
-        }
-        stats.lines += 1;
-        let mut body = line.as_slice();
-        while let [rest @ .., b'\n' | b'\r'] = body {
-            body = rest;
-        }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match decode(Format::Json, body, DEFAULT_MAX_EVENT_BYTES) {
-            Ok(event) => {
-                stats.events += 1;
-                on_event(&event)?;
+    let mut reader = open_input(input)?;
+    // Whole lines are decoded in place, borrowing from `buf`; a partial line
+    // at its end moves to the front before the next read.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut filled = 0;
+    let mut eof = false;
+    while !eof || filled > 0 {
+        if !eof {
+            if filled == buf.len() {
+                // A line longer than the buffer.
+                buf.resize(buf.len() * 2, 0);
             }
-            Err(e) => {
-                stats.bad_lines += 1;
-                on_bad(stats.lines, &e);
+            let n = loop {
+                match reader.read(&mut buf[filled..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e).with_context(|| format!("cannot read {input}")),
+                }
+            };
+            filled += n;
+            eof = n == 0;
+        }
+        // Up to the last newline, or everything at the end of the input.
+        let whole = if eof {
+            filled
+        } else {
+            match memrchr_newline(&buf[..filled]) {
+                Some(i) => i + 1,
+                None => continue,
+            }
+        };
+        let mut events = Vec::with_capacity(BATCH);
+        for line in buf[..whole].split_inclusive(|&b| b == b'\n') {
+            stats.lines += 1;
+            let mut body = line;
+            while let [rest @ .., b'\n' | b'\r'] = body {
+                body = rest;
+            }
+            if body.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match decode(Format::Json, body, DEFAULT_MAX_EVENT_BYTES) {
+                Ok(event) => {
+                    stats.events += 1;
+                    events.push(event);
+                    if events.len() == BATCH {
+                        on_batch(&events)?;
+                        events.clear();
+                    }
+                }
+                Err(e) => {
+                    stats.bad_lines += 1;
+                    on_bad(stats.lines, &e);
+                }
             }
         }
+        if !events.is_empty() {
+            on_batch(&events)?;
+        }
+        drop(events);
+        buf.copy_within(whole..filled, 0);
+        filled -= whole;
     }
     Ok(())
 }
 
-/// Reads JSON lines and folds each valid event; calls `on_bad` with the line
-/// number and error of each invalid one.
+fn memrchr_newline(b: &[u8]) -> Option<usize> {
+    b.iter().rposition(|&c| c == b'\n')
+}
+
+/// [`read_batches`], one event at a time.
+pub(crate) fn read_events(
+    input: &str,
+    stats: &mut ScoreStats,
+    mut on_event: impl FnMut(&Event<'_>) -> Result<()>,
+    on_bad: impl FnMut(u64, &dyn fmt::Display),
+) -> Result<()> {
+    read_batches(
+        input,
+        stats,
+        |events| events.iter().try_for_each(&mut on_event),
+        on_bad,
+    )
+}
+
+/// Reads JSON lines and folds each valid event; calls `on_changes` with the
+/// changes of each batch, and `on_bad` with the line number and error of
+/// each invalid line.
 fn fold_lines(
     engine: &mut Engine,
     input: &str,
     stats: &mut ScoreStats,
-    mut on_changes: impl FnMut(&[crate::StatusChange]) -> Result<()>,
+    mut on_changes: impl FnMut(&mut Vec<crate::StatusChange>) -> Result<()>,
     on_bad: impl FnMut(u64, &dyn fmt::Display),
 ) -> Result<()> {
     let mut changes = Vec::new();
     let mut folded = ScoreStats::default();
-    read_events(
+    read_batches(
         input,
         stats,
-        |event| {
-            match engine.fold(event, &mut changes) {
+        |events| {
+            engine.fold_batch(events, &mut changes, |outcome| match outcome {
                 Outcome::Duplicate => folded.duplicates += 1,
                 Outcome::Late => folded.late += 1,
                 Outcome::Stale => folded.stale += 1,
                 Outcome::Applied => {}
-            }
+            });
             if !changes.is_empty() {
                 folded.changes += changes.len() as u64;
-                on_changes(&changes)?;
+                on_changes(&mut changes)?;
                 changes.clear();
             }
             Ok(())
@@ -126,37 +184,76 @@ fn fold_lines(
     Ok(())
 }
 
+/// How many changes `score` hands its writer thread at a time.
+const WRITE_BATCH: usize = 4096;
+
 /// `leadscore score`: folds `input` (a path, or `-` for stdin) and writes the
 /// changes as JSON lines.
+///
+/// Encoding and writing the changes runs on a second thread, beside the
+/// reading, decoding and folding.
 pub fn score(
     model: Model,
     input: &str,
     until: Option<Micros>,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<ScoreStats> {
     let mut engine = Engine::new(Arc::new(model));
     let mut stats = ScoreStats::default();
-    let mut w = BufWriter::with_capacity(1 << 16, out);
-    let mut buf = Vec::with_capacity(1024);
-    let mut write = |changes: &[crate::StatusChange]| -> Result<()> {
-        for c in changes {
-            buf.clear();
-            encode_change_json(c, &mut buf);
-            buf.push(b'\n');
-            w.write_all(&buf).context("cannot write to stdout")?;
-        }
-        Ok(())
-    };
-    fold_lines(&mut engine, input, &mut stats, &mut write, |line, e| {
-        eprintln!("{input}:{line}: {e}");
+    // Changes go to the writer in batches and come back to be dropped here:
+    // memory freed by the thread that allocated it stays cheap to reuse.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<crate::StatusChange>>(4);
+    let (back_tx, back) = std::sync::mpsc::channel::<Vec<crate::StatusChange>>();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<()> {
+            let mut w = BufWriter::with_capacity(1 << 16, out);
+            let mut buf = Vec::with_capacity(1 << 16);
+            for changes in rx {
+                buf.clear();
+                for c in &changes {
+                    encode_change_json(c, &mut buf);
+                    buf.push(b'\n');
+                }
+                w.write_all(&buf).context("cannot write to stdout")?;
+                // The reader may have finished; then the changes drop here.
+                let _ = back_tx.send(changes);
+            }
+            w.flush().context("cannot write to stdout")
+        });
+        let mut pending: Vec<crate::StatusChange> = Vec::with_capacity(WRITE_BATCH);
+        // A closed channel means the writer failed: its error is the one to report.
+        let mut send = |changes: &mut Vec<crate::StatusChange>, flush: bool| -> Result<()> {
+            pending.append(changes);
+            if pending.len() < WRITE_BATCH && !flush {
+                return Ok(());
+            }
+            let mut next = back.try_recv().unwrap_or_default();
+            next.clear();
+            let full = std::mem::replace(&mut pending, next);
+            tx.send(full)
+                .map_err(|_| anyhow::anyhow!("the writer stopped"))
+        };
+        let folded = fold_lines(
+            &mut engine,
+            input,
+            &mut stats,
+            |c| send(c, false),
+            |line, e| {
+                eprintln!("{input}:{line}: {e}");
+            },
+        )
+        .and_then(|()| {
+            let mut changes = Vec::new();
+            if let Some(until) = until {
+                engine.advance_to(until, &mut changes);
+                stats.changes += changes.len() as u64;
+            }
+            send(&mut changes, true)
+        });
+        drop(tx);
+        let written = writer.join().expect("the writer thread does not panic");
+        written.and(folded)
     })?;
-    if let Some(until) = until {
-        let mut changes = Vec::new();
-        engine.advance_to(until, &mut changes);
-        stats.changes += changes.len() as u64;
-        write(&changes)?;
-    }
-    w.flush().context("cannot write to stdout")?;
     // The process is about to exit: freeing millions of leads one by one
     // would only cost time.
     std::mem::forget(engine);
@@ -254,4 +351,78 @@ pub fn generate(cfg: GenConfig, format: Format, out: &mut dyn Write) -> Result<u
     }
     w.flush().context("cannot write events")?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines that straddle the 1 MiB reads, a line longer than the buffer,
+    /// blank and bad lines, and no newline at the end: every line is seen
+    /// once, in order, with its number.
+    #[test]
+    fn read_batches_sees_every_line_across_buffer_boundaries() {
+        let mut text = String::new();
+        let mut want_events = Vec::new();
+        let mut want_bad = Vec::new();
+        let mut line = 0u64;
+        let mut push = |text: &mut String, l: &str| {
+            text.push_str(l);
+            text.push('\n');
+            line += 1;
+            line
+        };
+        for i in 0..30_000 {
+            let n = match i {
+                7_000 => push(&mut text, "{\"not\": \"an event\"}"),
+                9_000 => push(&mut text, "   "),
+                12_000 => push(
+                    &mut text,
+                    &format!("{{\"pad\": \"{}\"}}", "x".repeat(3 << 20)),
+                ),
+                _ => {
+                    let id = format!("e{i}");
+                    let n = push(
+                        &mut text,
+                        &format!(
+                            r#"{{"event_id":"{id}","lead_id":"L{}","type":"page_view","occurred_at":"2026-03-02T10:00:00Z"}}"#,
+                            i % 97
+                        ),
+                    );
+                    want_events.push(id);
+                    n
+                }
+            };
+            if i == 7_000 || i == 12_000 {
+                want_bad.push(n);
+            }
+        }
+        text.push_str(r#"{"event_id":"last","lead_id":"L","type":"page_view","occurred_at":"2026-03-02T10:00:00Z"}"#);
+        want_events.push("last".into());
+        let dir = std::env::temp_dir().join(format!("leadscore-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        std::fs::write(&path, &text).unwrap();
+
+        let mut stats = ScoreStats::default();
+        let mut got_events = Vec::new();
+        let mut got_bad = Vec::new();
+        read_batches(
+            path.to_str().unwrap(),
+            &mut stats,
+            |batch| {
+                assert!(!batch.is_empty() && batch.len() <= BATCH);
+                got_events.extend(batch.iter().map(|e| e.event_id.to_string()));
+                Ok(())
+            },
+            |n, _| got_bad.push(n),
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(got_events, want_events);
+        assert_eq!(got_bad, want_bad);
+        assert_eq!(stats.lines, 30_001);
+        assert_eq!(stats.events, want_events.len() as u64);
+        assert_eq!(stats.bad_lines, 2);
+    }
 }

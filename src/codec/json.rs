@@ -154,7 +154,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireValue<'a> {
 
 /// Decodes one JSON event. Strings without escapes borrow from `bytes`.
 pub fn decode_json(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
-    let w: Wire<'_> = serde_json::from_slice(bytes).map_err(|e| {
+    // One validation of the whole line, which is fast, rather than one per
+    // string inside serde_json; invalid UTF-8 goes the slow way for its
+    // error message.
+    let parsed = match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    };
+    let w: Wire<'_> = parsed.map_err(|e| {
         let msg = e.to_string();
         // serde names the field for a wrong type; keep its words.
         DecodeError::BadJson(msg)

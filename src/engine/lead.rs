@@ -362,10 +362,10 @@ impl Lead {
     fn grow_recent(&mut self, len: usize) {
         let at = self.id_len as usize + 8 * len;
         let extra = 8 * (recent_capacity(len + 1) - recent_capacity(len));
-        // Grown in place where the allocator can (no copy to a new block).
-        let mut data = std::mem::take(&mut self.data).into_vec();
-        data.reserve_exact(extra);
-        data.splice(at..at, std::iter::repeat_n(0, extra));
+        let mut data = Vec::with_capacity(self.data.len() + extra);
+        data.extend_from_slice(&self.data[..at]);
+        data.resize(at + extra, 0);
+        data.extend_from_slice(&self.data[at..]);
         self.data = data.into_boxed_slice();
         self.profile_at += extra as u32;
     }
@@ -402,25 +402,9 @@ impl Lead {
         fields: &[(std::borrow::Cow<'_, str>, Value<'_>)],
         model: &Model,
     ) {
-        if self.profile_at as usize == self.data.len() {
-            // No profile yet (a new lead): append to the block in place.
-            let mut profile = FieldList::new();
-            profile.merge(fields);
-            let derived = Derived::of(&ProfileView::of(profile.as_slice()), model);
-            let len: usize = profile
-                .as_slice()
-                .iter()
-                .map(|&(k, v)| entry_len(k, v))
-                .sum();
-            let mut data = std::mem::take(&mut self.data).into_vec();
-            data.reserve_exact(len);
-            for &(k, v) in profile.as_slice() {
-                put_entry(&mut data, k, v);
-            }
-            self.data = data.into_boxed_slice();
-            self.set_derived(derived);
-            return;
-        }
+        // A new block rather than `realloc`: glibc's realloc of many small
+        // blocks (falling back to malloc_consolidate) costs more than a fresh
+        // allocation and a copy.
         let mut profile = FieldList::of(self);
         profile.merge(fields);
         let data = self.with_profile(profile.as_slice());
@@ -734,16 +718,12 @@ struct FieldList<'a> {
 }
 
 impl<'a> FieldList<'a> {
-    fn new() -> FieldList<'a> {
-        FieldList {
+    fn of(lead: &'a Lead) -> FieldList<'a> {
+        let mut list = FieldList {
             inline: [(Key::Known(0), ValueRef::Other); INLINE_FIELDS],
             len: 0,
             spill: None,
-        }
-    }
-
-    fn of(lead: &'a Lead) -> FieldList<'a> {
-        let mut list = FieldList::new();
+        };
         for e in Entries::of(lead) {
             list.push((e.key, e.value()));
         }
