@@ -7,7 +7,9 @@
 //!
 //! - `decode/{json,protobuf}`: decode each event and drop it;
 //! - `decode_fold/{json,protobuf}`: decode each event and fold it into a fresh
-//!   engine per iteration (only the decode + fold loop is timed).
+//!   engine per iteration (only the decode + fold loop is timed);
+//!   `decode_fold/{json,protobuf}_batch`: decode 256, fold them with
+//!   `Engine::fold_batch`, as `leadscore score` does.
 //!
 //! `cargo bench --bench decode`
 
@@ -62,6 +64,40 @@ fn decode_fold_fresh(
     total
 }
 
+/// As [`decode_fold_fresh`], the way `leadscore score` does it: decode 256
+/// events, then fold them with `Engine::fold_batch`.
+fn decode_fold_batch_fresh(
+    model: &Arc<Model>,
+    encoded: &common::Encoded,
+    decode: Decode,
+    iters: u64,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut out = Vec::new();
+    let all: Vec<&[u8]> = encoded.iter().collect();
+    for _ in 0..iters {
+        let mut engine = Engine::new(Arc::clone(model));
+        let start = Instant::now();
+        let mut events = Vec::with_capacity(256);
+        for chunk in all.chunks(256) {
+            events.extend(
+                chunk
+                    .iter()
+                    .map(|bytes| decode(bytes).expect("generated events decode")),
+            );
+            engine.fold_batch(&events, &mut out, |o| {
+                black_box(o);
+            });
+            events.clear();
+            out.clear();
+        }
+        total += start.elapsed();
+        black_box(engine.lead_count());
+        drop(engine);
+    }
+    total
+}
+
 fn main() {
     let model = common::model();
     let (events, leads) = common::large_size();
@@ -101,6 +137,11 @@ fn main() {
             if with_fold {
                 g.bench_function(*name, |b| {
                     b.iter_custom(|iters| decode_fold_fresh(&model, encoded, *decode, iters))
+                });
+                g.bench_function(format!("{name}_batch"), |b| {
+                    b.iter_custom(|iters| {
+                        decode_fold_batch_fresh(&model, encoded, *decode, iters)
+                    })
                 });
             } else {
                 g.bench_function(*name, |b| b.iter(|| decode_all(encoded, *decode)));
