@@ -139,9 +139,7 @@ fn main() {
                     b.iter_custom(|iters| decode_fold_fresh(&model, encoded, *decode, iters))
                 });
                 g.bench_function(format!("{name}_batch"), |b| {
-                    b.iter_custom(|iters| {
-                        decode_fold_batch_fresh(&model, encoded, *decode, iters)
-                    })
+                    b.iter_custom(|iters| decode_fold_batch_fresh(&model, encoded, *decode, iters))
                 });
             } else {
                 g.bench_function(*name, |b| b.iter(|| decode_all(encoded, *decode)));
