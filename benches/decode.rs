@@ -41,55 +41,42 @@ fn decode_all(encoded: &common::Encoded, decode: Decode) {
     }
 }
 
+/// Decodes and folds into a fresh engine per iteration; times only that.
+/// With `batch`, the way `leadscore score` does it: decode 256 events, then
+/// fold them with `Engine::fold_batch`.
 fn decode_fold_fresh(
     model: &Arc<Model>,
     encoded: &common::Encoded,
     decode: Decode,
-    iters: u64,
-) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut out = Vec::new();
-    for _ in 0..iters {
-        let mut engine = Engine::new(Arc::clone(model));
-        let start = Instant::now();
-        for bytes in encoded.iter() {
-            let event = decode(bytes).expect("generated events decode");
-            black_box(engine.fold(&event, &mut out));
-            out.clear();
-        }
-        total += start.elapsed();
-        black_box(engine.lead_count());
-        drop(engine);
-    }
-    total
-}
-
-/// As [`decode_fold_fresh`], the way `leadscore score` does it: decode 256
-/// events, then fold them with `Engine::fold_batch`.
-fn decode_fold_batch_fresh(
-    model: &Arc<Model>,
-    encoded: &common::Encoded,
-    decode: Decode,
+    batch: bool,
     iters: u64,
 ) -> Duration {
     let mut total = Duration::ZERO;
     let mut out = Vec::new();
     let all: Vec<&[u8]> = encoded.iter().collect();
+    let mut events = Vec::with_capacity(256);
     for _ in 0..iters {
         let mut engine = Engine::new(Arc::clone(model));
         let start = Instant::now();
-        let mut events = Vec::with_capacity(256);
-        for chunk in all.chunks(256) {
-            events.extend(
-                chunk
-                    .iter()
-                    .map(|bytes| decode(bytes).expect("generated events decode")),
-            );
-            engine.fold_batch(&events, &mut out, |o| {
-                black_box(o);
-            });
-            events.clear();
-            out.clear();
+        if batch {
+            for chunk in all.chunks(256) {
+                events.extend(
+                    chunk
+                        .iter()
+                        .map(|b| decode(b).expect("generated events decode")),
+                );
+                engine.fold_batch(&events, &mut out, |o| {
+                    black_box(o);
+                });
+                events.clear();
+                out.clear();
+            }
+        } else {
+            for bytes in &all {
+                let event = decode(bytes).expect("generated events decode");
+                black_box(engine.fold(&event, &mut out));
+                out.clear();
+            }
         }
         total += start.elapsed();
         black_box(engine.lead_count());
@@ -135,12 +122,13 @@ fn main() {
         for (name, encoded, decode) in &formats {
             g.throughput(Throughput::Elements(encoded.len() as u64));
             if with_fold {
-                g.bench_function(*name, |b| {
-                    b.iter_custom(|iters| decode_fold_fresh(&model, encoded, *decode, iters))
-                });
-                g.bench_function(format!("{name}_batch"), |b| {
-                    b.iter_custom(|iters| decode_fold_batch_fresh(&model, encoded, *decode, iters))
-                });
+                for (batch, suffix) in [(false, ""), (true, "_batch")] {
+                    g.bench_function(format!("{name}{suffix}"), |b| {
+                        b.iter_custom(|iters| {
+                            decode_fold_fresh(&model, encoded, *decode, batch, iters)
+                        })
+                    });
+                }
             } else {
                 g.bench_function(*name, |b| b.iter(|| decode_all(encoded, *decode)));
             }
