@@ -87,7 +87,7 @@ pub(crate) fn read_batches(
         let whole = if eof {
             filled
         } else {
-            match memrchr_newline(&buf[..filled]) {
+            match buf[..filled].iter().rposition(|&c| c == b'\n') {
                 Some(i) => i + 1,
                 None => continue,
             }
@@ -125,10 +125,6 @@ pub(crate) fn read_batches(
         filled -= whole;
     }
     Ok(())
-}
-
-fn memrchr_newline(b: &[u8]) -> Option<usize> {
-    b.iter().rposition(|&c| c == b'\n')
 }
 
 /// [`read_batches`], one event at a time.
