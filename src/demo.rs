@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{ClientConfig, Message};
 
 use crate::codec::encode_event_json;
@@ -163,7 +163,7 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
                     thread::sleep(wait);
                 }
             }
-            producer.flush(Duration::from_secs(10))?;
+            crate::service::kafka::flush(&producer, Duration::from_secs(10))?;
             Ok(())
         })
     };

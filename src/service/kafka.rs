@@ -4,13 +4,14 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 
 use crate::config::Config;
 
@@ -150,6 +151,36 @@ pub fn retry<T>(what: &str, mut f: impl FnMut() -> Result<T, KafkaError>) -> Res
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits until every queued record is delivered (or failed) and its report
+/// served, up to `timeout`. `BaseProducer::flush` polls in steps of 100 ms
+/// that always run to their end, so each flush with anything in flight took
+/// at least 100 ms; this one returns within a millisecond of the last report.
+pub fn flush<C: ProducerContext>(p: &BaseProducer<C>, timeout: Duration) -> Result<(), KafkaError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        p.poll(Duration::ZERO);
+        if p.in_flight_count() == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        p.poll(Duration::from_millis(1));
+    }
+}
+
+/// Closes a consumer and drops it. Dropping a consumer that has a group id
+/// closes it in polls of 100 ms that run to their end when no event comes,
+/// so each drop took at least 100 ms; this one waits in steps of 1 ms.
+pub fn close<C: ConsumerContext>(consumer: BaseConsumer<C>) {
+    if consumer.close_queue().is_ok() {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        while !consumer.closed() && Instant::now() < deadline {
+            let _ = consumer.poll(Duration::from_millis(1));
         }
     }
 }

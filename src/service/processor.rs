@@ -611,9 +611,7 @@ impl Processor {
         // Changes and dead letters first, then the state that reflects them,
         // then the offsets: a crash in between re-emits identical changes.
         let flush = |p: &Self| -> Result<(), CommitError> {
-            p.producer
-                .flush(CALL_TIMEOUT)
-                .map_err(CommitError::Rewind)?;
+            super::kafka::flush(&p.producer, CALL_TIMEOUT).map_err(CommitError::Rewind)?;
             if p.producer.context().failures.swap(0, Ordering::Relaxed) > 0 {
                 return Err(CommitError::Rewind(KafkaError::MessageProduction(
                     RDKafkaErrorCode::MessageTimedOut,
@@ -919,6 +917,7 @@ pub fn restore_engine(
             }
         }
     }
+    super::kafka::close(consumer);
     if let Some(cp) = &checkpoint {
         if cp.watermark != NO_TIME {
             engine.set_watermark(cp.watermark);

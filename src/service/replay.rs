@@ -17,7 +17,8 @@
 //!   emitting again what it already emitted (see the README).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,12 +27,12 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::kafka::{block_on, client_config, retry, CALL_TIMEOUT};
+use super::kafka::{block_on, client_config, flush, retry, CALL_TIMEOUT};
 use super::processor::{checkpoint_bytes, produce, restore_engine, ProducerCtx, CHECKPOINT_KEY};
 use crate::change::{Stage, StatusChange};
 use crate::codec::{decode_keyed, encode_change_json, encode_change_proto, Format};
@@ -120,6 +121,9 @@ pub struct Summary {
 
 const EXAMPLES: usize = 10;
 
+/// Messages folded together (see [`Engine::fold_batch`]).
+const BATCH: usize = 256;
+
 /// One input partition (of every input topic): its engines and its range.
 struct Part {
     new: Engine,
@@ -134,6 +138,10 @@ struct Part {
 }
 
 impl Part {
+    fn engines(&mut self) -> (&mut Engine, &mut Engine) {
+        (&mut self.new, &mut self.current)
+    }
+
     fn done(&self) -> bool {
         self.next.iter().zip(&self.end).all(|(n, e)| n >= e)
     }
@@ -320,6 +328,8 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         })
         .sum();
 
+    super::kafka::close(probe);
+
     // Read.
     let mut cc = client_config(cfg);
     // A group id of its own (librdkafka wants one to report positions); the
@@ -372,32 +382,32 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
     for (p, part) in parts.iter_mut().enumerate() {
         groups[p % workers].push(part);
     }
-    let finished = AtomicUsize::new(0);
+    // Each reader sends its counts when done; the progress is drawn while
+    // waiting. (A reader that panics sends nothing, and the scope re-raises
+    // its panic.)
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
     let results: Vec<Result<Counts>> = std::thread::scope(|s| {
-        let handles: Vec<_> = groups
-            .into_iter()
-            .enumerate()
-            .map(|(w, group)| {
-                let (ctx, finished) = (&ctx, &finished);
-                s.spawn(move || {
-                    let r = ctx.read(w, group);
-                    finished.fetch_add(1, Ordering::Relaxed);
-                    r
-                })
-            })
-            .collect();
-        while finished.load(Ordering::Relaxed) < workers {
+        for (w, group) in groups.into_iter().enumerate() {
+            let (ctx, done_tx) = (&ctx, done_tx.clone());
+            s.spawn(move || {
+                // The receiver only goes when the scope ends.
+                let _ = done_tx.send(ctx.read(w, group));
+            });
+        }
+        drop(done_tx);
+        let mut results = Vec::with_capacity(workers);
+        loop {
             progress(Progress {
                 done: ctx.done.load(Ordering::Relaxed),
                 total,
                 elapsed: started.elapsed(),
             });
-            std::thread::sleep(Duration::from_millis(250));
+            match done_rx.recv_timeout(Duration::from_millis(250)) {
+                Ok(r) => results.push(r),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break results,
+            }
         }
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a replay reader panicked"))
-            .collect()
     });
     let mut counts = Counts::default();
     for r in results {
@@ -415,8 +425,7 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         elapsed: started.elapsed(),
     });
     if let Some(p) = &producer {
-        p.flush(Duration::from_secs(120))
-            .context("flushing the replayed changes")?;
+        flush(p, Duration::from_secs(120)).context("flushing the replayed changes")?;
         let lost = p
             .context()
             .failures
@@ -562,105 +571,139 @@ impl Worker<'_> {
                 }
             }
         }
-        let mut counts = Counts::default();
         if tpl.count() == 0 {
-            return Ok(counts);
+            return Ok(Counts::default());
         }
         consumer.assign(&tpl)?;
-        let mut changes: Vec<StatusChange> = Vec::new();
-        let mut buf = Vec::with_capacity(1024);
-        let mut last_data = Instant::now();
-        let mut unreported = 0u64;
+        let mut fold = Fold::default();
+        // A run of messages of one partition, folded as a batch (a fetch
+        // brings many of one partition in a row).
+        let mut run: Vec<BorrowedMessage<'_>> = Vec::with_capacity(BATCH);
+        let mut run_part = 0usize;
+        let mut idle_since = None;
         while !parts.iter().all(|p| p.done()) {
-            if unreported >= 1024 {
-                self.done.fetch_add(unreported, Ordering::Relaxed);
-                unreported = 0;
-            }
             let msg = match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => m,
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    // At the end of what is readable. Trailing transaction
-                    // markers leave the last offsets without a message: the
-                    // position tells where the partition really ends.
-                    let pos = consumer.position()?;
-                    let part = &mut parts[local(p)];
-                    for (ti, t) in topics.iter().enumerate() {
-                        if let Some(Offset::Offset(o)) =
-                            pos.find_partition(t, p).map(|e| e.offset())
-                        {
-                            part.next[ti] = part.next[ti].max(o);
+                other => {
+                    self.fold_run(parts[run_part].engines(), &mut run, &mut fold);
+                    match other {
+                        Some(Err(KafkaError::PartitionEOF(p))) => {
+                            // At the end of what is readable. Trailing
+                            // transaction markers leave the last offsets
+                            // without a message: the position tells where
+                            // the partition really ends.
+                            let pos = consumer.position()?;
+                            let part = &mut parts[local(p)];
+                            for (ti, t) in topics.iter().enumerate() {
+                                if let Some(Offset::Offset(o)) =
+                                    pos.find_partition(t, p).map(|e| e.offset())
+                                {
+                                    part.next[ti] = part.next[ti].max(o);
+                                }
+                            }
                         }
-                    }
-                    continue;
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "read error; retrying");
-                    continue;
-                }
-                None => {
-                    // Records below the end offsets that never become
-                    // readable (an input transaction left open): stop there.
-                    if last_data.elapsed() > Duration::from_secs(30) {
-                        tracing::warn!(
-                            "no readable records for 30 s before the end offsets; stopping there"
-                        );
-                        for part in &mut parts {
-                            part.next.clone_from(&part.end);
+                        Some(Err(e)) => tracing::warn!(error = %e, "read error; retrying"),
+                        _ => {
+                            // Records below the end offsets that never become
+                            // readable (an input transaction left open): stop there.
+                            let since = *idle_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() > Duration::from_secs(30) {
+                                tracing::warn!(
+                                    "no readable records for 30 s before the end offsets; stopping there"
+                                );
+                                for part in &mut parts {
+                                    part.next.clone_from(&part.end);
+                                }
+                            }
                         }
                     }
                     continue;
                 }
             };
-            last_data = Instant::now();
+            idle_since = None;
             let Some(ti) = topics.iter().position(|t| t == msg.topic()) else {
                 continue;
             };
-            let part = &mut parts[local(msg.partition())];
+            let p = local(msg.partition());
+            let part = &mut parts[p];
             if msg.offset() >= part.end[ti] {
                 part.next[ti] = part.end[ti];
                 continue;
             }
             part.next[ti] = msg.offset() + 1;
-            unreported += 1;
-            let event = match decode_keyed(
+            if p != run_part || run.len() == BATCH {
+                self.fold_run(parts[run_part].engines(), &mut run, &mut fold);
+                run_part = p;
+            }
+            run.push(msg);
+        }
+        self.fold_run(parts[run_part].engines(), &mut run, &mut fold);
+        drop(run);
+        super::kafka::close(consumer);
+        Ok(fold.counts)
+    }
+
+    /// Decodes a run of one partition's messages and folds it under both
+    /// models; writes the new model's changes.
+    fn fold_run(
+        &self,
+        (new, current): (&mut Engine, &mut Engine),
+        run: &mut Vec<BorrowedMessage<'_>>,
+        fold: &mut Fold,
+    ) {
+        if run.is_empty() {
+            return;
+        }
+        let counts = &mut fold.counts;
+        let mut events = Vec::with_capacity(run.len());
+        for msg in run.iter() {
+            match decode_keyed(
                 self.cfg.kafka.input_format,
                 msg.key(),
                 msg.payload().unwrap_or(&[]),
                 self.cfg.kafka.max_event_bytes,
             ) {
-                Ok(e) => e,
-                Err(_) => {
-                    counts.invalid += 1;
-                    continue;
-                }
-            };
-            counts.events += 1;
-            part.new.fold(&event, &mut changes);
-            for mut c in changes.drain(..) {
-                counts.transitions[1][c.from as usize][c.to as usize] += 1;
-                if let Some(p) = self.producer {
-                    if let Some(s) = self.suffix {
-                        c.change_id.push_str(s);
-                    }
-                    buf.clear();
-                    match self.cfg.kafka.output_format {
-                        Format::Json => encode_change_json(&c, &mut buf),
-                        Format::Protobuf => encode_change_proto(&c, &mut buf),
-                    }
-                    produce(p, self.out_topic, None, c.lead_id.as_bytes(), &buf, None);
-                    counts.written += 1;
-                }
-            }
-            if self.fold_current {
-                part.current.fold(&event, &mut changes);
-                for c in changes.drain(..) {
-                    counts.transitions[0][c.from as usize][c.to as usize] += 1;
-                }
+                Ok(e) => events.push(e),
+                Err(_) => counts.invalid += 1,
             }
         }
-        self.done.fetch_add(unreported, Ordering::Relaxed);
-        Ok(counts)
+        counts.events += events.len() as u64;
+        self.done.fetch_add(run.len() as u64, Ordering::Relaxed);
+        let changes = &mut fold.changes;
+        new.fold_batch(&events, changes, |_| {});
+        for mut c in changes.drain(..) {
+            counts.transitions[1][c.from as usize][c.to as usize] += 1;
+            if let Some(p) = self.producer {
+                if let Some(s) = self.suffix {
+                    c.change_id.push_str(s);
+                }
+                let buf = &mut fold.buf;
+                buf.clear();
+                match self.cfg.kafka.output_format {
+                    Format::Json => encode_change_json(&c, buf),
+                    Format::Protobuf => encode_change_proto(&c, buf),
+                }
+                produce(p, self.out_topic, None, c.lead_id.as_bytes(), buf, None);
+                counts.written += 1;
+            }
+        }
+        if self.fold_current {
+            current.fold_batch(&events, changes, |_| {});
+            for c in changes.drain(..) {
+                counts.transitions[0][c.from as usize][c.to as usize] += 1;
+            }
+        }
+        drop(events);
+        run.clear();
     }
+}
+
+/// A reader's running totals and reused buffers.
+#[derive(Default)]
+struct Fold {
+    counts: Counts,
+    changes: Vec<StatusChange>,
+    buf: Vec<u8>,
 }
 
 fn round2(x: f64) -> f64 {
