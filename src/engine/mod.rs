@@ -7,6 +7,7 @@
 mod explain;
 mod index;
 mod lead;
+mod leads;
 pub mod snapshot;
 mod stage;
 
@@ -61,7 +62,7 @@ pub struct Engine {
     /// Subtracted from the largest event time seen to make the watermark.
     lateness: Micros,
     watermark: Micros,
-    leads: Vec<Lead>,
+    leads: leads::Leads,
     /// Lead id (its hash) → index into `leads`.
     index: index::Index,
     /// Pending timers, earliest first. Entries go stale when a lead's timer
@@ -83,7 +84,7 @@ impl Engine {
             model,
             lateness,
             watermark: NO_TIME,
-            leads: Vec::new(),
+            leads: leads::Leads::default(),
             index: index::Index::default(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
@@ -136,9 +137,8 @@ impl Engine {
         if let Some(idx) = self.find_hashed(id, hash) {
             return idx;
         }
-        let idx =
-            u32::try_from(self.leads.len()).expect("fewer than 4 billion leads per partition");
-        self.leads.push(Lead::new(id, &self.model));
+        let idx = u32::try_from(self.leads.push(Lead::new(id, &self.model)))
+            .expect("fewer than 4 billion leads per partition");
         self.index.insert(hash, idx);
         idx
     }
