@@ -2,6 +2,7 @@
 //! and `replay` (`run` and `demo` start the service).
 
 mod backtest;
+mod detached;
 mod offline;
 mod replay;
 

@@ -3,11 +3,13 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
+use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use anyhow::{Context, Result};
 
+use super::detached::Detached;
 use crate::codec::{
     decode, encode_change_json, encode_event_json, encode_event_proto, Format,
     DEFAULT_MAX_EVENT_BYTES,
@@ -51,19 +53,12 @@ fn open_input(path: &str) -> Result<Box<dyn Read>> {
 /// How many events [`read_batches`] decodes before handing them on.
 const BATCH: usize = 256;
 
-/// Reads JSON lines from `input` (a path, or `-` for stdin): calls
-/// `on_batch` with the valid events, in order, up to [`BATCH`] at a time,
-/// and `on_bad` with the line number and error of each invalid line. Counts
-/// lines, events and bad lines in `stats`.
-pub(crate) fn read_batches(
-    input: &str,
-    stats: &mut ScoreStats,
-    mut on_batch: impl FnMut(&[Event<'_>]) -> Result<()>,
-    mut on_bad: impl FnMut(u64, &dyn fmt::Display),
-) -> Result<()> {
+/// Reads `input` (a path, or `-` for stdin) in 1 MiB reads and calls
+/// `on_block` with whole lines at a time (the last line of the input may
+/// lack its newline).
+fn read_blocks(input: &str, mut on_block: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
     let mut reader = open_input(input)?;
-    // Whole lines are decoded in place, borrowing from `buf`; a partial line
-    // at its end moves to the front before the next read.
+    // A partial line at the end of `buf` moves to the front before the next read.
     let mut buf = vec![0u8; 1 << 20];
     let mut filled = 0;
     let mut eof = false;
@@ -92,39 +87,81 @@ pub(crate) fn read_batches(
                 None => continue,
             }
         };
-        let mut events = Vec::with_capacity(BATCH);
-        for line in buf[..whole].split_inclusive(|&b| b == b'\n') {
-            stats.lines += 1;
-            let mut body = line;
-            while let [rest @ .., b'\n' | b'\r'] = body {
-                body = rest;
-            }
-            if body.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match decode(Format::Json, body, DEFAULT_MAX_EVENT_BYTES) {
-                Ok(event) => {
-                    stats.events += 1;
-                    events.push(event);
-                    if events.len() == BATCH {
-                        on_batch(&events)?;
-                        events.clear();
-                    }
-                }
-                Err(e) => {
-                    stats.bad_lines += 1;
-                    on_bad(stats.lines, &e);
-                }
-            }
-        }
-        if !events.is_empty() {
-            on_batch(&events)?;
-        }
-        drop(events);
+        on_block(&buf[..whole])?;
         buf.copy_within(whole..filled, 0);
         filled -= whole;
     }
     Ok(())
+}
+
+/// Numbers the lines of `block` on from `stats.lines`, skips blank ones and
+/// decodes the others: calls `on_event` with each valid event and the range
+/// of its line in `block`, `on_bad` with the number and error of each
+/// invalid line. Counts lines, events and bad lines in `stats`.
+fn decode_lines<'a>(
+    block: &'a [u8],
+    stats: &mut ScoreStats,
+    mut on_event: impl FnMut(Event<'a>, Range<usize>) -> Result<()>,
+    on_bad: &mut impl FnMut(u64, &dyn fmt::Display),
+) -> Result<()> {
+    let mut at = 0;
+    for line in block.split_inclusive(|&b| b == b'\n') {
+        let start = at;
+        at += line.len();
+        stats.lines += 1;
+        let mut body = line;
+        while let [rest @ .., b'\n' | b'\r'] = body {
+            body = rest;
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match decode(Format::Json, body, DEFAULT_MAX_EVENT_BYTES) {
+            Ok(event) => {
+                stats.events += 1;
+                on_event(event, start..start + body.len())?;
+            }
+            Err(e) => {
+                stats.bad_lines += 1;
+                on_bad(stats.lines, &e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads JSON lines from `input` (a path, or `-` for stdin): calls
+/// `on_batch` with the valid events, in order, up to [`BATCH`] at a time,
+/// and `on_bad` with the line number and error of each invalid line. Counts
+/// lines, events and bad lines in `stats`.
+pub(crate) fn read_batches(
+    input: &str,
+    stats: &mut ScoreStats,
+    mut on_batch: impl FnMut(&[Event<'_>]) -> Result<()>,
+    mut on_bad: impl FnMut(u64, &dyn fmt::Display),
+) -> Result<()> {
+    read_blocks(input, |block| {
+        // Decoded in place, borrowing from the block.
+        let mut events = Vec::with_capacity(BATCH);
+        decode_lines(
+            block,
+            stats,
+            |event, _| {
+                events.push(event);
+                if events.len() == BATCH {
+                    on_batch(&events)?;
+                    events.clear();
+                }
+                Ok(())
+            },
+            &mut on_bad,
+        )?;
+        if events.is_empty() {
+            Ok(())
+        } else {
+            on_batch(&events)
+        }
+    })
 }
 
 /// [`read_batches`], one event at a time.
@@ -158,14 +195,8 @@ fn fold_lines(
         input,
         stats,
         |events| {
-            engine.fold_batch(events, &mut changes, |outcome| match outcome {
-                Outcome::Duplicate => folded.duplicates += 1,
-                Outcome::Late => folded.late += 1,
-                Outcome::Stale => folded.stale += 1,
-                Outcome::Applied => {}
-            });
+            fold_counted(engine, events, &mut changes, &mut folded);
             if !changes.is_empty() {
-                folded.changes += changes.len() as u64;
                 on_changes(&mut changes)?;
                 changes.clear();
             }
@@ -180,14 +211,40 @@ fn fold_lines(
     Ok(())
 }
 
+/// Folds `events`, counting outcomes and changes in `stats`.
+fn fold_counted(
+    engine: &mut Engine,
+    events: &[Event<'_>],
+    changes: &mut Vec<crate::StatusChange>,
+    stats: &mut ScoreStats,
+) {
+    let before = changes.len();
+    engine.fold_batch(events, changes, |outcome| match outcome {
+        Outcome::Duplicate => stats.duplicates += 1,
+        Outcome::Late => stats.late += 1,
+        Outcome::Stale => stats.stale += 1,
+        Outcome::Applied => {}
+    });
+    stats.changes += (changes.len() - before) as u64;
+}
+
+/// A block of input lines and the events decoded from it, on their way from
+/// `score`'s decoding thread to its folding one.
+#[derive(Default)]
+struct Block {
+    text: Vec<u8>,
+    events: Vec<Detached>,
+}
+
 /// How many changes `score` hands its writer thread at a time.
 const WRITE_BATCH: usize = 4096;
 
 /// `leadscore score`: folds `input` (a path, or `-` for stdin) and writes the
 /// changes as JSON lines.
 ///
-/// Encoding and writing the changes runs on a second thread, beside the
-/// reading, decoding and folding.
+/// Three threads: one reads and decodes, this one folds, one encodes and
+/// writes the changes. The fold is exactly the one-thread fold of the same
+/// lines in file order; only the work around it moves.
 pub fn score(
     model: Model,
     input: &str,
@@ -196,11 +253,38 @@ pub fn score(
 ) -> Result<ScoreStats> {
     let mut engine = Engine::new(Arc::new(model));
     let mut stats = ScoreStats::default();
+    // Decoded blocks go to this thread, and come back empty to be reused.
+    let (block_tx, block_rx) = mpsc::sync_channel::<Block>(2);
+    let (spare_tx, spare) = mpsc::channel::<Block>();
     // Changes go to the writer in batches and come back to be dropped here:
     // memory freed by the thread that allocated it stays cheap to reuse.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<crate::StatusChange>>(4);
-    let (back_tx, back) = std::sync::mpsc::channel::<Vec<crate::StatusChange>>();
+    let (tx, rx) = mpsc::sync_channel::<Vec<crate::StatusChange>>(4);
+    let (back_tx, back) = mpsc::channel::<Vec<crate::StatusChange>>();
     std::thread::scope(|scope| {
+        let decoder = scope.spawn(move || -> Result<ScoreStats> {
+            let mut read = ScoreStats::default();
+            read_blocks(input, |bytes| {
+                let mut block = spare.try_recv().unwrap_or_default();
+                block.text.clear();
+                block.events.clear();
+                block.text.extend_from_slice(bytes);
+                let Block { text, events } = &mut block;
+                decode_lines(
+                    text,
+                    &mut read,
+                    |event, line| {
+                        events.push(Detached::new(event, text, line));
+                        Ok(())
+                    },
+                    &mut |line, e| eprintln!("{input}:{line}: {e}"),
+                )?;
+                // A closed channel: the fold stopped, and says why.
+                block_tx
+                    .send(block)
+                    .map_err(|_| anyhow::anyhow!("the fold stopped"))
+            })?;
+            Ok(read)
+        });
         let writer = scope.spawn(move || -> Result<()> {
             let mut w = BufWriter::with_capacity(1 << 16, out);
             let mut buf = Vec::with_capacity(1 << 16);
@@ -211,7 +295,7 @@ pub fn score(
                     buf.push(b'\n');
                 }
                 w.write_all(&buf).context("cannot write to stdout")?;
-                // The reader may have finished; then the changes drop here.
+                // The fold may have finished; then the changes drop here.
                 let _ = back_tx.send(changes);
             }
             w.flush().context("cannot write to stdout")
@@ -229,26 +313,36 @@ pub fn score(
             tx.send(full)
                 .map_err(|_| anyhow::anyhow!("the writer stopped"))
         };
-        let folded = fold_lines(
-            &mut engine,
-            input,
-            &mut stats,
-            |c| send(c, false),
-            |line, e| {
-                eprintln!("{input}:{line}: {e}");
-            },
-        )
-        .and_then(|()| {
+        // Takes the receiver, so that it is dropped (and a blocked decoder
+        // freed) as soon as the fold stops.
+        let mut fold = |blocks: mpsc::Receiver<Block>| -> Result<()> {
             let mut changes = Vec::new();
+            for block in blocks {
+                let events: Vec<Event<'_>> =
+                    block.events.iter().map(|e| e.attach(&block.text)).collect();
+                fold_counted(&mut engine, &events, &mut changes, &mut stats);
+                drop(events);
+                // The decoder may have finished; then the block drops here.
+                let _ = spare_tx.send(block);
+                send(&mut changes, false)?;
+            }
             if let Some(until) = until {
                 engine.advance_to(until, &mut changes);
                 stats.changes += changes.len() as u64;
             }
             send(&mut changes, true)
-        });
+        };
+        let folded = fold(block_rx);
         drop(tx);
         let written = writer.join().expect("the writer thread does not panic");
-        written.and(folded)
+        let read = decoder.join().expect("the decoder thread does not panic");
+        // The writer's error explains the others; the decoder's explains the fold's.
+        let read = written.and(read)?;
+        folded?;
+        stats.lines = read.lines;
+        stats.events = read.events;
+        stats.bad_lines = read.bad_lines;
+        anyhow::Ok(())
     })?;
     // The process is about to exit: freeing millions of leads one by one
     // would only cost time.
