@@ -1395,7 +1395,7 @@ fn latency_phase(b: &Broker, s: &Settings, r: &mut Report) {
 
 /// `leadscore replay` of a topic under another model, next to `leadscore
 /// score` on the same events read from a file (both the release binary,
-/// wall time including start-up).
+/// wall time including start-up, the faster of two runs each).
 fn replay_phase(b: &Broker, s: &Settings, r: &mut Report) {
     println!("== 5. replay vs score on the same {} events", s.events);
     let input = produce_stream(b, "bench-replay-events", s.partitions, throughput_events(s));
@@ -1440,38 +1440,51 @@ fn replay_phase(b: &Broker, s: &Settings, r: &mut Report) {
         c
     };
 
-    let t = Instant::now();
-    let out = cmd(&["score", "--model"])
-        .arg(&model)
-        .arg("--input")
-        .arg(&file)
-        .stdout(std::process::Stdio::null())
-        .output()
-        .expect("run leadscore score");
-    let score_secs = t.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "score: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let cpu = Cpu::now(b);
-    let t = Instant::now();
-    let out = cmd(&["replay", "--config"])
-        .arg(&config)
-        .arg("--model")
-        .arg(&model)
-        .arg("--json")
-        .output()
-        .expect("run leadscore replay");
-    let replay_secs = t.elapsed().as_secs_f64();
-    if !out.status.success() {
-        r.line(format!(
-            "replay: FAILED: {}",
+    // Each runs twice, in turn, and its faster run counts: the broker has
+    // just taken the input and is still busy with it (and its JIT) at first.
+    let (mut score_secs, mut replay_secs) = (f64::MAX, f64::MAX);
+    let mut replayed = None;
+    let mut cpu_line = String::new();
+    for _ in 0..2 {
+        let t = Instant::now();
+        let out = cmd(&["score", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .output()
+            .expect("run leadscore score");
+        score_secs = score_secs.min(t.elapsed().as_secs_f64());
+        assert!(
+            out.status.success(),
+            "score: {}",
             String::from_utf8_lossy(&out.stderr)
-        ));
-        return;
+        );
+
+        let cpu = Cpu::now(b);
+        let t = Instant::now();
+        let out = cmd(&["replay", "--config"])
+            .arg(&config)
+            .arg("--model")
+            .arg(&model)
+            .arg("--json")
+            .output()
+            .expect("run leadscore replay");
+        let secs = t.elapsed().as_secs_f64();
+        if !out.status.success() {
+            r.line(format!(
+                "replay: FAILED: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+            return;
+        }
+        if secs < replay_secs {
+            replay_secs = secs;
+            cpu_line = cpu.since(b, secs);
+            replayed = Some(out);
+        }
     }
+    let out = replayed.expect("two replays ran");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("replay JSON");
     let n = input.total as f64;
     r.line(format!(
@@ -1486,5 +1499,5 @@ fn replay_phase(b: &Broker, s: &Settings, r: &mut Report) {
         n / replay_secs,
         100.0 * score_secs / replay_secs
     ));
-    r.line(format!("replay:   {}", cpu.since(b, replay_secs)));
+    r.line(format!("replay:   {cpu_line}"));
 }
