@@ -201,3 +201,176 @@ fn golden_scenario_reports_exactly_the_bad_lines() {
     }
     assert_eq!(got, want, "reported bad lines; stderr was:\n{}", run.stderr);
 }
+
+// The command around the scenario: stdin, a closed output, a missing file,
+// and bad lines far apart in a file of many read blocks.
+
+fn leadscore() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leadscore"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
+/// A generated file of `events` JSON lines, removed on drop.
+struct Generated(std::path::PathBuf);
+
+impl Generated {
+    fn new(name: &str, events: u32) -> Generated {
+        let path = std::env::temp_dir().join(format!(
+            "leadscore-golden-{name}-{}.jsonl",
+            std::process::id()
+        ));
+        let out = leadscore()
+            .args([
+                "generate",
+                "--events",
+                &events.to_string(),
+                "--leads",
+                "20000",
+            ])
+            .arg("--out")
+            .arg(&path)
+            .output()
+            .expect("run leadscore generate");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Generated(path)
+    }
+}
+
+impl Drop for Generated {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn score_reads_stdin_as_it_reads_a_file() {
+    let from_file = leadscore()
+        .args(["score", "--input", SCENARIO, "--until", UNTIL])
+        .output()
+        .expect("run leadscore");
+    let input = std::fs::File::open(Path::new(env!("CARGO_MANIFEST_DIR")).join(SCENARIO))
+        .expect("open scenario");
+    let from_stdin = leadscore()
+        .args(["score", "--input", "-", "--until", UNTIL])
+        .stdin(input)
+        .output()
+        .expect("run leadscore");
+    assert!(from_stdin.status.success());
+    assert!(!from_file.stdout.is_empty());
+    assert_eq!(from_stdin.stdout, from_file.stdout);
+}
+
+#[test]
+fn score_stops_with_an_error_when_its_output_is_closed() {
+    use std::io::{BufRead, BufReader};
+    let input = Generated::new("closed", 200_000);
+    let mut child = leadscore()
+        .args(["score", "--input"])
+        .arg(&input.0)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start leadscore score");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("read a change");
+    assert!(first.starts_with("{\"change_id\""), "{first}");
+    // The reader is gone: the next writes fail. The three threads of score
+    // must all stop, not wait on each other.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("score did not stop within 60 s of its output closing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(!status.success());
+    assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+}
+
+#[test]
+fn score_names_a_missing_input_file() {
+    let out = leadscore()
+        .args(["score", "--input", "no/such/events.jsonl"])
+        .output()
+        .expect("run leadscore");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot open input file no/such/events.jsonl"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn score_numbers_bad_lines_across_read_blocks_and_folds_the_rest() {
+    // About 9 MiB: the decoder reads it in many 1 MiB blocks.
+    let input = Generated::new("blocks", 50_000);
+    let text = std::fs::read_to_string(&input.0).expect("read generated file");
+    let lines: Vec<&str> = text.lines().collect();
+    // Bad lines first, far inside, and last (line numbers in the new file).
+    let mut with_bad: Vec<&str> = lines.clone();
+    const BAD: &str = "{\"event_id\": broken";
+    for at in [0, 7_776, 25_000] {
+        with_bad.insert(at, BAD);
+    }
+    with_bad.push(BAD);
+    let bad_at: Vec<usize> = (1..=with_bad.len())
+        .filter(|&n| with_bad[n - 1] == BAD)
+        .collect();
+    assert_eq!(bad_at, [1, 7_777, 25_001, lines.len() + 4]);
+    std::fs::write(&input.0, with_bad.join("\n") + "\n").expect("write");
+
+    let out = leadscore()
+        .args(["score", "--input"])
+        .arg(&input.0)
+        .output()
+        .expect("run leadscore");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let prefix = format!("{}:", input.0.display());
+    let reported: Vec<usize> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            rest.split(':')
+                .next()
+                .unwrap()
+                .parse()
+                .expect("a line number")
+        })
+        .collect();
+    assert_eq!(reported, bad_at, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} events, 4 bad lines", lines.len())),
+        "{stderr}"
+    );
+
+    // The valid lines alone give the same changes.
+    std::fs::write(&input.0, lines.join("\n") + "\n").expect("write");
+    let expected = leadscore()
+        .args(["score", "--input"])
+        .arg(&input.0)
+        .output()
+        .expect("run leadscore");
+    assert!(!expected.stdout.is_empty());
+    assert_eq!(out.stdout, expected.stdout);
+}
