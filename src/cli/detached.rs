@@ -101,8 +101,9 @@ fn attach_fields<'a>(fields: &'a [(Text, Val)], line: &'a str) -> Fields<'a> {
 }
 
 impl Detached {
-    /// `event`, decoded from `text[line]` (a line that is valid UTF-8: the
-    /// decoder checked it).
+    /// `event`, decoded from `text[line]`. A line that is not UTF-8 can
+    /// still decode (serde_json skips unknown fields unchecked); then every
+    /// string is kept as its own copy.
     pub(super) fn new(event: Event<'_>, text: &[u8], line: Range<usize>) -> Detached {
         let l = std::str::from_utf8(&text[line.clone()]).unwrap_or("");
         Detached {
@@ -125,8 +126,7 @@ impl Detached {
 
     /// The event again, borrowing from `text`, the block it was decoded from.
     pub(super) fn attach<'a>(&'a self, text: &'a [u8]) -> Event<'a> {
-        // Only lines that decoded are detached, and the decoder accepts only
-        // UTF-8; a line that is not (a bug) reads as empty strings.
+        // For a line that is not UTF-8, every string is owned (see `new`).
         let l = std::str::from_utf8(&text[self.line.clone()]).unwrap_or("");
         Event {
             event_id: self.event_id.get(l),
@@ -167,5 +167,30 @@ mod tests {
         let attached = detached.attach(&text);
         assert_eq!(attached, decoded);
         assert!(matches!(attached.lead_id, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn multi_byte_text_and_a_line_that_is_not_utf8_attach_as_decoded() {
+        let mut text = b"\xc3\xa9\n".to_vec();
+        let start = text.len();
+        text.extend_from_slice(
+            r#"{"event_id":"é-1","lead_id":"Zoë","type":"page_view","occurred_at":"2026-03-01T00:00:00Z","attributes":{"title":"Überblick ✓"}}"#
+                .as_bytes(),
+        );
+        let line = start..text.len();
+        let decoded = decode_json(&text[line.clone()]).unwrap();
+        let detached = Detached::new(decoded.clone(), &text, line);
+        assert!(matches!(detached.lead_id, Text::At(..)));
+        assert_eq!(detached.attach(&text), decoded);
+
+        // Invalid UTF-8 inside a field the decoder skips: the line decodes.
+        let mut bad = b"{\"skip\":\"\xff\",".to_vec();
+        bad.extend_from_slice(
+            br#""event_id":"e","lead_id":"L","type":"page_view","occurred_at":"2026-03-01T00:00:00Z"}"#,
+        );
+        let decoded = decode_json(&bad).expect("serde_json skips the field unchecked");
+        let detached = Detached::new(decoded.clone(), &bad, 0..bad.len());
+        assert!(matches!(detached.lead_id, Text::Own(_)));
+        assert_eq!(detached.attach(&bad), decoded);
     }
 }

@@ -260,31 +260,34 @@ pub fn score(
     // memory freed by the thread that allocated it stays cheap to reuse.
     let (tx, rx) = mpsc::sync_channel::<Vec<crate::StatusChange>>(4);
     let (back_tx, back) = mpsc::channel::<Vec<crate::StatusChange>>();
+    // Not a scoped thread: when the output fails, the fold returns at once,
+    // and a decoder blocked on a slow input (a pipe) is not waited for.
+    let name = input.to_string();
+    let decoder = std::thread::spawn(move || -> Result<ScoreStats> {
+        let mut read = ScoreStats::default();
+        read_blocks(&name, |bytes| {
+            let mut block = spare.try_recv().unwrap_or_default();
+            block.text.clear();
+            block.events.clear();
+            block.text.extend_from_slice(bytes);
+            let Block { text, events } = &mut block;
+            decode_lines(
+                text,
+                &mut read,
+                |event, line| {
+                    events.push(Detached::new(event, text, line));
+                    Ok(())
+                },
+                &mut |line, e| eprintln!("{name}:{line}: {e}"),
+            )?;
+            // A closed channel: the fold stopped, and says why.
+            block_tx
+                .send(block)
+                .map_err(|_| anyhow::anyhow!("the fold stopped"))
+        })?;
+        Ok(read)
+    });
     std::thread::scope(|scope| {
-        let decoder = scope.spawn(move || -> Result<ScoreStats> {
-            let mut read = ScoreStats::default();
-            read_blocks(input, |bytes| {
-                let mut block = spare.try_recv().unwrap_or_default();
-                block.text.clear();
-                block.events.clear();
-                block.text.extend_from_slice(bytes);
-                let Block { text, events } = &mut block;
-                decode_lines(
-                    text,
-                    &mut read,
-                    |event, line| {
-                        events.push(Detached::new(event, text, line));
-                        Ok(())
-                    },
-                    &mut |line, e| eprintln!("{input}:{line}: {e}"),
-                )?;
-                // A closed channel: the fold stopped, and says why.
-                block_tx
-                    .send(block)
-                    .map_err(|_| anyhow::anyhow!("the fold stopped"))
-            })?;
-            Ok(read)
-        });
         let writer = scope.spawn(move || -> Result<()> {
             let mut w = BufWriter::with_capacity(1 << 16, out);
             let mut buf = Vec::with_capacity(1 << 16);
@@ -315,7 +318,7 @@ pub fn score(
         };
         // Takes the receiver, so that it is dropped (and a blocked decoder
         // freed) as soon as the fold stops.
-        let mut fold = |blocks: mpsc::Receiver<Block>| -> Result<()> {
+        let fold = |blocks: mpsc::Receiver<Block>| -> Result<ScoreStats> {
             let mut changes = Vec::new();
             for block in blocks {
                 let events: Vec<Event<'_>> =
@@ -326,19 +329,21 @@ pub fn score(
                 let _ = spare_tx.send(block);
                 send(&mut changes, false)?;
             }
+            // The blocks ended: the decoder has returned. After a read
+            // error the input did not end, so the clock is not advanced.
+            let read = decoder.join().expect("the decoder thread does not panic")?;
             if let Some(until) = until {
                 engine.advance_to(until, &mut changes);
                 stats.changes += changes.len() as u64;
             }
-            send(&mut changes, true)
+            send(&mut changes, true)?;
+            Ok(read)
         };
         let folded = fold(block_rx);
         drop(tx);
         let written = writer.join().expect("the writer thread does not panic");
-        let read = decoder.join().expect("the decoder thread does not panic");
-        // The writer's error explains the others; the decoder's explains the fold's.
-        let read = written.and(read)?;
-        folded?;
+        // The writer's error explains the fold's.
+        let read = written.and(folded)?;
         stats.lines = read.lines;
         stats.events = read.events;
         stats.bad_lines = read.bad_lines;

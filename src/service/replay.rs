@@ -587,6 +587,7 @@ impl Worker<'_> {
             }
         }
         if tpl.count() == 0 {
+            super::kafka::close(consumer);
             return Ok(Counts::default());
         }
         consumer.assign(&tpl)?;
