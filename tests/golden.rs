@@ -211,6 +211,15 @@ fn leadscore() -> Command {
     cmd
 }
 
+/// `leadscore score --input PATH`, run to its end.
+fn score_file(path: &Path) -> std::process::Output {
+    leadscore()
+        .args(["score", "--input"])
+        .arg(path)
+        .output()
+        .expect("run leadscore")
+}
+
 /// A generated file of `events` JSON lines, removed on drop.
 struct Generated(std::path::PathBuf);
 
@@ -335,11 +344,7 @@ fn score_numbers_bad_lines_across_read_blocks_and_folds_the_rest() {
     assert_eq!(bad_at, [1, 7_777, 25_001, lines.len() + 4]);
     std::fs::write(&input.0, with_bad.join("\n") + "\n").expect("write");
 
-    let out = leadscore()
-        .args(["score", "--input"])
-        .arg(&input.0)
-        .output()
-        .expect("run leadscore");
+    let out = score_file(&input.0);
     assert!(
         out.status.success(),
         "{}",
@@ -366,11 +371,7 @@ fn score_numbers_bad_lines_across_read_blocks_and_folds_the_rest() {
 
     // The valid lines alone give the same changes.
     std::fs::write(&input.0, lines.join("\n") + "\n").expect("write");
-    let expected = leadscore()
-        .args(["score", "--input"])
-        .arg(&input.0)
-        .output()
-        .expect("run leadscore");
+    let expected = score_file(&input.0);
     assert!(!expected.stdout.is_empty());
     assert_eq!(out.stdout, expected.stdout);
 }

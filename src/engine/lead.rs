@@ -402,9 +402,8 @@ impl Lead {
         fields: &[(std::borrow::Cow<'_, str>, Value<'_>)],
         model: &Model,
     ) {
-        // A new block rather than `realloc`: glibc's realloc of many small
-        // blocks (falling back to malloc_consolidate) costs more than a fresh
-        // allocation and a copy.
+        // A new block rather than `realloc`: the merged field list borrows
+        // from the old one until the new one is written.
         let mut profile = FieldList::of(self);
         profile.merge(fields);
         let data = self.with_profile(profile.as_slice());
