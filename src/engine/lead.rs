@@ -3,7 +3,7 @@
 
 use crate::change::Stage;
 use crate::event::Value;
-use crate::model::{at_least, Model, Track, ValueRef};
+use crate::model::{at_least, profile_field, FitRule, Model, Track, ValueRef, PROFILE_FIELDS};
 use crate::time::Micros;
 
 /// No time yet (a lead before its first event, or never recycled).
@@ -171,6 +171,24 @@ impl Lead {
     #[inline]
     pub(crate) fn id_bytes(&self) -> &[u8] {
         &self.data[..self.id_len as usize]
+    }
+
+    /// Whether this is the lead with this id. Every event asks it once, of
+    /// ids that are mostly 8 to 16 bytes: two word compares, not a `memcmp` call.
+    #[inline]
+    pub(crate) fn has_id(&self, id: &[u8]) -> bool {
+        let mine = self.id_bytes();
+        let n = id.len();
+        if mine.len() != n {
+            return false;
+        }
+        if (8..=16).contains(&n) {
+            let word = |b: &[u8], at: usize| {
+                u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+            };
+            return word(mine, 0) == word(id, 0) && word(mine, n - 8) == word(id, n - 8);
+        }
+        mine == id
     }
 
     /// Where the block is (reading it loads the lead itself; for reading ahead).
@@ -490,18 +508,16 @@ impl Lead {
     }
 }
 
-/// The profile fields SPEC §2 names. A lead stores these names as a one-byte
-/// code (their index here); any other name is stored in full after
-/// [`CUSTOM_KEY`].
-const KNOWN_KEYS: [&str; 7] = [
-    "email",
-    "company",
-    "employees",
-    "industry",
-    "job_title",
-    "country",
-    "is_customer",
-];
+/// A lead stores the names of [`PROFILE_FIELDS`] as a one-byte code (their
+/// index there); any other name is stored in full after [`CUSTOM_KEY`].
+const KNOWN_KEYS: [&str; 7] = PROFILE_FIELDS;
+/// Codes of the fields the engine reads itself.
+mod known {
+    pub const EMAIL: u8 = 0;
+    pub const EMPLOYEES: u8 = 2;
+    pub const JOB_TITLE: u8 = 4;
+    pub const IS_CUSTOMER: u8 = 6;
+}
 const CUSTOM_KEY: u8 = u8::MAX;
 
 /// Tags of profile values in the block.
@@ -524,8 +540,8 @@ enum Key<'a> {
 
 impl<'a> Key<'a> {
     fn of(name: &'a str) -> Key<'a> {
-        match KNOWN_KEYS.iter().position(|k| *k == name) {
-            Some(i) => Key::Known(i as u8),
+        match profile_field(name) {
+            Some(i) => Key::Known(i),
             None => Key::Custom(name),
         }
     }
@@ -681,7 +697,11 @@ impl<'a> Iterator for Entries<'a> {
 
 fn email_domain(email: Option<ProfileValue<'_>>) -> Option<std::borrow::Cow<'_, str>> {
     match email {
-        Some(ProfileValue::Str(s)) => s.rfind('@').map(|i| crate::model::lower_text(&s[i + 1..])),
+        // A byte search: `@` is ASCII, so it never sits inside a multi-byte character.
+        Some(ProfileValue::Str(s)) => s
+            .bytes()
+            .rposition(|b| b == b'@')
+            .map(|i| crate::model::lower_text(&s[i + 1..])),
         _ => None,
     }
 }
@@ -698,7 +718,10 @@ impl Derived {
         Derived {
             fit_hits: fit_hits(profile, model),
             disq: disqualifications(profile, model),
-            customer: matches!(profile.get("is_customer"), Some(ProfileValue::Bool(true))),
+            customer: matches!(
+                profile.known(known::IS_CUSTOMER),
+                Some(ProfileValue::Bool(true))
+            ),
         }
     }
 }
@@ -812,10 +835,19 @@ impl<'a, 'f> ProfileView<'a, 'f> {
         ProfileView { known, fields }
     }
 
-    fn get(&self, field: &str) -> Option<ProfileValue<'a>> {
-        match Key::of(field) {
-            Key::Known(i) => self.known[usize::from(i)],
-            key => self.fields.iter().find(|f| f.0 == key).map(|f| f.1),
+    /// The value of the field with this [`KNOWN_KEYS`] code.
+    fn known(&self, code: u8) -> Option<ProfileValue<'a>> {
+        self.known[usize::from(code)]
+    }
+
+    /// The value of the field a fit rule tests.
+    fn of_rule(&self, rule: &FitRule) -> Option<ProfileValue<'a>> {
+        match rule.known_field {
+            Some(code) => self.known(code),
+            None => {
+                let key = Key::Custom(&rule.field);
+                self.fields.iter().find(|f| f.0 == key).map(|f| f.1)
+            }
         }
     }
 }
@@ -831,7 +863,7 @@ fn fit_hits(profile: &ProfileView<'_, '_>, model: &Model) -> u64 {
                 continue;
             }
         }
-        if r.matcher.test(profile.get(&r.field)) {
+        if r.matcher.test(profile.of_rule(r)) {
             if let Some(g) = r.group {
                 taken |= 1 << g;
             }
@@ -845,12 +877,14 @@ fn fit_hits(profile: &ProfileView<'_, '_>, model: &Model) -> u64 {
 fn disqualifications(profile: &ProfileView<'_, '_>, model: &Model) -> u8 {
     let d = &model.disqualify;
     let mut bits = 0;
-    if let (Some(min), Some(ProfileValue::Num(n))) = (d.min_employees, profile.get("employees")) {
+    if let (Some(min), Some(ProfileValue::Num(n))) =
+        (d.min_employees, profile.known(known::EMPLOYEES))
+    {
         if n.fract() == 0.0 && n < min {
             bits |= disq::TOO_SMALL;
         }
     }
-    if let Some(domain) = email_domain(profile.get("email")) {
+    if let Some(domain) = email_domain(profile.known(known::EMAIL)) {
         if !d.allow_free_mail && d.free_mail_domains.contains(domain.as_ref()) {
             bits |= disq::FREE_MAIL;
         }
@@ -866,7 +900,7 @@ fn disqualifications(profile: &ProfileView<'_, '_>, model: &Model) -> u8 {
             bits |= disq::COMPETITOR;
         }
     }
-    if let Some(ProfileValue::Str(title)) = profile.get("job_title") {
+    if let Some(ProfileValue::Str(title)) = profile.known(known::JOB_TITLE) {
         let title = crate::model::lower_text(title);
         if d.job_title_contains
             .iter()
@@ -883,9 +917,12 @@ pub fn is_academic(domain: &str) -> bool {
     if domain.ends_with(".edu") {
         return true;
     }
-    let mut labels = domain.rsplit('.');
-    labels.next();
-    labels.next() == Some("ac")
+    // The second-to-last label is what lies between the last two dots.
+    let Some(last_dot) = domain.bytes().rposition(|b| b == b'.') else {
+        return false;
+    };
+    let rest = &domain[..last_dot];
+    rest == "ac" || rest.ends_with(".ac")
 }
 
 #[cfg(test)]
@@ -902,6 +939,28 @@ mod tests {
         assert!(!is_academic("acme.com"));
         assert!(!is_academic("uk"));
         assert!(!is_academic("mac.com"));
+        assert!(!is_academic("bac.uk"));
+        assert!(!is_academic("ac"));
+        assert!(is_academic("a..ac.uk"));
+        assert!(is_academic("x.ac."));
+    }
+
+    #[test]
+    fn a_lead_knows_its_id_byte_for_byte() {
+        let m = Model::default_model();
+        for len in 0..40 {
+            let id: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            let lead = Lead::new(&id, &m);
+            assert!(lead.has_id(id.as_bytes()));
+            assert!(!lead.has_id(format!("{id}x").as_bytes()));
+            for at in 0..len {
+                let mut other = id.clone().into_bytes();
+                other[at] = b'Z';
+                assert!(!lead.has_id(&other), "{id} vs a change at {at}");
+            }
+        }
     }
 
     #[test]

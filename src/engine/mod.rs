@@ -125,7 +125,7 @@ impl Engine {
     fn find_hashed(&self, id: &str, hash: u32) -> Option<u32> {
         let leads = &self.leads;
         self.index
-            .find(hash, |i| leads[i as usize].id_bytes() == id.as_bytes())
+            .find(hash, |i| leads[i as usize].has_id(id.as_bytes()))
     }
 
     fn find_or_insert(&mut self, id: &str) -> u32 {

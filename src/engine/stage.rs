@@ -96,13 +96,82 @@ pub fn decide(
 
 /// A number for a reason text: whole numbers bare, others to two decimals.
 pub fn num(x: f64) -> String {
-    let r = (x * 100.0).round() / 100.0;
-    if r == r.trunc() {
-        format!("{}", r as i64)
+    let mut s = String::new();
+    push_num(&mut s, x);
+    s
+}
+
+/// Appends [`num`]'s text for `x`. A change carries a few of these, so
+/// they are written in place rather than formatted into strings of their own.
+pub fn push_num(out: &mut String, x: f64) {
+    let hundredths = (x * 100.0).round();
+    // Below 1e12 hundredths the nearest f64 to k/100 prints as k/100's
+    // digits, so the digits can come from the integer.
+    if hundredths.abs() < 1e12 {
+        let k = hundredths as i64;
+        if k < 0 {
+            out.push('-');
+        }
+        let k = k.unsigned_abs();
+        push_digits(out, k / 100);
+        let frac = k % 100;
+        if frac != 0 {
+            out.push('.');
+            out.push(char::from(b'0' + (frac / 10) as u8));
+            if frac % 10 != 0 {
+                out.push(char::from(b'0' + (frac % 10) as u8));
+            }
+        }
     } else {
-        let s = format!("{r:.2}");
-        s.trim_end_matches('0').to_string()
+        let r = hundredths / 100.0;
+        if r == r.trunc() {
+            out.push_str(&(r as i64).to_string());
+        } else {
+            let s = format!("{r:.2}");
+            out.push_str(s.trim_end_matches('0'));
+        }
     }
+}
+
+fn push_digits(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
+/// A piece of a reason text.
+enum Part<'a> {
+    Text(&'a str),
+    Num(f64),
+}
+
+/// One reason, from its pieces, in one allocation.
+fn reason(parts: &[Part<'_>]) -> String {
+    let len = parts
+        .iter()
+        .map(|p| match p {
+            Part::Text(t) => t.len(),
+            Part::Num(_) => 8,
+        })
+        .sum();
+    let mut s = String::with_capacity(len);
+    for p in parts {
+        match *p {
+            Part::Text(t) => s.push_str(t),
+            Part::Num(x) => push_num(&mut s, x),
+        }
+    }
+    s
 }
 
 /// Human-readable reasons for a change, from the state before any fresh start.
@@ -122,19 +191,21 @@ pub fn reasons(lead: &Lead, model: &Model, why: Why, rejected_reason: Option<&st
         Why::Demoted => {
             let mut r = Vec::new();
             if e < track.mql_min_engagement - crate::model::TOLERANCE {
-                r.push(format!(
-                    "requalification: engagement {} < minimum {}",
-                    num(e),
-                    num(track.mql_min_engagement)
-                ));
+                r.push(reason(&[
+                    Part::Text("requalification: engagement "),
+                    Part::Num(e),
+                    Part::Text(" < minimum "),
+                    Part::Num(track.mql_min_engagement),
+                ]));
             }
             if let Some(d) = track.demotion_total {
                 if total < d - crate::model::TOLERANCE {
-                    r.push(format!(
-                        "requalification: total {} < demotion threshold {}",
-                        num(total),
-                        num(d)
-                    ));
+                    r.push(reason(&[
+                        Part::Text("requalification: total "),
+                        Part::Num(total),
+                        Part::Text(" < demotion threshold "),
+                        Part::Num(d),
+                    ]));
                 }
             }
             r
@@ -163,16 +234,27 @@ fn mql_reasons(lead: &Lead, model: &Model, ib: bool, e: f64, total: f64) -> Vec<
         r.push("installed base".into());
     }
     if let Some(m) = t.mql_min_total {
-        r.push(format!("total {} >= mql threshold {}", num(total), num(m)));
+        r.push(reason(&[
+            Part::Text("total "),
+            Part::Num(total),
+            Part::Text(" >= mql threshold "),
+            Part::Num(m),
+        ]));
     }
     if let Some(m) = t.mql_min_fit {
-        r.push(format!("fit {} >= {}", num(lead.fit(model)), num(m)));
+        r.push(reason(&[
+            Part::Text("fit "),
+            Part::Num(lead.fit(model)),
+            Part::Text(" >= "),
+            Part::Num(m),
+        ]));
     }
-    r.push(format!(
-        "engagement {} >= {}",
-        num(e),
-        num(t.mql_min_engagement)
-    ));
+    r.push(reason(&[
+        Part::Text("engagement "),
+        Part::Num(e),
+        Part::Text(" >= "),
+        Part::Num(t.mql_min_engagement),
+    ]));
     r
 }
 
@@ -219,5 +301,41 @@ mod tests {
         assert_eq!(num(33.456), "33.46");
         assert_eq!(num(39.999_999_999_9), "40");
         assert_eq!(num(-2.5), "-2.5");
+        assert_eq!(num(-0.5), "-0.5");
+        assert_eq!(num(-0.001), "0");
+        assert_eq!(num(0.05), "0.05");
+        assert_eq!(num(1e15), "1000000000000000");
+    }
+
+    /// The text `num` gave when it was built with `format!`.
+    fn by_format(x: f64) -> String {
+        let r = (x * 100.0).round() / 100.0;
+        if r == r.trunc() {
+            format!("{}", r as i64)
+        } else {
+            format!("{r:.2}").trim_end_matches('0').to_string()
+        }
+    }
+
+    #[test]
+    fn numbers_in_reasons_match_formatting() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..200_000 {
+            let scale = [1.0, 100.0, 1e4, 1e8, 1e10, 1e11][i % 6];
+            let x = (next() as f64 / u64::MAX as f64 - 0.5) * scale;
+            assert_eq!(num(x), by_format(x), "{x:?}");
+        }
+        for k in -100_000i64..100_000 {
+            let x = k as f64 / 100.0;
+            assert_eq!(num(x), by_format(x), "{x:?}");
+            let x = k as f64 / 1000.0 + 0.005;
+            assert_eq!(num(x), by_format(x), "{x:?}");
+        }
     }
 }

@@ -24,6 +24,33 @@ pub const DEFAULT_MODEL_TOML: &str = include_str!("default.toml");
 /// of a threshold meets it.
 pub const TOLERANCE: f64 = 1e-9;
 
+/// The profile fields SPEC §2 names, in a fixed order: a lead stores these
+/// names as their index here, and a fit rule on one of them knows it.
+pub const PROFILE_FIELDS: [&str; 7] = [
+    "email",
+    "company",
+    "employees",
+    "industry",
+    "job_title",
+    "country",
+    "is_customer",
+];
+
+/// The index of `name` in [`PROFILE_FIELDS`].
+#[inline]
+pub fn profile_field(name: &str) -> Option<u8> {
+    Some(match name {
+        "email" => 0,
+        "company" => 1,
+        "employees" => 2,
+        "industry" => 3,
+        "job_title" => 4,
+        "country" => 5,
+        "is_customer" => 6,
+        _ => return None,
+    })
+}
+
 /// The most fit rules a model may have.
 pub const MAX_FIT_RULES: usize = 64;
 
@@ -106,6 +133,8 @@ pub struct Track {
 pub struct FitRule {
     pub name: String,
     pub field: String,
+    /// `field`'s index in [`PROFILE_FIELDS`], if it is one of them.
+    pub known_field: Option<u8>,
     pub points: f64,
     /// Exclusive group index: the first matching rule of a group counts.
     pub group: Option<usize>,
@@ -356,6 +385,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         fit_rules.push(FitRule {
             name: r.name.clone(),
             field: r.field.clone(),
+            known_field: profile_field(&r.field),
             points: r.points,
             group,
             matcher: Matcher::compile(&format!("fit.rules[{i}]"), r.matcher())?,
