@@ -375,3 +375,73 @@ fn score_numbers_bad_lines_across_read_blocks_and_folds_the_rest() {
     assert!(!expected.stdout.is_empty());
     assert_eq!(out.stdout, expected.stdout);
 }
+
+#[test]
+fn score_folds_the_lines_beside_bytes_that_are_not_utf8() {
+    // About 3.5 MiB: some read blocks hold a non-UTF-8 line, others do not.
+    let input = Generated::new("utf8", 20_000);
+    let text = std::fs::read_to_string(&input.0).expect("read generated file");
+    let mut lines: Vec<Vec<u8>> = text.lines().map(|l| l.as_bytes().to_vec()).collect();
+    // Multi-byte text in a few events, in both kinds of block.
+    for at in [10, 5_000, 15_000] {
+        let line = String::from_utf8(lines[at].clone()).unwrap();
+        lines[at] = line
+            .replacen("\"event_id\":\"", "\"event_id\":\"Zoë-Überblick-✓-", 1)
+            .into_bytes();
+    }
+    let valid = lines.clone();
+    // A valid event with a field the decoder skips, holding invalid UTF-8:
+    // it still folds as it does without that field.
+    let mut odd = b"{\"note\":\"\xff\xfe\",".to_vec();
+    odd.extend_from_slice(&lines[4_000][1..]);
+    lines[4_000] = odd;
+    // Lines that are neither UTF-8 nor JSON, and one that is UTF-8 but not JSON.
+    const BAD: &[u8] = b"\xff\xfe not an event";
+    for at in [3, 4_001, 19_000] {
+        lines.insert(at, BAD.to_vec());
+    }
+    let bad_at: Vec<usize> = (1..=lines.len()).filter(|&n| lines[n - 1] == BAD).collect();
+    assert_eq!(bad_at, [4, 4_002, 19_001]);
+    let join = |ls: &[Vec<u8>]| {
+        let mut out = Vec::new();
+        for l in ls {
+            out.extend_from_slice(l);
+            out.push(b'\n');
+        }
+        out
+    };
+    std::fs::write(&input.0, join(&lines)).expect("write");
+    let out = score_file(&input.0);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let prefix = format!("{}:", input.0.display());
+    let reported: Vec<usize> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            rest.split(':')
+                .next()
+                .unwrap()
+                .parse()
+                .expect("a line number")
+        })
+        .collect();
+    assert_eq!(reported, bad_at, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} events, 3 bad lines", valid.len())),
+        "{stderr}"
+    );
+
+    std::fs::write(&input.0, join(&valid)).expect("write");
+    let expected = score_file(&input.0);
+    assert!(!expected.stdout.is_empty());
+    assert_eq!(out.stdout, expected.stdout);
+    // The multi-byte ids made it through to the changes.
+    assert!(String::from_utf8(expected.stdout)
+        .unwrap()
+        .contains("Zoë-Überblick-✓-"));
+}

@@ -3,8 +3,8 @@
 //! the text). `score` decodes on one thread and folds on another; a
 //! borrowed [`Event`] cannot leave the buffer it borrows from, so the
 //! decoder detaches each event, sends the buffer along, and the folder
-//! attaches the event to it again, which costs a check of the line and no
-//! copy of a string.
+//! attaches the event to it again: no string is copied, and the line is not
+//! checked again (the decoder checked the whole block as UTF-8 once).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -101,11 +101,11 @@ fn attach_fields<'a>(fields: &'a [(Text, Val)], line: &'a str) -> Fields<'a> {
 }
 
 impl Detached {
-    /// `event`, decoded from `text[line]`. A line that is not UTF-8 can
-    /// still decode (serde_json skips unknown fields unchecked); then every
-    /// string is kept as its own copy.
-    pub(super) fn new(event: Event<'_>, text: &[u8], line: Range<usize>) -> Detached {
-        let l = std::str::from_utf8(&text[line.clone()]).unwrap_or("");
+    /// `event`, decoded from `line`, which is `range` of its block. A line
+    /// that is not UTF-8 (given as "") can still decode (serde_json skips
+    /// unknown fields unchecked); then every string is kept as its own copy.
+    pub(super) fn new(event: Event<'_>, line: &str, range: Range<usize>) -> Detached {
+        let l = line;
         Detached {
             event_id: Text::of(event.event_id, l),
             lead_id: Text::of(event.lead_id, l),
@@ -120,14 +120,19 @@ impl Detached {
                 .map(|(k, v)| (Text::of(k, l), v))
                 .collect(),
             reason: event.reason.map(|r| Text::of(r, l)),
-            line,
+            line: range,
         }
     }
 
-    /// The event again, borrowing from `text`, the block it was decoded from.
-    pub(super) fn attach<'a>(&'a self, text: &'a [u8]) -> Event<'a> {
-        // For a line that is not UTF-8, every string is owned (see `new`).
-        let l = std::str::from_utf8(&text[self.line.clone()]).unwrap_or("");
+    /// Where its line is in the block.
+    pub(super) fn line(&self) -> Range<usize> {
+        self.line.clone()
+    }
+
+    /// The event again, borrowing from `line`: the same text it was
+    /// decoded from ("" for a line that is not UTF-8; see `new`).
+    pub(super) fn attach<'a>(&'a self, line: &'a str) -> Event<'a> {
+        let l = line;
         Event {
             event_id: self.event_id.get(l),
             lead_id: self.lead_id.get(l),
@@ -159,12 +164,14 @@ mod tests {
         .as_bytes()
         .to_vec();
         let line = 12..text.len() - 1;
-        let decoded = decode_json(&text[line.clone()]).unwrap();
-        let detached = Detached::new(decoded.clone(), &text, line);
+        let l = std::str::from_utf8(&text[line.clone()]).unwrap();
+        let decoded = decode_json(l.as_bytes()).unwrap();
+        let detached = Detached::new(decoded.clone(), l, line.clone());
+        assert_eq!(detached.line(), line);
         // Escaped strings are owned; the others point into the line.
         assert!(matches!(detached.event_id, Text::Own(_)));
         assert!(matches!(detached.lead_id, Text::At(..)));
-        let attached = detached.attach(&text);
+        let attached = detached.attach(l);
         assert_eq!(attached, decoded);
         assert!(matches!(attached.lead_id, Cow::Borrowed(_)));
     }
@@ -178,10 +185,11 @@ mod tests {
                 .as_bytes(),
         );
         let line = start..text.len();
-        let decoded = decode_json(&text[line.clone()]).unwrap();
-        let detached = Detached::new(decoded.clone(), &text, line);
+        let l = std::str::from_utf8(&text[line.clone()]).unwrap();
+        let decoded = decode_json(l.as_bytes()).unwrap();
+        let detached = Detached::new(decoded.clone(), l, line);
         assert!(matches!(detached.lead_id, Text::At(..)));
-        assert_eq!(detached.attach(&text), decoded);
+        assert_eq!(detached.attach(l), decoded);
 
         // Invalid UTF-8 inside a field the decoder skips: the line decodes.
         let mut bad = b"{\"skip\":\"\xff\",".to_vec();
@@ -189,8 +197,8 @@ mod tests {
             br#""event_id":"e","lead_id":"L","type":"page_view","occurred_at":"2026-03-01T00:00:00Z"}"#,
         );
         let decoded = decode_json(&bad).expect("serde_json skips the field unchecked");
-        let detached = Detached::new(decoded.clone(), &bad, 0..bad.len());
+        let detached = Detached::new(decoded.clone(), "", 0..bad.len());
         assert!(matches!(detached.lead_id, Text::Own(_)));
-        assert_eq!(detached.attach(&bad), decoded);
+        assert_eq!(detached.attach(""), decoded);
     }
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 use super::detached::Detached;
 use crate::codec::{
-    decode, encode_change_json, encode_event_json, encode_event_proto, Format,
+    decode, decode_json_text, encode_change_json, encode_event_json, encode_event_proto, Format,
     DEFAULT_MAX_EVENT_BYTES,
 };
 use crate::engine::{Engine, Explanation, Outcome};
@@ -95,13 +95,60 @@ fn read_blocks(input: &str, mut on_block: impl FnMut(&[u8]) -> Result<()>) -> Re
 }
 
 /// Numbers the lines of `block` on from `stats.lines`, skips blank ones and
-/// decodes the others: calls `on_event` with each valid event and the range
-/// of its line in `block`, `on_bad` with the number and error of each
-/// invalid line. Counts lines, events and bad lines in `stats`.
+/// decodes the others: calls `on_event` with each valid event, the range of
+/// its line in `block` and the line's text (empty for a line that is not
+/// UTF-8), and `on_bad` with the number and error of each invalid line.
+/// Counts lines, events and bad lines in `stats`.
 fn decode_lines<'a>(
     block: &'a [u8],
     stats: &mut ScoreStats,
-    mut on_event: impl FnMut(Event<'a>, Range<usize>) -> Result<()>,
+    on_event: impl FnMut(Event<'a>, Range<usize>, &'a str) -> Result<()>,
+    on_bad: &mut impl FnMut(u64, &dyn fmt::Display),
+) -> Result<()> {
+    match std::str::from_utf8(block) {
+        Ok(text) => decode_text_lines(text, stats, on_event, on_bad),
+        Err(_) => decode_byte_lines(block, stats, on_event, on_bad),
+    }
+}
+
+/// [`decode_lines`] of a block that is UTF-8 throughout (the usual case):
+/// one check for the block, none per line or string, and the lines found
+/// with a fast byte search.
+fn decode_text_lines<'a>(
+    block: &'a str,
+    stats: &mut ScoreStats,
+    mut on_event: impl FnMut(Event<'a>, Range<usize>, &'a str) -> Result<()>,
+    on_bad: &mut impl FnMut(u64, &dyn fmt::Display),
+) -> Result<()> {
+    let mut at = 0;
+    for line in block.split_inclusive('\n') {
+        let start = at;
+        at += line.len();
+        stats.lines += 1;
+        let body = line.trim_end_matches(['\n', '\r']);
+        if body.bytes().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        match decode_json_text(body, DEFAULT_MAX_EVENT_BYTES) {
+            Ok(event) => {
+                stats.events += 1;
+                on_event(event, start..start + body.len(), body)?;
+            }
+            Err(e) => {
+                stats.bad_lines += 1;
+                on_bad(stats.lines, &e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`decode_lines`] of a block with bytes that are not UTF-8 somewhere:
+/// line by line, each checked on its own.
+fn decode_byte_lines<'a>(
+    block: &'a [u8],
+    stats: &mut ScoreStats,
+    mut on_event: impl FnMut(Event<'a>, Range<usize>, &'a str) -> Result<()>,
     on_bad: &mut impl FnMut(u64, &dyn fmt::Display),
 ) -> Result<()> {
     let mut at = 0;
@@ -119,7 +166,8 @@ fn decode_lines<'a>(
         match decode(Format::Json, body, DEFAULT_MAX_EVENT_BYTES) {
             Ok(event) => {
                 stats.events += 1;
-                on_event(event, start..start + body.len())?;
+                let text = std::str::from_utf8(body).unwrap_or("");
+                on_event(event, start..start + body.len(), text)?;
             }
             Err(e) => {
                 stats.bad_lines += 1;
@@ -146,7 +194,7 @@ pub(crate) fn read_batches(
         decode_lines(
             block,
             stats,
-            |event, _| {
+            |event, _, _| {
                 events.push(event);
                 if events.len() == BATCH {
                     on_batch(&events)?;
@@ -232,8 +280,47 @@ fn fold_counted(
 /// `score`'s decoding thread to its folding one.
 #[derive(Default)]
 struct Block {
-    text: Vec<u8>,
+    text: BlockText,
     events: Vec<Detached>,
+}
+
+/// A block's lines: checked as UTF-8 once, on the decoding thread, so the
+/// folding thread reads them as text without checking again.
+enum BlockText {
+    Utf8(String),
+    /// Some line is not UTF-8: each line is checked where it is read.
+    Bytes(Vec<u8>),
+}
+
+impl Default for BlockText {
+    fn default() -> BlockText {
+        BlockText::Utf8(String::new())
+    }
+}
+
+impl Block {
+    /// Replaces the text with `bytes`, reusing the buffer.
+    fn fill(&mut self, bytes: &[u8]) {
+        let mut buf = match std::mem::take(&mut self.text) {
+            BlockText::Utf8(s) => s.into_bytes(),
+            BlockText::Bytes(b) => b,
+        };
+        buf.clear();
+        buf.extend_from_slice(bytes);
+        self.text = match String::from_utf8(buf) {
+            Ok(s) => BlockText::Utf8(s),
+            Err(e) => BlockText::Bytes(e.into_bytes()),
+        };
+        self.events.clear();
+    }
+
+    /// The text of a line an event was decoded from ("" if not UTF-8).
+    fn line(&self, range: Range<usize>) -> &str {
+        match &self.text {
+            BlockText::Utf8(s) => &s[range],
+            BlockText::Bytes(b) => std::str::from_utf8(&b[range]).unwrap_or(""),
+        }
+    }
 }
 
 /// How many changes `score` hands its writer thread at a time.
@@ -267,19 +354,17 @@ pub fn score(
         let mut read = ScoreStats::default();
         read_blocks(&name, |bytes| {
             let mut block = spare.try_recv().unwrap_or_default();
-            block.text.clear();
-            block.events.clear();
-            block.text.extend_from_slice(bytes);
+            block.fill(bytes);
             let Block { text, events } = &mut block;
-            decode_lines(
-                text,
-                &mut read,
-                |event, line| {
-                    events.push(Detached::new(event, text, line));
-                    Ok(())
-                },
-                &mut |line, e| eprintln!("{name}:{line}: {e}"),
-            )?;
+            let detach = |event, range, line: &str| {
+                events.push(Detached::new(event, line, range));
+                Ok(())
+            };
+            let on_bad = &mut |line, e: &dyn fmt::Display| eprintln!("{name}:{line}: {e}");
+            match text {
+                BlockText::Utf8(s) => decode_text_lines(s, &mut read, detach, on_bad)?,
+                BlockText::Bytes(b) => decode_lines(b, &mut read, detach, on_bad)?,
+            }
             // A closed channel: the fold stopped, and says why.
             block_tx
                 .send(block)
@@ -321,8 +406,11 @@ pub fn score(
         let fold = |blocks: mpsc::Receiver<Block>| -> Result<ScoreStats> {
             let mut changes = Vec::new();
             for block in blocks {
-                let events: Vec<Event<'_>> =
-                    block.events.iter().map(|e| e.attach(&block.text)).collect();
+                let events: Vec<Event<'_>> = block
+                    .events
+                    .iter()
+                    .map(|e| e.attach(block.line(e.line())))
+                    .collect();
                 fold_counted(&mut engine, &events, &mut changes, &mut stats);
                 drop(events);
                 // The decoder may have finished; then the block drops here.

@@ -157,10 +157,19 @@ pub fn decode_json(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
     // One validation of the whole line, which is fast, rather than one per
     // string inside serde_json; invalid UTF-8 goes the slow way for its
     // error message.
-    let parsed = match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str(text),
-        Err(_) => serde_json::from_slice(bytes),
-    };
+    match std::str::from_utf8(bytes) {
+        Ok(text) => decode_json_str(text),
+        Err(_) => event_of(serde_json::from_slice(bytes)),
+    }
+}
+
+/// [`decode_json`] of text already known to be UTF-8 (`score` checks a
+/// whole block of lines at once).
+pub fn decode_json_str(text: &str) -> Result<Event<'_>, DecodeError> {
+    event_of(serde_json::from_str(text))
+}
+
+fn event_of(parsed: serde_json::Result<Wire<'_>>) -> Result<Event<'_>, DecodeError> {
     let w: Wire<'_> = parsed.map_err(|e| {
         let msg = e.to_string();
         // serde names the field for a wrong type; keep its words.

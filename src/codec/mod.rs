@@ -99,6 +99,18 @@ pub fn decode(format: Format, bytes: &[u8], max_bytes: usize) -> Result<Event<'_
     }
 }
 
+/// Decodes one JSON event from text already known to be UTF-8, enforcing
+/// the size limit.
+pub fn decode_json_text(text: &str, max_bytes: usize) -> Result<Event<'_>, DecodeError> {
+    if text.len() > max_bytes {
+        return Err(DecodeError::TooLarge {
+            size: text.len(),
+            limit: max_bytes,
+        });
+    }
+    json::decode_json_str(text)
+}
+
 /// Decodes a Kafka message: as [`decode`], and the key must equal `lead_id`.
 pub fn decode_keyed<'a>(
     format: Format,
