@@ -319,6 +319,118 @@ fn from_a_time_replays_only_the_records_after_it() {
     assert_eq!(summary["topic"], "replay-from-out");
 }
 
+/// Sends `records` in one transaction of `p` and commits or aborts it.
+fn in_transaction(
+    p: &rdkafka::producer::BaseProducer,
+    topic: &str,
+    records: &[(Option<i32>, Vec<u8>, Vec<u8>)],
+    commit: bool,
+) {
+    use rdkafka::producer::Producer;
+    p.begin_transaction().expect("begin");
+    produce(p, topic, records);
+    if commit {
+        p.commit_transaction(Duration::from_secs(30))
+            .expect("commit");
+    } else {
+        p.abort_transaction(Duration::from_secs(30)).expect("abort");
+    }
+}
+
+#[test]
+fn a_topic_written_in_transactions_replays_its_committed_records_to_the_end() {
+    use rdkafka::producer::Producer;
+    let b = Broker::shared();
+    let s = setup(b, "replay-txn", "exactly_once", 2_000, 55);
+    let p: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &b.bootstrap)
+        .set("transactional.id", "replay-txn-upstream")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    p.init_transactions(Duration::from_secs(30)).expect("init");
+    // An upstream exactly-once writer: committed transactions, one aborted
+    // in between (demo requests that must not count), and a commit marker
+    // after the last record of every partition.
+    let half = s.events.len() / 2;
+    in_transaction(&p, &s.input, &s.events[..half], true);
+    let aborted: Vec<_> = s.events[..half]
+        .iter()
+        .filter(|(part, _, _)| part.is_none())
+        .take(200)
+        .enumerate()
+        .map(|(i, (_, key, body))| {
+            let v: Value = serde_json::from_slice(body).unwrap();
+            let e = serde_json::json!({
+                "event_id": format!("aborted-{i}"),
+                "lead_id": v["lead_id"],
+                "type": "demo_requested",
+                "occurred_at": v["occurred_at"],
+            });
+            (None, key.clone(), serde_json::to_vec(&e).unwrap())
+        })
+        .collect();
+    in_transaction(&p, &s.input, &aborted, false);
+    in_transaction(&p, &s.input, &s.events[half..], true);
+    drop(p);
+
+    let new = lenient_model(&dir(&s));
+    let out = replay(&s.config, &["--model", new.to_str().unwrap(), "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // It found the end past the markers, rather than waiting for records
+    // that never come.
+    assert!(!stderr.contains("no readable records"), "{stderr}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["events"], s.events.len() as u64);
+    assert_eq!(summary["invalid"], 0);
+    let want = score_with(&new, &s.events);
+    assert_eq!(
+        topic(b, &format!("{}-shadow", s.status)),
+        want,
+        "shadow topic == score of the committed events"
+    );
+}
+
+#[test]
+fn several_input_topics_are_read_to_their_ends_together() {
+    let b = Broker::shared();
+    let s = setup(b, "replay-two", "exactly_once", 2_000, 56);
+    // Half of the leads arrive on a second, co-partitioned topic.
+    let second = format!("{}-b", s.input);
+    b.create_topic(&second, broker::scenario::PARTITIONS, false);
+    let on_second = |key: &[u8]| key.last().is_some_and(|c| c % 2 == 1);
+    let (b_events, a_events): (Vec<_>, Vec<_>) = s
+        .events
+        .iter()
+        .cloned()
+        .partition(|(part, key, _)| part.is_none() && on_second(key));
+    assert!(!a_events.is_empty() && !b_events.is_empty());
+    let config = std::fs::read_to_string(&s.config).unwrap().replace(
+        &format!("input_topics = [\"{}\"]", s.input),
+        &format!("input_topics = [\"{}\", \"{second}\"]", s.input),
+    );
+    assert!(config.contains(&second));
+    std::fs::write(&s.config, config).unwrap();
+    let p = b.producer();
+    produce(&p, &s.input, &a_events);
+    produce(&p, &second, &b_events);
+
+    let new = lenient_model(&dir(&s));
+    let summary = replay_ok(&s.config, &["--model", new.to_str().unwrap(), "--json"]);
+    assert_eq!(summary["events"], s.events.len() as u64);
+    assert_eq!(summary["invalid"], 0);
+    assert_eq!(summary["leads"], lead_ids(&s).len() as u64);
+    let shadow = topic(b, &format!("{}-shadow", s.status));
+    assert_eq!(
+        summary["changes_written"],
+        shadow.values().map(Vec::len).sum::<usize>() as u64
+    );
+    // Changes of leads from both topics.
+    assert!(shadow.keys().any(|id| on_second(id.as_bytes())));
+    assert!(shadow.keys().any(|id| !on_second(id.as_bytes())));
+}
+
 #[test]
 fn bad_input_gets_a_clear_message_and_a_failing_exit() {
     let b = Broker::shared();
