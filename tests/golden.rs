@@ -395,13 +395,20 @@ fn score_folds_the_lines_beside_bytes_that_are_not_utf8() {
     let mut odd = b"{\"note\":\"\xff\xfe\",".to_vec();
     odd.extend_from_slice(&lines[4_000][1..]);
     lines[4_000] = odd;
-    // Lines that are neither UTF-8 nor JSON, and one that is UTF-8 but not JSON.
-    const BAD: &[u8] = b"\xff\xfe not an event";
-    for at in [3, 4_001, 19_000] {
-        lines.insert(at, BAD.to_vec());
+    // Lines that are neither UTF-8 nor JSON, and one that is UTF-8 (in a
+    // block that is UTF-8 throughout) but not JSON.
+    const BAD: [&[u8]; 3] = [
+        b"\xff\xfe not an event",
+        "not an event either \u{2713}".as_bytes(),
+        b"\xff\xfe not an event",
+    ];
+    for (at, bad) in [3, 12_000, 19_000].into_iter().zip(BAD) {
+        lines.insert(at, bad.to_vec());
     }
-    let bad_at: Vec<usize> = (1..=lines.len()).filter(|&n| lines[n - 1] == BAD).collect();
-    assert_eq!(bad_at, [4, 4_002, 19_001]);
+    let bad_at: Vec<usize> = (1..=lines.len())
+        .filter(|&n| BAD.contains(&lines[n - 1].as_slice()))
+        .collect();
+    assert_eq!(bad_at, [4, 12_001, 19_001]);
     let join = |ls: &[Vec<u8>]| {
         let mut out = Vec::new();
         for l in ls {

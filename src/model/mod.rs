@@ -626,6 +626,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn profile_field_codes_are_positions_in_profile_fields() {
+        // Leads store these codes (in memory and in the changelog).
+        for (i, name) in PROFILE_FIELDS.iter().enumerate() {
+            assert_eq!(profile_field(name), Some(i as u8), "{name}");
+        }
+        assert_eq!(profile_field("Email"), None);
+        assert_eq!(profile_field("segment"), None);
+    }
+
+    #[test]
     fn default_model_loads_with_spec_values() {
         let m = Model::default_model();
         assert_eq!(m.version, "default-1");
