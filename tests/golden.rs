@@ -220,6 +220,23 @@ fn score_file(path: &Path) -> std::process::Output {
         .expect("run leadscore")
 }
 
+/// The line numbers `score` reported as bad for `path` on stderr
+/// (`PATH:LINE: reason`).
+fn bad_lines_reported(stderr: &str, path: &Path) -> Vec<usize> {
+    let prefix = format!("{}:", path.display());
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            rest.split(':')
+                .next()
+                .unwrap()
+                .parse()
+                .expect("a line number")
+        })
+        .collect()
+}
+
 /// A generated file of `events` JSON lines, removed on drop.
 struct Generated(std::path::PathBuf);
 
@@ -351,19 +368,7 @@ fn score_numbers_bad_lines_across_read_blocks_and_folds_the_rest() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let prefix = format!("{}:", input.0.display());
-    let reported: Vec<usize> = stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .map(|rest| {
-            rest.split(':')
-                .next()
-                .unwrap()
-                .parse()
-                .expect("a line number")
-        })
-        .collect();
-    assert_eq!(reported, bad_at, "{stderr}");
+    assert_eq!(bad_lines_reported(&stderr, &input.0), bad_at, "{stderr}");
     assert!(
         stderr.contains(&format!("{} events, 4 bad lines", lines.len())),
         "{stderr}"
@@ -425,19 +430,7 @@ fn score_folds_the_lines_beside_bytes_that_are_not_utf8() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let prefix = format!("{}:", input.0.display());
-    let reported: Vec<usize> = stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix(&prefix))
-        .map(|rest| {
-            rest.split(':')
-                .next()
-                .unwrap()
-                .parse()
-                .expect("a line number")
-        })
-        .collect();
-    assert_eq!(reported, bad_at, "{stderr}");
+    assert_eq!(bad_lines_reported(&stderr, &input.0), bad_at, "{stderr}");
     assert!(
         stderr.contains(&format!("{} events, 3 bad lines", valid.len())),
         "{stderr}"

@@ -460,23 +460,10 @@ fn transition(
 /// `<lead_id>:<sequence>` (without `format!`: a change is built for one
 /// event in four).
 fn change_id(lead: &str, sequence: u32) -> String {
-    let mut digits = [0u8; 10];
-    let mut n = sequence;
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut id = String::with_capacity(lead.len() + 1 + digits.len() - at);
+    let mut id = String::with_capacity(lead.len() + 11);
     id.push_str(lead);
     id.push(':');
-    for &d in &digits[at..] {
-        id.push(char::from(d));
-    }
+    stage::push_digits(&mut id, u64::from(sequence));
     id
 }
 

@@ -133,7 +133,8 @@ pub fn push_num(out: &mut String, x: f64) {
     }
 }
 
-fn push_digits(out: &mut String, mut n: u64) {
+/// Appends the decimal digits of `n`.
+pub(super) fn push_digits(out: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
