@@ -220,6 +220,18 @@ fn score_file(path: &Path) -> std::process::Output {
         .expect("run leadscore")
 }
 
+/// `score` on `path`, which must succeed, name exactly the bad lines
+/// `bad_at` and count `events` valid events.
+fn score_with_bad_lines(path: &Path, bad_at: &[usize], events: usize) -> std::process::Output {
+    let out = score_file(path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(bad_lines_reported(&stderr, path), bad_at, "{stderr}");
+    let summary = format!("{events} events, {} bad lines", bad_at.len());
+    assert!(stderr.contains(&summary), "{stderr}");
+    out
+}
+
 /// The line numbers `score` reported as bad for `path` on stderr
 /// (`PATH:LINE: reason`).
 fn bad_lines_reported(stderr: &str, path: &Path) -> Vec<usize> {
@@ -361,18 +373,7 @@ fn score_numbers_bad_lines_across_read_blocks_and_folds_the_rest() {
     assert_eq!(bad_at, [1, 7_777, 25_001, lines.len() + 4]);
     std::fs::write(&input.0, with_bad.join("\n") + "\n").expect("write");
 
-    let out = score_file(&input.0);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(bad_lines_reported(&stderr, &input.0), bad_at, "{stderr}");
-    assert!(
-        stderr.contains(&format!("{} events, 4 bad lines", lines.len())),
-        "{stderr}"
-    );
+    let out = score_with_bad_lines(&input.0, &bad_at, lines.len());
 
     // The valid lines alone give the same changes.
     std::fs::write(&input.0, lines.join("\n") + "\n").expect("write");
@@ -423,18 +424,7 @@ fn score_folds_the_lines_beside_bytes_that_are_not_utf8() {
         out
     };
     std::fs::write(&input.0, join(&lines)).expect("write");
-    let out = score_file(&input.0);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(bad_lines_reported(&stderr, &input.0), bad_at, "{stderr}");
-    assert!(
-        stderr.contains(&format!("{} events, 3 bad lines", valid.len())),
-        "{stderr}"
-    );
+    let out = score_with_bad_lines(&input.0, &bad_at, valid.len());
 
     std::fs::write(&input.0, join(&valid)).expect("write");
     let expected = score_file(&input.0);

@@ -363,7 +363,7 @@ pub fn score(
             let on_bad = &mut |line, e: &dyn fmt::Display| eprintln!("{name}:{line}: {e}");
             match text {
                 BlockText::Utf8(s) => decode_text_lines(s, &mut read, detach, on_bad)?,
-                BlockText::Bytes(b) => decode_lines(b, &mut read, detach, on_bad)?,
+                BlockText::Bytes(b) => decode_byte_lines(b, &mut read, detach, on_bad)?,
             }
             // A closed channel: the fold stopped, and says why.
             block_tx

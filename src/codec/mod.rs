@@ -87,12 +87,7 @@ impl DecodeError {
 
 /// Decodes one event in `format`, enforcing the size limit.
 pub fn decode(format: Format, bytes: &[u8], max_bytes: usize) -> Result<Event<'_>, DecodeError> {
-    if bytes.len() > max_bytes {
-        return Err(DecodeError::TooLarge {
-            size: bytes.len(),
-            limit: max_bytes,
-        });
-    }
+    within_limit(bytes.len(), max_bytes)?;
     match format {
         Format::Json => decode_json(bytes),
         Format::Protobuf => decode_proto(bytes),
@@ -102,13 +97,15 @@ pub fn decode(format: Format, bytes: &[u8], max_bytes: usize) -> Result<Event<'_
 /// Decodes one JSON event from text already known to be UTF-8, enforcing
 /// the size limit.
 pub fn decode_json_text(text: &str, max_bytes: usize) -> Result<Event<'_>, DecodeError> {
-    if text.len() > max_bytes {
-        return Err(DecodeError::TooLarge {
-            size: text.len(),
-            limit: max_bytes,
-        });
-    }
+    within_limit(text.len(), max_bytes)?;
     json::decode_json_str(text)
+}
+
+fn within_limit(size: usize, limit: usize) -> Result<(), DecodeError> {
+    if size > limit {
+        return Err(DecodeError::TooLarge { size, limit });
+    }
+    Ok(())
 }
 
 /// Decodes a Kafka message: as [`decode`], and the key must equal `lead_id`.
