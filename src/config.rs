@@ -48,9 +48,13 @@ pub struct KafkaConfig {
     pub input_format: Format,
     #[serde(default)]
     pub output_format: Format,
-    /// How far behind the largest event time the watermark trails (e.g. "5m").
-    #[serde(default = "default_lateness")]
-    pub allowed_lateness: String,
+    /// How far behind the largest event time the watermark trails (e.g.
+    /// "5m"), as written in the file; parsed into `allowed_lateness` on load.
+    #[serde(default = "default_lateness", rename = "allowed_lateness")]
+    pub allowed_lateness_text: String,
+    /// `allowed_lateness`, parsed.
+    #[serde(skip)]
+    pub allowed_lateness: Micros,
     /// A partition at the end of its log for this long is advanced by the
     /// wall clock; 0 disables wall-clock advance.
     #[serde(default = "default_idle_advance")]
@@ -290,11 +294,16 @@ impl Config {
         let cfg: Config = root
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Toml(e.to_string()))?;
+        let mut cfg = cfg;
         cfg.validate()?;
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks every key and parses the durations (once, here).
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let s = &self.kafka.allowed_lateness_text;
+        self.kafka.allowed_lateness = parse_duration(s)
+            .map_err(|e| invalid("kafka.allowed_lateness", format!("{s:?}: {e}")))?;
         let k = &self.kafka;
         let nonempty = |key: &str, v: &str| {
             if v.trim().is_empty() {
@@ -330,7 +339,6 @@ impl Config {
         if k.max_event_bytes == 0 {
             return Err(invalid("kafka.max_event_bytes", "must be at least 1"));
         }
-        self.allowed_lateness()?;
         for key in [
             "group.id",
             "group.instance.id",
@@ -355,11 +363,6 @@ impl Config {
             .changelog_topic
             .clone()
             .unwrap_or_else(|| format!("{}-changelog", self.kafka.group_id))
-    }
-
-    pub fn allowed_lateness(&self) -> Result<Micros, ConfigError> {
-        let s = &self.kafka.allowed_lateness;
-        parse_duration(s).map_err(|e| invalid("kafka.allowed_lateness", format!("{s:?}: {e}")))
     }
 
     /// The producer's `transactional.id`: stable per instance, so a restarted
@@ -398,7 +401,7 @@ dead_letter_topic = "dlq"
         assert_eq!(c.changelog_topic(), "leadscore-changelog");
         assert_eq!(c.transactional_id(), "leadscore-i-0");
         assert_eq!(c.http.listen, "127.0.0.1:9464");
-        assert_eq!(c.allowed_lateness().unwrap(), 0);
+        assert_eq!(c.kafka.allowed_lateness, 0);
     }
 
     #[test]
@@ -472,5 +475,43 @@ dead_letter_topic = "dlq"
             .unwrap_err()
             .to_string();
         assert!(e.contains("instance_id"), "{e}");
+    }
+
+    /// The project's own scripts (the local broker, the benchmarks) read
+    /// variables of their own; none may be one that `leadscore run` refuses,
+    /// or the service would not start in a shell where the scripts' README
+    /// suggests exporting them.
+    #[test]
+    fn the_project_scripts_variables_stay_out_of_the_service_namespace() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut scripts = Vec::new();
+        for dir in ["deploy/local-kafka", "benches", ".ci"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                let ext = path.extension().and_then(|e| e.to_str());
+                if matches!(ext, Some("sh" | "md" | "rs") | None) && path.is_file() {
+                    scripts.push(path);
+                }
+            }
+        }
+        assert!(scripts.len() >= 3, "found the scripts: {scripts:?}");
+        for path in scripts {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for (i, _) in text.match_indices("LEADSCORE_") {
+                let var: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let refused = match load(BASE, &[(var.as_str(), "1")]) {
+                    Err(ConfigError::Env { problem, .. }) => Some(problem),
+                    _ => None,
+                };
+                assert!(
+                    refused.is_none(),
+                    "{} uses {var}, which `leadscore run` refuses: {refused:?}",
+                    path.display()
+                );
+            }
+        }
     }
 }

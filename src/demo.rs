@@ -10,8 +10,8 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{ClientConfig, Message};
@@ -21,6 +21,28 @@ use crate::config::Config;
 use crate::gen::{GenConfig, Generator};
 use crate::service::{self, Shutdown};
 use crate::time::DAY;
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot start the in-process Kafka mock cluster: {0}")]
+    Mock(KafkaError),
+    #[error("cannot create topic {topic} on the mock cluster: {source}")]
+    Topic {
+        topic: &'static str,
+        source: KafkaError,
+    },
+    #[error("the service did not start: {0}")]
+    NotStarted(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("cannot write the demo's output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+type Result<T> = std::result::Result<T, DemoError>;
 
 const EVENTS: &str = "lead-events";
 const STATUS: &str = "lead-status";
@@ -66,9 +88,8 @@ listen = "{http}"
 /// Runs the demo, printing to `out`.
 pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
     service::telemetry::init_logging(crate::config::LogFormat::Text, Some("warn"));
-    let mock: &'static MockCluster<'static, _> = Box::leak(Box::new(
-        MockCluster::new(1).context("cannot start the in-process Kafka mock cluster")?,
-    ));
+    let mock: &'static MockCluster<'static, _> =
+        Box::leak(Box::new(MockCluster::new(1).map_err(DemoError::Mock)?));
     for (t, n) in [
         (EVENTS, PARTITIONS),
         (STATUS, PARTITIONS),
@@ -76,7 +97,7 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
         ("leadscore-changelog", PARTITIONS),
     ] {
         mock.create_topic(t, n, 1)
-            .with_context(|| format!("cannot create topic {t}"))?;
+            .map_err(|source| DemoError::Topic { topic: t, source })?;
     }
     let bootstrap = mock.bootstrap_servers();
     let cfg = config(&bootstrap, &opts.http)?;
@@ -104,10 +125,9 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
         Err(_) => {
             shutdown.trigger();
             let err = service.join().ok().and_then(|r| r.err());
-            anyhow::bail!(
-                "the service did not start: {}",
-                err.map_or_else(|| "timed out".into(), |e| e.to_string())
-            );
+            return Err(DemoError::NotStarted(
+                err.map_or_else(|| "timed out".into(), |e| e.to_string()),
+            ));
         }
     };
     writeln!(out, "metrics at http://{addr}/metrics; lead state at http://{addr}/leads/{{id}}; /healthz, /readyz")?;
@@ -244,7 +264,7 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
 }
 
 fn now_hms() -> String {
-    let t = crate::service::processor::wall_micros();
+    let t = crate::service::wall_micros();
     let s = crate::time::format_rfc3339(t - t % 1_000_000);
     s[11..19].to_string()
 }

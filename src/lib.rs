@@ -1,30 +1,55 @@
 //! leadscore: an event-sourced streaming lead scorer.
 //!
-//! Events pass through the modules in this order:
+//! # A tour, in the order data flows
 //!
-//! - [`codec`] decodes an event (JSON or protobuf) into an [`event::Event`],
-//!   or says why it is not one (the dead-letter reason);
-//! - [`engine`] folds events into per-lead state under a [`model::Model`] —
-//!   fit, decaying engagement, stage, timers — and emits
-//!   [`change::StatusChange`]s; it is pure: no I/O, no wall clock;
-//! - [`codec`] encodes the changes for the status topic or stdout.
+//! **Decode.** [`codec`] turns a message (JSON or protobuf, `codec/json.rs`,
+//! `codec/proto.rs`) into an [`event::Event`], or says why it is not one
+//! ([`codec::DecodeError`], whose code becomes the dead-letter reason).
 //!
-//! [`time`] holds event-time arithmetic, [`gen`] the seedable generator of
-//! realistic traffic used by tests, benchmarks and the demo, and [`cli`] the
-//! offline commands (`score`, `explain`, `check`, `backtest`), [`config`] the
-//! service's configuration. [`backtest`] measures a model on historical
-//! events: would the leads that became customers have scored high?
+//! **Fold.** [`engine`] folds events into per-lead state under a
+//! [`model::Model`] and emits [`change::StatusChange`]s. It is pure — no
+//! I/O, no wall clock — and takes time from the events:
+//! `engine/lead.rs` holds a lead's state and computes decay, `stage.rs` the
+//! stage machine, `mod.rs` the partition's leads and timers (the watermark),
+//! `snapshot.rs` the binary state form, `explain.rs` the breakdown.
+//! [`model`] reads and validates the model file (`model/default.toml` is
+//! SPEC §1's default model); [`time`] is event-time arithmetic (RFC 3339,
+//! durations, working days).
+//!
+//! **Emit.** [`codec`] encodes the changes (JSON lines or protobuf) for the
+//! status topic or stdout.
+//!
+//! **The shell around them.** [`service`] is the Kafka service (`leadscore
+//! run`, `replay`): the commit protocol as a state machine without I/O
+//! (`service/protocol.rs`), the processor that performs it on rdkafka,
+//! the changelog and checkpoint formats, restore, dead letters, client and
+//! topic administration, HTTP on axum and every metric. [`config`] is its
+//! configuration file. [`demo`] runs it all on an in-process mock broker.
+//! [`cli`] is the command line (`score`, `explain`, `check`, `generate`,
+//! `backtest`, `replay`, `run`, `demo`), [`backtest`] measures a model on
+//! historical events, and [`gen`] generates realistic, seeded traffic for
+//! tests, benchmarks and the demo.
+//!
+//! # Features
+//!
+//! `kafka` (on by default) builds the service, the demo and the command
+//! line, with librdkafka. Without it (`default-features = false`) the crate
+//! is the pure core — codec, engine, model, backtest, generator — with no
+//! C dependency, for a library user who wants only the engine.
 
 pub mod backtest;
 pub mod change;
+#[cfg(feature = "kafka")]
 pub mod cli;
 pub mod codec;
 pub mod config;
+#[cfg(feature = "kafka")]
 pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod gen;
 pub mod model;
+#[cfg(feature = "kafka")]
 pub mod service;
 pub mod time;
 

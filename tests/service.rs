@@ -308,3 +308,56 @@ fn every_class_of_bad_input_is_dead_lettered_with_its_reason() {
         assert!(!r.headers["leadscore.error"].is_empty());
     }
 }
+
+/// The state in the changelog was written under one model; a service started
+/// under a model with another rule layout must not restore it: it stops with
+/// the engine's message, naming the model and the remedy.
+#[test]
+fn a_restore_under_an_incompatible_model_stops_naming_the_model_and_the_remedy() {
+    let b = Broker::shared();
+    let name = "incompatible";
+    let t = topics(b, name);
+    let evs = events(50, 400, 5);
+    let expected: usize = score(&evs).values().map(Vec::len).sum();
+    produce(&b.producer(), &t.input, &encode(&evs, Format::Json));
+    let bootstrap = b.bootstrap.clone();
+    let status = t.status.clone();
+    run_service(config(b, &t, name, Format::Json, ""), || {
+        read_all(
+            &bootstrap,
+            &status,
+            Duration::from_millis(300),
+            Duration::from_secs(10),
+        )
+        .len()
+            >= expected
+    });
+
+    // The default model with one more counted rule: another state layout.
+    let default = include_str!("../src/model/default.toml");
+    let version_line = default
+        .lines()
+        .find(|l| l.starts_with("version"))
+        .expect("the default model has a version");
+    let other = default.replace(version_line, "version = \"wider-2\"")
+        + "\n[[engagement.rules]]\nname = \"every_second_blog\"\nevent = \"page_view\"\nevery = 2\npoints = 1\n";
+    let path = std::env::temp_dir().join(format!("leadscore-{}-wider.toml", std::process::id()));
+    std::fs::write(&path, other).unwrap();
+    let mut cfg = config(b, &t, name, Format::Json, "");
+    cfg.model = Some(path.clone());
+
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(service::run(cfg, Shutdown::new(), |_| {}));
+    });
+    let result = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the service stops by itself");
+    let _ = std::fs::remove_file(&path);
+    let err = result
+        .expect_err("an incompatible state must stop the service")
+        .to_string();
+    assert!(err.contains("wider-2"), "names the model: {err}");
+    assert!(err.contains("leadscore replay"), "names the remedy: {err}");
+    assert!(err.contains("layout"), "says what is wrong: {err}");
+}

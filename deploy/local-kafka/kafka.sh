@@ -17,13 +17,13 @@
 #   kafka.sh classpath                   print the java classpath ("LIBS/*")
 #
 # Environment:
-#   LEADSCORE_KAFKA_HOME       install dir (default ~/.cache/leadscore/kafka-<version>)
-#   LEADSCORE_KAFKA_HEAP       broker heap opts (default "-Xms256m -Xmx1g")
-#   LEADSCORE_KAFKA_JVM_OPTS   extra broker JVM opts (default "-XX:+UseSerialGC", see README)
-#   LEADSCORE_KAFKA_TOOL_JVM_OPTS  JVM opts for `run`/`topic` (default "-Xmx512m -XX:+UseSerialGC
+#   LOCAL_KAFKA_HOME       install dir (default ~/.cache/leadscore/kafka-<version>)
+#   LOCAL_KAFKA_HEAP       broker heap opts (default "-Xms256m -Xmx1g")
+#   LOCAL_KAFKA_JVM_OPTS   extra broker JVM opts (default "-XX:+UseSerialGC", see README)
+#   LOCAL_KAFKA_TOOL_JVM_OPTS  JVM opts for `run`/`topic` (default "-Xmx512m -XX:+UseSerialGC
 #                              -XX:TieredStopAtLevel=1": quick CLI start; set "" for perf tools)
-#   LEADSCORE_KAFKA_LOG_LEVEL  broker root log level (default INFO)
-#   LEADSCORE_MVN_ARGS         extra args for mvn (e.g. "-o")
+#   LOCAL_KAFKA_LOG_LEVEL  broker root log level (default INFO)
+#   LOCAL_KAFKA_MVN_ARGS         extra args for mvn (e.g. "-o")
 #   JAVA / MVN                 java / mvn executables
 set -euo pipefail
 
@@ -33,7 +33,7 @@ JAVA=${JAVA:-java}
 MVN=${MVN:-mvn}
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM" | head -n1)
 [[ -n "$KAFKA_VERSION" ]] || { echo "kafka.sh: cannot read kafka.version from $POM" >&2; exit 2; }
-KAFKA_HOME_DIR=${LEADSCORE_KAFKA_HOME:-$HOME/.cache/leadscore/kafka-$KAFKA_VERSION}
+KAFKA_HOME_DIR=${LOCAL_KAFKA_HOME:-$HOME/.cache/leadscore/kafka-$KAFKA_VERSION}
 MARKER=.leadscore-installed
 
 die() { echo "kafka.sh: $*" >&2; exit 1; }
@@ -64,7 +64,7 @@ do_install() {
   log "installing Kafka $KAFKA_VERSION jars into $home (via $MVN) ..."
   # shellcheck disable=SC2086
   # (sed strips the bare colour-reset codes mvn 3.8 -q prints even in batch mode)
-  if ! "$MVN" -q -B -Dstyle.color=never ${LEADSCORE_MVN_ARGS:-} -f "$POM" dependency:copy-dependencies \
+  if ! "$MVN" -q -B -Dstyle.color=never ${LOCAL_KAFKA_MVN_ARGS:-} -f "$POM" dependency:copy-dependencies \
         -DincludeScope=runtime -DoutputDirectory="$tmp/libs" 2>&1 \
       | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^$/d' >&2; then
     rm -rf "$tmp"; exec 9>&-; die "mvn dependency:copy-dependencies failed"
@@ -106,7 +106,7 @@ run_class() {
   local libs; libs=$(libs_dir)
   local cfg; cfg=$(tools_log_cfg)
   # shellcheck disable=SC2086
-  "$JAVA" ${LEADSCORE_KAFKA_TOOL_JVM_OPTS--Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1} -Djava.awt.headless=true \
+  "$JAVA" ${LOCAL_KAFKA_TOOL_JVM_OPTS--Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1} -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$cfg" -cp "$libs/*" "$@"
 }
 
@@ -214,7 +214,7 @@ appender.out.type = Console
 appender.out.name = STDOUT
 appender.out.layout.type = PatternLayout
 appender.out.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = ${LEADSCORE_KAFKA_LOG_LEVEL:-INFO}
+rootLogger.level = ${LOCAL_KAFKA_LOG_LEVEL:-INFO}
 rootLogger.appenderRef.out.ref = STDOUT
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
@@ -236,7 +236,7 @@ launch_and_wait() {   # dir timeout
   local t0; t0=$(now_ms)
   local -a jvm
   # shellcheck disable=SC2206
-  jvm=(${LEADSCORE_KAFKA_HEAP:--Xms256m -Xmx1g} ${LEADSCORE_KAFKA_JVM_OPTS:--XX:+UseSerialGC}
+  jvm=(${LOCAL_KAFKA_HEAP:--Xms256m -Xmx1g} ${LOCAL_KAFKA_JVM_OPTS:--XX:+UseSerialGC}
        -Djava.awt.headless=true -Dlog4j2.configurationFile="$d/log4j2.properties")
   {
     echo "===== $(date -Is) kafka.sh launching broker (Kafka $KAFKA_VERSION) ====="

@@ -11,25 +11,204 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::Config;
 
 /// How long a blocking client call may take before it is retried.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A client configuration with the user's pass-through properties applied last
-/// (except the ones leadscore owns, which `Config` refuses).
+/// The base of every client's configuration. Each builder below adds its
+/// own settings and then [`user_properties`], so a `[kafka.properties]`
+/// entry always has the last word (except the keys leadscore owns, which
+/// `Config` refuses).
 pub fn client_config(cfg: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka.brokers);
     // Keep the client's own log lines at warning level and above.
     c.set("log_level", "4");
+    c
+}
+
+/// Applies the user's `[kafka.properties]` (security, SASL/SSL, tuning).
+pub fn user_properties<'a>(cfg: &Config, c: &'a mut ClientConfig) -> &'a mut ClientConfig {
     for (k, v) in &cfg.kafka.properties {
         c.set(k, v);
     }
     c
 }
+
+/// A client with nothing but the connection settings (metadata, admin).
+pub fn plain(cfg: &Config) -> ClientConfig {
+    let mut c = client_config(cfg);
+    user_properties(cfg, &mut c);
+    c
+}
+
+/// The service's group consumer: static membership, offsets committed by
+/// the service (in transactions, or after the writes), committed records only.
+pub fn group_consumer(cfg: &Config) -> ClientConfig {
+    let mut c = client_config(cfg);
+    c.set("group.id", &cfg.kafka.group_id)
+        .set("group.instance.id", &cfg.kafka.instance_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("session.timeout.ms", "10000")
+        .set("statistics.interval.ms", "5000")
+        // When the prefetch queue is over its threshold librdkafka waits this
+        // long before fetching that partition again (default 1 s): the loop
+        // then ran dry for up to a second at a time.
+        .set("fetch.queue.backoff.ms", "10");
+    user_properties(cfg, &mut c);
+    c
+}
+
+/// What a reader of assigned partitions is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// A changelog partition, to its end, into an engine.
+    Restore,
+    /// Input partitions, for `leadscore replay`.
+    Replay,
+}
+
+/// A consumer of explicitly assigned partitions (committed records only),
+/// which never joins or commits to a group; it has a group id of its own
+/// because librdkafka refuses an assignment without one.
+pub fn reader(cfg: &Config, reading: Reading) -> ClientConfig {
+    let mut c = client_config(cfg);
+    let suffix = match reading {
+        Reading::Restore => "restore",
+        Reading::Replay => "replay",
+    };
+    c.set("group.id", format!("{}-{suffix}", cfg.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.max.bytes", "52428800")
+        // Decoding and folding are slower than fetching: with the default
+        // 1 s back-off after a full prefetch queue, readers waited most of
+        // their time.
+        .set("fetch.queue.backoff.ms", "10");
+    match reading {
+        Reading::Restore => {
+            c.set("max.partition.fetch.bytes", "10485760")
+                // A changelog written in transactions ends with a commit
+                // marker, so the end is only known from an empty fetch:
+                // don't wait long on one.
+                .set("fetch.wait.max.ms", "10");
+        }
+        Reading::Replay => {
+            // 1 MiB per partition and 64 MiB queued: with 10 MiB and 256 MiB
+            // the replay was no faster and 150 MB larger.
+            c.set("max.partition.fetch.bytes", "1048576")
+                .set("queued.max.messages.kbytes", "65536");
+        }
+    }
+    user_properties(cfg, &mut c);
+    c
+}
+
+/// A producer: idempotent, with a local queue large enough for a commit
+/// interval's writes (a full queue makes `send` wait); transactional when
+/// given a `transactional.id`.
+pub fn producer(cfg: &Config, transactional_id: Option<&str>, linger_ms: u32) -> ClientConfig {
+    let mut c = client_config(cfg);
+    c.set("linger.ms", linger_ms.to_string())
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Back-to-back transactions stall on CONCURRENT_TRANSACTIONS for
+        // retry.backoff.ms; the default (100 ms) would set the pace.
+        .set("retry.backoff.ms", "10");
+    if let Some(id) = transactional_id {
+        c.set("transactional.id", id)
+            .set("transaction.timeout.ms", "60000")
+            .set("message.timeout.ms", "60000");
+    }
+    user_properties(cfg, &mut c);
+    c
+}
+
+/// Counts failed deliveries, so a commit can tell that a write was lost.
+#[derive(Default)]
+pub struct ProducerCtx {
+    pub failures: AtomicU64,
+}
+
+impl ClientContext for ProducerCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        super::telemetry::broker_error("producer");
+        tracing::warn!(%error, reason, "producer error");
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(error = %e, "a write was not delivered");
+            }
+        }
+    }
+}
+
+/// Sends a record, waiting for room in the local queue if it is full; a
+/// record that cannot be queued is counted as a lost write (the commit
+/// then rewinds).
+pub fn produce(
+    producer: &BaseProducer<ProducerCtx>,
+    topic: &str,
+    partition: Option<i32>,
+    key: &[u8],
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+) {
+    let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    if let Some(p) = partition {
+        record = record.partition(p);
+    }
+    if let Some(h) = headers {
+        record = record.headers(h);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => {
+                producer.context().failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, topic, "cannot queue a write");
+                return;
+            }
+        }
+    }
+}
+
+/// A reader's context: the end of a partition is how a read ends, not an
+/// error worth a log line.
+pub struct ReaderCtx;
+
+impl ClientContext for ReaderCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::warn!(%error, reason, "reader error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderCtx {}
 
 /// Runs a future to completion on this thread (the admin API is the only
 /// async part of rdkafka that leadscore uses).
@@ -54,7 +233,7 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 /// Why the service cannot start or must stop.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("topic(s) missing on the broker: {0}; create them (the changelog topic is created automatically)")]
+    #[error("topic(s) not found on the broker: {0}; create them (the changelog topic is created automatically)")]
     MissingTopics(String),
     #[error("input topics have different partition counts ({0}); they must be co-partitioned by lead id")]
     Partitions(String),
@@ -64,6 +243,11 @@ pub enum StartError {
         actual: usize,
         expected: usize,
     },
+    #[error("cannot create topic {topic}: {code}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
     #[error("Kafka: {0}")]
     Kafka(#[from] KafkaError),
 }
@@ -71,39 +255,21 @@ pub enum StartError {
 /// Checks that the topics exist, creates the changelog (compacted, with the
 /// input's partition count) if missing; returns the input partition count.
 pub fn ensure_topics(cfg: &Config) -> Result<usize, StartError> {
-    let probe: BaseConsumer = client_config(cfg).create()?;
-    let md = retry("fetch metadata", || {
-        probe.fetch_metadata(None, CALL_TIMEOUT)
-    })?;
-    let partitions = |name: &str| {
-        md.topics()
-            .iter()
-            .find(|t| t.name() == name)
-            .map(|t| t.partitions().len())
-    };
-    let mut missing = Vec::new();
-    let mut counts = Vec::new();
-    for t in &cfg.kafka.input_topics {
-        match partitions(t) {
-            Some(n) if n > 0 => counts.push((t.clone(), n)),
-            _ => missing.push(t.clone()),
-        }
-    }
-    for t in [&cfg.kafka.status_topic, &cfg.kafka.dead_letter_topic] {
-        if partitions(t).is_none() {
-            missing.push(t.clone());
-        }
-    }
+    let probe: BaseConsumer = plain(cfg).create()?;
+    let n = input_partitions(cfg, &probe)?;
+    let outputs = [&cfg.kafka.status_topic, &cfg.kafka.dead_letter_topic];
+    let names: Vec<&str> = outputs.iter().map(|t| t.as_str()).collect();
+    let missing: Vec<&str> = partition_counts(&probe, &names)?
+        .into_iter()
+        .zip(&names)
+        .filter(|(c, _)| c.is_none())
+        .map(|(_, t)| *t)
+        .collect();
     if !missing.is_empty() {
         return Err(StartError::MissingTopics(missing.join(", ")));
     }
-    let n = counts[0].1;
-    if counts.iter().any(|(_, c)| *c != n) {
-        let list: Vec<_> = counts.iter().map(|(t, c)| format!("{t}: {c}")).collect();
-        return Err(StartError::Partitions(list.join(", ")));
-    }
     let changelog = cfg.changelog_topic();
-    match partitions(&changelog) {
+    match partition_counts(&probe, &[&changelog])?[0] {
         Some(actual) if actual == n => {}
         Some(actual) => {
             return Err(StartError::ChangelogPartitions {
@@ -112,27 +278,93 @@ pub fn ensure_topics(cfg: &Config) -> Result<usize, StartError> {
                 expected: n,
             })
         }
-        None => {
-            tracing::info!(topic = %changelog, partitions = n, "creating compacted changelog topic");
-            let admin: AdminClient<DefaultClientContext> = client_config(cfg).create()?;
-            // Replication factor -1: the broker's default.
-            let topic = NewTopic::new(&changelog, n as i32, TopicReplication::Fixed(-1))
-                .set("cleanup.policy", "compact");
-            let opts = AdminOptions::new().operation_timeout(Some(CALL_TIMEOUT));
-            let results = block_on(admin.create_topics([&topic], &opts))?;
-            for r in results {
-                match r {
-                    Ok(_) => {}
-                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((t, code)) => {
-                        tracing::error!(topic = %t, error = %code, "cannot create the changelog topic");
-                        return Err(StartError::Kafka(KafkaError::AdminOp(code)));
-                    }
-                }
-            }
-        }
+        None => create_topic(cfg, &changelog, n, Cleanup::Compact)?,
+    }
+    close(probe);
+    Ok(n)
+}
+
+/// Checks that the input topics exist and are co-partitioned; returns their
+/// partition count.
+pub fn input_partitions<C: ConsumerContext>(
+    cfg: &Config,
+    probe: &BaseConsumer<C>,
+) -> Result<usize, StartError> {
+    let names: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
+    let counts = partition_counts(probe, &names)?;
+    let missing: Vec<&str> = counts
+        .iter()
+        .zip(&names)
+        .filter(|(c, _)| c.is_none())
+        .map(|(_, t)| *t)
+        .collect();
+    if !missing.is_empty() {
+        return Err(StartError::MissingTopics(missing.join(", ")));
+    }
+    let n = counts[0].expect("checked above");
+    if counts.iter().any(|c| *c != Some(n)) {
+        let list: Vec<_> = names
+            .iter()
+            .zip(&counts)
+            .map(|(t, c)| format!("{t}: {}", c.unwrap_or(0)))
+            .collect();
+        return Err(StartError::Partitions(list.join(", ")));
     }
     Ok(n)
+}
+
+/// How a created topic is cleaned up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Old records are deleted by the topic's retention.
+    Delete,
+    /// Only the latest record per key is kept (state, changelogs).
+    Compact,
+}
+
+/// Creates a topic with `partitions` partitions and the broker's default
+/// replication; one that already exists is fine.
+pub fn create_topic(
+    cfg: &Config,
+    name: &str,
+    partitions: usize,
+    cleanup: Cleanup,
+) -> Result<(), StartError> {
+    tracing::info!(topic = name, partitions, ?cleanup, "creating topic");
+    let admin: AdminClient<DefaultClientContext> = plain(cfg).create()?;
+    // Replication factor -1: the broker's default.
+    let mut topic = NewTopic::new(name, partitions as i32, TopicReplication::Fixed(-1));
+    if cleanup == Cleanup::Compact {
+        topic = topic.set("cleanup.policy", "compact");
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(CALL_TIMEOUT));
+    for r in block_on(admin.create_topics([&topic], &opts))? {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => return Err(StartError::CreateTopic { topic: t, code }),
+        }
+    }
+    Ok(())
+}
+
+/// The partition count of each of `names` that exists (and has partitions).
+pub fn partition_counts<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    names: &[&str],
+) -> Result<Vec<Option<usize>>, KafkaError> {
+    let md = retry("fetch metadata", || {
+        client.fetch_metadata(None, CALL_TIMEOUT)
+    })?;
+    Ok(names
+        .iter()
+        .map(|name| {
+            md.topics()
+                .iter()
+                .find(|t| t.name() == *name && t.error().is_none())
+                .map(|t| t.partitions().len())
+                .filter(|&n| n > 0)
+        })
+        .collect())
 }
 
 /// Retries a broker call that failed for a transient reason, with backoff, up

@@ -1,38 +1,64 @@
 //! `leadscore run`: the Kafka service around the engine.
 //!
-//! One thread polls the consumer and drives the [`processor::Processor`]; the
-//! consumer's rebalance callbacks (which run inside `poll`) commit the open
-//! transaction before partitions are revoked and restore state from the
-//! changelog when partitions are assigned. The HTTP endpoints run beside it.
+//! The data path is decode → fold → emit ([`crate::codec`], [`crate::engine`]);
+//! this module is the shell around it, one job per file:
+//!
+//! - [`protocol`]: the commit protocol (exactly-once and at-least-once) as a
+//!   state machine without I/O: what to commit when, abort and rewind,
+//!   revocations, rejoins, shutdown;
+//! - [`processor`]: performs the protocol's actions on the Kafka clients and
+//!   folds input into one engine per assigned partition;
+//! - [`changelog`]: the changelog's record formats (lead state, checkpoint);
+//! - [`restore`]: a partition's state read back from the changelog;
+//! - [`dead_letter`]: the headers of an invalid message's dead letter;
+//! - [`kafka`]: client construction, topic administration and the broker
+//!   error classes, shared by `run`, `replay`, `demo` and the benchmarks;
+//! - [`replay`]: `leadscore replay`, rescoring the input under another model;
+//! - [`http`] and [`telemetry`]: the endpoints and every metric.
+//!
+//! Threads: one thread polls the consumer (rdkafka's `BaseConsumer`) and
+//! drives the processor; the consumer's rebalance callbacks run inside that
+//! poll. The fold stays on this thread, not on an async runtime: it is CPU
+//! work that never waits, and the blocking transaction calls of librdkafka
+//! would tie up a runtime's workers. The HTTP endpoints run on their own
+//! tokio runtime beside it.
 
+pub mod changelog;
+pub mod dead_letter;
 pub mod http;
 pub mod kafka;
 pub mod processor;
+pub mod protocol;
 pub mod replay;
+pub mod restore;
 pub mod telemetry;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 
 use crate::config::Config;
-use crate::model::Model;
-use processor::{CommitError, Processor};
+use crate::model::{Model, ModelError};
+use processor::{Control, Incoming, Processor};
+use protocol::Stop;
 use telemetry as tm;
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    #[error("model {path}: {source}")]
+    Model { path: String, source: ModelError },
     #[error(transparent)]
     Start(#[from] kafka::StartError),
     #[error("Kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The instance must not go on; the message says why and what to do.
     #[error("{0}")]
     Fatal(String),
     #[error("cannot serve HTTP on {addr}: {source}")]
@@ -49,9 +75,8 @@ pub struct Shared {
     /// Last turn of the processing loop (ms since `started`).
     heartbeat: AtomicU64,
     started: Instant,
-    fatal: Mutex<Option<String>>,
-    /// Partitions assigned but not yet restored.
-    restoring: Mutex<BTreeSet<i32>>,
+    /// Set by a rebalance callback that could not finish its work.
+    stop: Mutex<Option<Control>>,
 }
 
 impl Shared {
@@ -60,9 +85,14 @@ impl Shared {
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn fail(&self, msg: String) {
-        tracing::error!(error = %msg, "stopping");
-        self.fatal.lock().expect("fatal lock").get_or_insert(msg);
+    fn processor(&self) -> std::sync::MutexGuard<'_, Processor> {
+        self.processor.lock().expect("processor lock")
+    }
+
+    fn control(&self, c: Option<Control>) {
+        if let Some(c) = c {
+            self.stop.lock().expect("stop lock").get_or_insert(c);
+        }
     }
 }
 
@@ -70,7 +100,10 @@ impl http::Status for Shared {
     fn healthy(&self) -> bool {
         let last = self.heartbeat.load(Ordering::Relaxed);
         self.started.elapsed().as_millis() as u64 - last < 30_000
-            && self.fatal.lock().map(|f| f.is_none()).unwrap_or(false)
+            && !matches!(
+                *self.stop.lock().expect("stop lock"),
+                Some(Control::Stop(Stop::Fatal(_)))
+            )
     }
 
     fn ready(&self) -> bool {
@@ -78,27 +111,7 @@ impl http::Status for Shared {
     }
 
     fn lead(&self, id: &str) -> Option<String> {
-        let p = self.processor.lock().ok()?;
-        p.partitions.iter().find_map(|(&partition, part)| {
-            let mut e = serde_json::to_value(part.engine.explain(id, None)?).ok()?;
-            let next = part
-                .engine
-                .lead(id)
-                .map(|l| l.next_due(part.engine.model()));
-            if let Some(obj) = e.as_object_mut() {
-                obj.insert("partition".into(), partition.into());
-                obj.insert(
-                    "next_timer".into(),
-                    match next {
-                        Some(t) if t != crate::engine::NEVER => {
-                            crate::time::format_rfc3339(t).into()
-                        }
-                        _ => serde_json::Value::Null,
-                    },
-                );
-            }
-            serde_json::to_string_pretty(&e).ok()
-        })
+        self.processor.lock().ok()?.lead_json(id)
     }
 }
 
@@ -141,6 +154,13 @@ impl ClientContext for ConsumerCtx {
     }
 }
 
+fn partitions_of(tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
+    let mut v: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 impl ConsumerContext for ConsumerCtx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else {
@@ -148,34 +168,20 @@ impl ConsumerContext for ConsumerCtx {
         };
         tm::rebalance("revoke", tpl.count());
         self.shared.ready.store(false, Ordering::Relaxed);
-        let mut p = self.shared.processor.lock().expect("processor lock");
         // Finish the open transaction while the partitions are still ours.
-        match p.commit(consumer) {
-            Ok(()) | Err(CommitError::Rewind(_)) => {}
-            Err(CommitError::Fatal(e)) => self
-                .shared
-                .fail(format!("while committing before a rebalance: {e}")),
-        }
-        let revoked: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        for r in &revoked {
-            p.partitions.remove(r);
-            tm::partition_dropped(*r);
-        }
-        tm::ready(false, p.partitions.len());
+        let c = self
+            .shared
+            .processor()
+            .revoking(partitions_of(tpl), consumer);
+        self.shared.control(c);
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 tm::rebalance("assign", tpl.count());
-                let assigned: BTreeSet<i32> =
-                    tpl.elements().iter().map(|e| e.partition()).collect();
                 // Restored by the loop before any of their messages is processed.
-                self.shared
-                    .restoring
-                    .lock()
-                    .expect("restoring lock")
-                    .extend(assigned);
+                self.shared.processor().assigned(partitions_of(tpl));
                 self.shared.ready.store(false, Ordering::Relaxed);
             }
             Rebalance::Revoke(_) => {}
@@ -187,22 +193,13 @@ impl ConsumerContext for ConsumerCtx {
     }
 }
 
-/// Restores the partitions waiting for it; the consumer is paused meanwhile
-/// by not being polled (restores are bounded by `max.poll.interval.ms`).
-fn restore_pending(shared: &Shared) -> Result<(), ServiceError> {
-    let pending: Vec<i32> = std::mem::take(&mut *shared.restoring.lock().expect("restoring lock"))
-        .into_iter()
-        .collect();
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let mut p = shared.processor.lock().expect("processor lock");
-    for (partition, part) in p.restore_all(&pending)? {
-        p.partitions.insert(partition, part);
-    }
-    tm::ready(true, p.partitions.len());
-    shared.ready.store(true, Ordering::Relaxed);
-    Ok(())
+/// The wall clock, in event-time units. Only the idle advance, the latency
+/// metrics and the demo's traffic read it; the engine never does.
+pub fn wall_micros() -> crate::time::Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as crate::time::Micros)
+        .unwrap_or(0)
 }
 
 /// A handle to stop a running service (SIGTERM/SIGINT set it too).
@@ -238,26 +235,10 @@ pub struct Running {
 
 /// Creates the group consumer and subscribes it to the input topics.
 fn subscribe(cfg: &Config, shared: &Arc<Shared>) -> Result<BaseConsumer<ConsumerCtx>, KafkaError> {
-    let mut cc = kafka::client_config(cfg);
-    cc.set("group.id", &cfg.kafka.group_id)
-        .set("group.instance.id", &cfg.kafka.instance_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .set("session.timeout.ms", "10000")
-        .set("statistics.interval.ms", "5000")
-        // When the prefetch queue is over its threshold librdkafka waits this
-        // long before fetching that partition again (default 1 s): the loop
-        // then ran dry for up to a second at a time.
-        .set("fetch.queue.backoff.ms", "10");
-    for (k, v) in &cfg.kafka.properties {
-        cc.set(k, v);
-    }
-    let consumer: BaseConsumer<ConsumerCtx> = cc.create_with_context(ConsumerCtx {
-        shared: Arc::clone(shared),
-    })?;
+    let consumer: BaseConsumer<ConsumerCtx> =
+        kafka::group_consumer(cfg).create_with_context(ConsumerCtx {
+            shared: Arc::clone(shared),
+        })?;
     let topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
@@ -270,27 +251,6 @@ fn instance_fenced<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> bool {
         == Some(rdkafka::types::RDKafkaErrorCode::FencedInstanceId)
 }
 
-/// Rejoins after the group fenced this instance's static id. librdkafka
-/// fences a static member by its own id when its session times out locally
-/// while the coordinator is away (a broker restart) and the rejoin races an
-/// older heartbeat; a new consumer with the same id simply takes the
-/// membership back. A real duplicate instance is stopped by the producer
-/// fencing (exactly-once) or by this budget.
-#[derive(Default)]
-struct Rejoins(Vec<Instant>);
-
-impl Rejoins {
-    const MAX: usize = 5;
-    const WINDOW: Duration = Duration::from_secs(600);
-
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        self.0.retain(|t| now.duration_since(*t) < Self::WINDOW);
-        self.0.push(now);
-        self.0.len() <= Self::MAX
-    }
-}
-
 /// Runs the service until `shutdown` is set or a fatal error occurs.
 /// `on_start` is called once the HTTP endpoints are up.
 pub fn run(
@@ -300,7 +260,10 @@ pub fn run(
 ) -> Result<(), ServiceError> {
     let cfg = Arc::new(cfg);
     let model = Arc::new(match &cfg.model {
-        Some(path) => Model::from_path(path).map_err(|e| ServiceError::Fatal(e.to_string()))?,
+        Some(path) => Model::from_path(path).map_err(|source| ServiceError::Model {
+            path: path.display().to_string(),
+            source,
+        })?,
         None => Model::default_model(),
     });
     let metrics = tm::install();
@@ -312,8 +275,7 @@ pub fn run(
         ready: AtomicBool::new(false),
         heartbeat: AtomicU64::new(0),
         started: Instant::now(),
-        fatal: Mutex::new(None),
-        restoring: Mutex::new(BTreeSet::new()),
+        stop: Mutex::new(None),
     });
     let server = http::Server::start(
         &cfg.http.listen,
@@ -329,9 +291,6 @@ pub fn run(
     });
 
     let mut consumer = subscribe(&cfg, &shared)?;
-    let mut rejoins = Rejoins::default();
-    let mut suspect = false;
-    let mut committing = false;
     tracing::info!(
         instance = %cfg.kafka.instance_id,
         group = %cfg.kafka.group_id,
@@ -339,141 +298,91 @@ pub fn run(
         model = %model.version,
         "leadscore running"
     );
-
-    let interval = Duration::from_millis(cfg.kafka.commit_interval_ms);
-    let mut next_commit = Instant::now() + interval;
     let result = loop {
         shared.beat();
-        if let Some(msg) = shared.fatal.lock().expect("fatal lock").clone() {
-            break Err(ServiceError::Fatal(msg));
-        }
         if shutdown.is_set() {
             break Ok(());
         }
-        // A failed poll or commit may mean the group refused our static id.
-        if std::mem::take(&mut suspect) && instance_fenced(&consumer) {
-            if !rejoins.allow() {
-                break Err(ServiceError::Fatal(format!(
-                    "the group fenced instance id {} {} times in {} s: is another instance running with this instance_id?",
-                    cfg.kafka.instance_id,
-                    Rejoins::MAX + 1,
-                    Rejoins::WINDOW.as_secs()
-                )));
-            }
-            tracing::warn!(
-                "the group fenced this instance's static id; rejoining with a new consumer"
-            );
-            tm::broker_error("fenced_instance");
-            {
-                let mut p = shared.processor.lock().expect("processor lock");
-                if p.txn_open() {
-                    if let Err(CommitError::Fatal(e)) = p.abort() {
-                        break Err(ServiceError::Fatal(e.to_string()));
-                    }
+        let control = shared.stop.lock().expect("stop lock").take();
+        let control = control.or_else(|| turn(&shared, &consumer));
+        match control {
+            None => {}
+            Some(Control::Rejoin) => {
+                tracing::warn!(
+                    "the group refused this instance's static id; rejoining with a new consumer"
+                );
+                tm::broker_error("fenced_instance");
+                shared.ready.store(false, Ordering::Relaxed);
+                match subscribe(&cfg, &shared) {
+                    Ok(fresh) => drop(std::mem::replace(&mut consumer, fresh)),
+                    Err(e) => break Err(e.into()),
                 }
-                for r in std::mem::take(&mut p.partitions).into_keys() {
-                    tm::partition_dropped(r);
-                }
-                tm::ready(false, 0);
             }
-            shared.restoring.lock().expect("restoring lock").clear();
-            shared.ready.store(false, Ordering::Relaxed);
-            let fresh = match subscribe(&cfg, &shared) {
-                Ok(c) => c,
-                Err(e) => break Err(e.into()),
-            };
-            drop(std::mem::replace(&mut consumer, fresh));
-            continue;
-        }
-        if let Err(e) = restore_pending(&shared) {
-            break Err(e);
-        }
-        let wait = if committing {
-            // Back soon to finish the commit once its writes are acknowledged.
-            Duration::from_millis(2)
-        } else {
-            next_commit
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(100))
-        };
-        let polled = consumer.poll(wait);
-        suspect |= matches!(polled, Some(Err(_)));
-        let mut p = shared.processor.lock().expect("processor lock");
-        let step = match polled {
-            Some(Ok(msg)) => p.process(&msg),
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                if let Some(part) = p.partitions.get_mut(&partition) {
-                    part.eof_since.get_or_insert_with(Instant::now);
-                }
-                Ok(())
-            }
-            // A refused static id is handled at the top of the loop.
-            Some(Err(e)) if kafka::is_fatal(&e) && !instance_fenced(&consumer) => {
-                Err(CommitError::Fatal(e))
-            }
-            Some(Err(e)) => {
-                tm::broker_error("poll");
-                tracing::warn!(error = %e, "poll error");
-                Ok(())
-            }
-            None => Ok(()),
-        };
-        let step = step.and_then(|()| p.idle_advance(Instant::now()));
-        let step = step.and_then(|()| {
-            // The interval runs from the end of a commit: a commit takes a
-            // broker round trip or two, and must not eat the next interval.
-            if p.commit_step(&consumer, Instant::now() >= next_commit)? {
-                next_commit = Instant::now() + interval;
-            }
-            Ok(())
-        });
-        // Only `commit_step` starts a commit (a rebalance finishes its own).
-        committing = p.committing();
-        match step {
-            Ok(()) => {}
-            Err(CommitError::Fatal(e)) => break Err(ServiceError::Fatal(e.to_string())),
-            Err(CommitError::Rewind(e)) => {
-                if instance_fenced(&consumer) {
-                    // Nothing to rewind: the partitions are dropped on rejoining.
-                    suspect = true;
-                    continue;
-                }
-                tracing::warn!(error = %e, "rewinding after a failed commit");
-                if p.txn_open() {
-                    if let Err(CommitError::Fatal(e)) = p.abort() {
-                        break Err(ServiceError::Fatal(e.to_string()));
-                    }
-                }
-                if let Err(e) = p.rewind(&consumer) {
-                    if kafka::is_fatal(&e) {
-                        break Err(ServiceError::Fatal(e.to_string()));
-                    }
-                    tracing::warn!(error = %e, "rewind failed; retrying");
-                    shared
-                        .restoring
-                        .lock()
-                        .expect("restoring lock")
-                        .extend(p.partitions.keys().copied());
-                }
+            Some(Control::Stop(Stop::Shutdown)) => break Ok(()),
+            Some(Control::Stop(Stop::Fatal(msg))) => {
+                tracing::error!(error = %msg, "stopping");
+                break Err(ServiceError::Fatal(msg));
             }
         }
     };
 
     // Shutdown: finish (or abort) the open transaction, then leave.
-    {
-        let mut p = shared.processor.lock().expect("processor lock");
-        if result.is_ok() {
-            if let Err(e) = p.commit(&consumer) {
-                tracing::warn!(error = %e, "final commit failed; aborted");
-                let _ = p.abort();
-            }
-        } else if p.txn_open() {
-            let _ = p.abort();
-        }
+    if result.is_ok() {
+        shared.processor().shutdown(&consumer);
     }
     consumer.unsubscribe();
     drop(consumer);
     drop(server);
     tracing::info!(ok = result.is_ok(), "leadscore stopped");
     result
+}
+
+/// One turn of the loop: restores and commits the protocol asks for, one
+/// poll, its message folded, idle partitions advanced, the clock ticked.
+fn turn(shared: &Shared, consumer: &BaseConsumer<ConsumerCtx>) -> Option<Control> {
+    let wait = {
+        let mut p = shared.processor();
+        if let Some(c) = p.drive(consumer) {
+            return Some(c);
+        }
+        if p.restored() && !shared.ready.swap(true, Ordering::Relaxed) {
+            tm::ready(true, p.partitions.len());
+        }
+        p.wait()
+    };
+    // The rebalance callbacks run inside this poll and take the processor
+    // lock themselves.
+    let polled = consumer.poll(wait);
+    let mut p = shared.processor();
+    match polled {
+        Some(Ok(msg)) => p.process(
+            &Incoming {
+                topic: msg.topic(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                key: msg.key(),
+                payload: msg.payload(),
+            },
+            consumer,
+        ),
+        Some(Err(KafkaError::PartitionEOF(partition))) => p.at_end(partition),
+        Some(Err(_)) if instance_fenced(consumer) => {
+            if let Some(c) = p.instance_fenced(consumer) {
+                return Some(c);
+            }
+        }
+        Some(Err(e)) if kafka::is_fatal(&e) => {
+            return Some(Control::Stop(Stop::Fatal(format!(
+                "fatal Kafka error: {e}"
+            ))))
+        }
+        Some(Err(e)) => {
+            tm::broker_error("poll");
+            tracing::warn!(error = %e, "poll error");
+        }
+        None => {}
+    }
+    p.idle_advance(Instant::now(), consumer);
+    p.tick();
+    p.drive(consumer)
 }

@@ -22,24 +22,52 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::kafka::{block_on, client_config, flush, retry, CALL_TIMEOUT};
-use super::processor::{checkpoint_bytes, produce, restore_engine, ProducerCtx, CHECKPOINT_KEY};
+use super::changelog::{self, CHECKPOINT_KEY};
+use super::kafka::{
+    self, flush, produce, retry, Cleanup, ProducerCtx, ReaderCtx, StartError, CALL_TIMEOUT,
+};
+use super::restore::{restore_partition, RestoreError, Restored};
 use crate::change::{Stage, StatusChange};
 use crate::codec::{decode_keyed, encode_change_json, encode_change_proto, Format};
 use crate::config::Config;
-use crate::engine::{snapshot, Engine};
-use crate::model::Model;
+use crate::engine::Engine;
+use crate::model::{Model, ModelError};
 use crate::time::Micros;
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("the live model {path} is not valid: {source}")]
+    LiveModel { path: String, source: ModelError },
+    /// The options do not fit the config (the message says why).
+    #[error("{0}")]
+    Options(String),
+    #[error(transparent)]
+    Topics(#[from] StartError),
+    #[error("reading the live state: {0}")]
+    LiveState(#[from] RestoreError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("{lost} change(s) could not be written to {topic}")]
+    LostWrites { lost: u64, topic: String },
+    #[error("writes to {topic} failed; nothing of partition {partition} was committed, run again")]
+    StateNotWritten { topic: String, partition: usize },
+    #[error("committing the rebuilt state: {0}")]
+    Commit(KafkaError),
+}
+
+type Result<T> = std::result::Result<T, ReplayError>;
+
+fn options(msg: String) -> ReplayError {
+    ReplayError::Options(msg)
+}
 
 /// Where to start reading the input topics.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -151,81 +179,69 @@ impl Part {
 pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) -> Result<Summary> {
     let started = Instant::now();
     let current_model = Arc::new(match &cfg.model {
-        Some(p) => Model::from_path(p)
-            .with_context(|| format!("the live model {} is not valid", p.display()))?,
+        Some(p) => Model::from_path(p).map_err(|source| ReplayError::LiveModel {
+            path: p.display().to_string(),
+            source,
+        })?,
         None => Model::default_model(),
     });
     let new_model = Arc::clone(&opts.model);
-    let lateness = cfg.allowed_lateness()?;
+    let lateness = cfg.kafka.allowed_lateness;
     let topics = &cfg.kafka.input_topics;
     match &opts.target {
-        Target::Live if new_model.version == current_model.version => bail!(
-            "--into-live needs a model version other than the live one ({:?}): \
-             the status topic must tell the new model's changes apart",
-            current_model.version
-        ),
+        Target::Live if new_model.version == current_model.version => {
+            return Err(options(format!(
+                "--into-live needs a model version other than the live one ({:?}): \
+                 the status topic must tell the new model's changes apart",
+                current_model.version
+            )))
+        }
         Target::Changelog(t) if *t == cfg.changelog_topic() => {
-            bail!("--to-changelog {t}: that is the live changelog; name a new topic")
+            return Err(options(format!(
+                "--to-changelog {t}: that is the live changelog; name a new topic"
+            )))
         }
         Target::Changelog(_) if opts.start != Start::Earliest => {
-            bail!("--to-changelog rebuilds the whole state: it cannot start at --from TIME")
+            return Err(options(
+                "--to-changelog rebuilds the whole state: it cannot start at --from TIME".into(),
+            ))
         }
         _ => {}
     }
 
     // The input topics and their partition count.
-    let probe: BaseConsumer = client_config(cfg)
+    let probe: BaseConsumer = kafka::plain(cfg)
         .set("group.id", &cfg.kafka.group_id)
         .create()?;
-    let md = retry("fetch metadata", || {
-        probe.fetch_metadata(None, CALL_TIMEOUT)
-    })?;
-    let partitions = |name: &str| {
-        md.topics()
-            .iter()
-            .find(|t| t.name() == name && t.error().is_none())
-            .map(|t| t.partitions().len())
-            .filter(|&n| n > 0)
-    };
-    let missing: Vec<&str> = topics
-        .iter()
-        .filter(|t| partitions(t).is_none())
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "input topic(s) not found on the broker: {}",
-            missing.join(", ")
-        );
-    }
-    let n = partitions(&topics[0]).expect("checked above");
-    if let Some(t) = topics.iter().find(|t| partitions(t) != Some(n)) {
-        bail!("input topics have different partition counts ({t}); they must be co-partitioned");
-    }
+    let n = kafka::input_partitions(cfg, &probe)?;
+    let partitions =
+        |name: &str| -> Result<Option<usize>> { Ok(kafka::partition_counts(&probe, &[name])?[0]) };
     let (mode, out_topic) = match &opts.target {
         Target::Shadow(t) => {
             let t = t
                 .clone()
                 .unwrap_or_else(|| format!("{}-shadow", cfg.kafka.status_topic));
-            if partitions(&t).is_none() {
-                create_topic(cfg, &t, n, false)?;
+            if partitions(&t)?.is_none() {
+                kafka::create_topic(cfg, &t, n, Cleanup::Delete)?;
             }
             ("shadow", t)
         }
         Target::Live => {
-            if partitions(&cfg.kafka.status_topic).is_none() {
-                bail!(
-                    "status topic {} not found on the broker",
-                    cfg.kafka.status_topic
-                );
+            if partitions(&cfg.kafka.status_topic)?.is_none() {
+                return Err(StartError::MissingTopics(cfg.kafka.status_topic.clone()).into());
             }
             ("live", cfg.kafka.status_topic.clone())
         }
         Target::Changelog(t) => {
-            match partitions(t) {
-                None => create_topic(cfg, t, n, true)?,
+            match partitions(t)? {
+                None => kafka::create_topic(cfg, t, n, Cleanup::Compact)?,
                 Some(m) if m != n => {
-                    bail!("changelog topic {t} has {m} partitions, the input has {n}")
+                    return Err(StartError::ChangelogPartitions {
+                        topic: t.clone(),
+                        actual: m,
+                        expected: n,
+                    }
+                    .into())
                 }
                 Some(_) => {}
             }
@@ -234,7 +250,7 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
     };
     let live_changelog = cfg.changelog_topic();
     let live_state =
-        matches!(opts.target, Target::Changelog(_)) && partitions(&live_changelog).is_some();
+        matches!(opts.target, Target::Changelog(_)) && partitions(&live_changelog)?.is_some();
 
     // Offsets: from the start to the end seen now (or, when rebuilding the
     // state for a switch, to the live group's committed offsets).
@@ -272,8 +288,9 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         // raised at an earlier cut would count changes twice.
         let new = Engine::with_lateness(Arc::clone(&new_model), lateness);
         let (current, live_checkpoint) = if live_state {
-            restore_engine(cfg, &current_model, &live_changelog, p)
-                .with_context(|| format!("reading the live state from {live_changelog}"))?
+            let Restored { engine, checkpoint } =
+                restore_partition(cfg, &current_model, &live_changelog, p)?;
+            (engine, checkpoint)
         } else {
             (
                 Engine::with_lateness(Arc::clone(&current_model), lateness),
@@ -304,8 +321,8 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
             // at the group's committed offset (no checkpoint: nothing done).
             let live_offset = live_checkpoint
                 .as_ref()
-                .and_then(|cp| cp.offsets.iter().find(|(name, _)| name == t))
-                .map_or(low, |(_, o)| *o);
+                .and_then(|cp| cp.offset(t))
+                .unwrap_or(low);
             live_at_cut &= live_offset == stop;
             next.push(start.max(low));
             end.push(stop);
@@ -331,34 +348,10 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
     super::kafka::close(probe);
 
     // Read.
-    let mut cc = client_config(cfg);
-    // A group id of its own (librdkafka refuses an assignment without one);
-    // the partitions are assigned, so no group is ever joined or committed to.
-    cc.set("group.id", format!("{}-replay", cfg.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .set("fetch.max.bytes", "52428800")
-        // 1 MiB per partition and 64 MiB queued: with 10 MiB and 256 MiB
-        // the replay was no faster and 150 MB larger.
-        .set("max.partition.fetch.bytes", "1048576")
-        .set("queued.max.messages.kbytes", "65536")
-        // Folding is slower than fetching: don't back off 1 s (the default)
-        // each time the prefetch queue is full.
-        .set("fetch.queue.backoff.ms", "10");
-    for (k, v) in &cfg.kafka.properties {
-        cc.set(k, v);
-    }
+    let cc = kafka::reader(cfg, kafka::Reading::Replay);
     let producer: Option<BaseProducer<ProducerCtx>> = match opts.target {
         Target::Changelog(_) => None,
-        _ => Some(
-            client_config(cfg)
-                .set("enable.idempotence", "true")
-                .set("linger.ms", "20")
-                .set("queue.buffering.max.messages", "1000000")
-                .set("queue.buffering.max.kbytes", "1048576")
-                .create_with_context(ProducerCtx::default())?,
-        ),
+        _ => Some(kafka::producer(cfg, None, 20).create_with_context(ProducerCtx::default())?),
     };
     let suffix = match opts.target {
         Target::Live => Some(format!("@{}", new_model.version)),
@@ -432,13 +425,16 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         elapsed: started.elapsed(),
     });
     if let Some(p) = &producer {
-        flush(p, Duration::from_secs(120)).context("flushing the replayed changes")?;
+        flush(p, Duration::from_secs(120))?;
         let lost = p
             .context()
             .failures
             .load(std::sync::atomic::Ordering::Relaxed);
         if lost > 0 {
-            bail!("{lost} change(s) could not be written to {out_topic}");
+            return Err(ReplayError::LostWrites {
+                lost,
+                topic: out_topic,
+            });
         }
     }
     let switch_ready = match &opts.target {
@@ -574,9 +570,7 @@ impl Worker<'_> {
     fn fold_all(&self, w: usize, parts: &mut [&mut Part]) -> Result<Counts> {
         let topics = &self.cfg.kafka.input_topics;
         let local = |p: i32| (p as usize - w) / self.workers;
-        let consumer: BaseConsumer<super::processor::RestoreCtx> = self
-            .consumer
-            .create_with_context(super::processor::RestoreCtx)?;
+        let consumer: BaseConsumer<ReaderCtx> = self.consumer.create_with_context(ReaderCtx)?;
         let mut tpl = TopicPartitionList::new();
         for (i, part) in parts.iter().enumerate() {
             let p = (i * self.workers + w) as i32;
@@ -766,15 +760,10 @@ fn round2(x: f64) -> f64 {
 /// offsets read and the sequences are left for the run after it stopped.
 /// Returns whether every partition was at the cut.
 fn write_state(cfg: &Config, topic: &str, parts: &mut [Part], live_state: bool) -> Result<bool> {
-    let producer: BaseProducer<ProducerCtx> = client_config(cfg)
-        .set(
-            "transactional.id",
-            format!("{}-rebuild-{topic}", cfg.kafka.group_id),
-        )
+    let txn_id = format!("{}-rebuild-{topic}", cfg.kafka.group_id);
+    let producer: BaseProducer<ProducerCtx> = kafka::producer(cfg, Some(&txn_id), 20)
+        // A partition's whole state is one transaction.
         .set("transaction.timeout.ms", "600000")
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
         .create_with_context(ProducerCtx::default())?;
     retry("init transactions", || {
         producer.init_transactions(CALL_TIMEOUT)
@@ -802,7 +791,7 @@ fn write_state(cfg: &Config, topic: &str, parts: &mut [Part], live_state: bool) 
         producer.begin_transaction()?;
         for lead in part.new.leads() {
             buf.clear();
-            snapshot::encode(lead, part.new.model(), &mut buf);
+            changelog::encode_lead(lead, part.new.model(), &mut buf);
             produce(
                 &producer,
                 topic,
@@ -812,7 +801,7 @@ fn write_state(cfg: &Config, topic: &str, parts: &mut [Part], live_state: bool) 
                 None,
             );
         }
-        let cp = checkpoint_bytes(part.new.watermark(), topics, &part.end);
+        let cp = changelog::encode_checkpoint(part.new.watermark(), topics, &part.end);
         produce(&producer, topic, Some(p as i32), CHECKPOINT_KEY, &cp, None);
         commit(&producer)?;
         if producer
@@ -821,7 +810,10 @@ fn write_state(cfg: &Config, topic: &str, parts: &mut [Part], live_state: bool) 
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
         {
-            bail!("writes to {topic} failed; nothing of partition {p} was committed, run again");
+            return Err(ReplayError::StateNotWritten {
+                topic: topic.to_string(),
+                partition: p,
+            });
         }
     }
     Ok(!live_state || parts.iter().all(|p| p.live_at_cut))
@@ -839,24 +831,7 @@ fn commit(p: &BaseProducer<ProducerCtx>) -> Result<()> {
             {
                 p.poll(Duration::from_millis(50));
             }
-            Err(e) => return Err(e).context("committing the rebuilt state"),
+            Err(e) => return Err(ReplayError::Commit(e)),
         }
     }
-}
-
-fn create_topic(cfg: &Config, name: &str, partitions: usize, compact: bool) -> Result<()> {
-    tracing::info!(topic = name, partitions, compact, "creating topic");
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg).create()?;
-    let mut topic = NewTopic::new(name, partitions as i32, TopicReplication::Fixed(-1));
-    if compact {
-        topic = topic.set("cleanup.policy", "compact");
-    }
-    let opts = AdminOptions::new().operation_timeout(Some(CALL_TIMEOUT));
-    for r in block_on(admin.create_topics([&topic], &opts))? {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => bail!("cannot create topic {t}: {code}"),
-        }
-    }
-    Ok(())
 }
