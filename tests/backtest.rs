@@ -543,7 +543,7 @@ fn bad_input_fails_with_a_message_that_names_the_problem() {
     let err = fails(&["backtest", "--events", &p("missing.jsonl")]);
     assert!(err.contains("missing.jsonl"), "{err}");
     let err = fails(&["backtest"]);
-    assert!(err.contains("--events FILE"), "{err}");
+    assert!(err.contains("--events <FILE>"), "{err}");
 
     // A model (or baseline) that does not validate: the loader names the key.
     std::fs::write(
@@ -644,10 +644,10 @@ fn help_documents_the_outcomes_format() {
     assert!(out.status.success());
     let help = text(&out.stdout);
     for needle in [
-        "--outcomes FILE",
+        "--outcomes <FILE>",
         "lead_id,outcome,at",
         "\"outcome\": \"won\"",
-        "--report DIR",
+        "--report <DIR>",
     ] {
         assert!(help.contains(needle), "{needle:?} not in:\n{help}");
     }

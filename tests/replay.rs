@@ -483,7 +483,13 @@ fn bad_input_gets_a_clear_message_and_a_failing_exit() {
         ],
     );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("choose one"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot be used with")
+            && err.contains("--into-live")
+            && err.contains("--to-topic"),
+        "{err}"
+    );
 }
 
 /// The README's procedure: stop the service, rebuild the state under the

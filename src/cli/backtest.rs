@@ -16,28 +16,30 @@ use crate::model::Model;
 
 use super::offline::{read_events, ScoreStats};
 
-pub(super) const USAGE: &str = "\
-leadscore backtest — what a scoring model would have done on historical events
-
-USAGE:
-  leadscore backtest [--model FILE] [--baseline FILE] --events FILE
-                     [--outcomes FILE] [--report DIR] [--json]
+/// `backtest --help`: what it does, before the options.
+pub(super) const ABOUT: &str = "\
+What a scoring model would have done on historical events.
 
 Folds the events (JSON lines, as `leadscore score` reads them: file order,
 allowed lateness 0, bad lines reported on stderr and skipped) under each
 model, and asks: would the leads that became customers have scored high?
+Reports MQL/SQL counts, conversions, precision and recall for won deals,
+conversion by band and a threshold sweep; --report DIR writes an HTML report.";
 
-  --model FILE     the model to test (default: the embedded default model)
-  --baseline FILE  a second model, reported side by side (e.g. the one live now)
-  --events FILE    the event file (`-` for stdin)
-  --outcomes FILE  deal outcomes, one per line, JSON or CSV:
-                     {\"lead_id\": \"L-1\", \"outcome\": \"won\", \"at\": \"2026-04-01T09:00:00Z\"}
-                     L-2,lost,2026-04-02T10:00:00Z
-                   (a `lead_id,outcome,at` header line is allowed). Without it,
-                   the outcomes are the event file's deal_won/deal_lost events.
-  --report DIR     write DIR/index.html (charts, works offline) and DIR/backtest.json
-  --json           write the result as JSON to stdout instead of the summary
+/// The example closing both `backtest -h` and `backtest --help`.
+macro_rules! example {
+    () => {
+        "Example:
+  leadscore backtest --events q1.jsonl --baseline live-model.toml --report backtest/"
+    };
+}
 
+/// `backtest -h`: after the options.
+pub(super) const EXAMPLE: &str = example!();
+
+/// `backtest --help`: after the options, how each number is defined.
+pub(super) const DETAILS: &str = concat!(
+    "\
 Each lead is judged on its history before its outcome: up to its first
 deal_won/deal_lost in the event file, or up to the outcome's `at` (events at
 or after it are ignored). Won deals are the positives; lost deals and leads
@@ -57,7 +59,42 @@ without an outcome are the negatives.
 Exits 2 with a message for a missing or empty event file, a model that does
 not validate, an unreadable outcomes file, or no outcomes (precision and
 recall need won deals).
-";
+
+",
+    example!()
+);
+
+/// `leadscore backtest`'s flags.
+#[derive(Debug, clap::Args)]
+pub(super) struct BacktestArgs {
+    /// The model to test (default: the embedded default model).
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// A second model, reported side by side (e.g. the one live now).
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// The event file, JSON lines (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    events: String,
+    /// Deal outcomes, one per line, JSON or CSV.
+    #[arg(
+        long,
+        value_name = "FILE",
+        long_help = "\
+Deal outcomes, one per line, JSON or CSV:
+  {\"lead_id\": \"L-1\", \"outcome\": \"won\", \"at\": \"2026-04-01T09:00:00Z\"}
+  L-2,lost,2026-04-02T10:00:00Z
+(a `lead_id,outcome,at` header line is allowed). Without it, the outcomes
+are the event file's deal_won/deal_lost events."
+    )]
+    outcomes: Option<PathBuf>,
+    /// Write DIR/index.html (charts, works offline) and DIR/backtest.json.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Write the result as JSON to stdout instead of the summary.
+    #[arg(long)]
+    json: bool,
+}
 
 /// What `leadscore backtest` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -201,33 +238,15 @@ pub fn backtest(opts: &BacktestOptions) -> Result<BacktestReport> {
     })
 }
 
-/// `leadscore backtest …`: parses its flags, runs, writes the output.
-pub(super) fn main(mut parser: lexopt::Parser) -> Result<ExitCode> {
-    use lexopt::prelude::*;
-    let mut opts = BacktestOptions::default();
-    let mut events = None;
-    let mut report_dir: Option<PathBuf> = None;
-    let mut json = false;
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Long("model") => opts.model = Some(super::value(&mut parser, "--model")?.into()),
-            Long("baseline") => {
-                opts.baseline = Some(super::value(&mut parser, "--baseline")?.into())
-            }
-            Long("events") => events = Some(super::value(&mut parser, "--events")?),
-            Long("outcomes") => {
-                opts.outcomes = Some(super::value(&mut parser, "--outcomes")?.into())
-            }
-            Long("report") => report_dir = Some(super::value(&mut parser, "--report")?.into()),
-            Long("json") => json = true,
-            Short('h') | Long("help") => {
-                print!("{USAGE}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            other => bail!("{}\n\n{USAGE}", other.unexpected()),
-        }
-    }
-    opts.events = events.context("backtest needs --events FILE")?;
+/// `leadscore backtest …`: runs, writes the output.
+pub(super) fn main(args: BacktestArgs) -> Result<ExitCode> {
+    let opts = BacktestOptions {
+        model: args.model,
+        baseline: args.baseline,
+        events: args.events,
+        outcomes: args.outcomes,
+    };
+    let (report_dir, json) = (args.report, args.json);
     let result = backtest(&opts)?;
     eprintln!(
         "leadscore backtest: {} events, {} bad lines, {} duplicates; {} leads, {} won, {} lost",

@@ -1,81 +1,282 @@
 //! The command line: `score`, `explain`, `check`, `generate`, `backtest`
-//! and `replay` (`run` and `demo` start the service).
+//! and `replay` (`run` and `demo` start the service), parsed by clap: each
+//! command accepts only its own flags, so a flag of another command is an
+//! error that names it rather than being silently ignored.
 
 mod backtest;
 mod detached;
 mod offline;
 mod replay;
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 pub use backtest::{backtest, BacktestOptions};
 pub use offline::{check, explain, generate, score, ScoreStats};
 
-const USAGE: &str = "\
-leadscore — event-sourced streaming lead scorer
+use crate::demo::DemoOptions;
+use crate::gen::GenConfig;
+use crate::time::Micros;
 
-USAGE:
-  leadscore run      --config FILE
-  leadscore demo     [--duration SECONDS] [--http ADDR] [--rate EVENTS_PER_S]
-  leadscore score    [--model FILE] [--input FILE|-] [--until TIME]
-  leadscore explain  [--model FILE] --input FILE --lead ID [--at TIME]
-  leadscore check    FILE
-  leadscore generate [--events N] [--leads N] [--seed N] [--format json|protobuf]
-                     [--out FILE] [--no-duplicates] [--no-late]
-  leadscore backtest [--model FILE] [--baseline FILE] --events FILE
-                     [--outcomes FILE] [--report DIR] [--json]
-  leadscore replay   --config FILE --model NEW [--from earliest|TIME]
-                     [--to-topic TOPIC | --into-live | --to-changelog TOPIC] [--json]
-
-COMMANDS:
-  run       The Kafka service (consumer group, exactly-once by default,
-            state in a compacted changelog, HTTP endpoints). `check` the
-            config first; every key can be overridden as LEADSCORE_<SECTION>_<KEY>.
-  demo      The whole pipeline on an in-process Kafka mock cluster with
-            generated traffic: changes printed, endpoints served. No setup.
-  score     Fold a JSON-lines file of events (in file order) and write the
-            status changes as JSON lines to stdout. Bad lines are reported
-            on stderr with their line number and skipped. --until advances
-            the clock at the end so that due timers fire.
-  explain   A lead's state and score breakdown, rule by rule, after folding
-            the file (at TIME with --at).
-  check     Validate a config or model file; names the key and the problem.
-  generate  Write a realistic, seeded event stream (JSON lines or
-            length-delimited protobuf) for tests, benchmarks and demos.
-  backtest  Would the leads that became customers have scored high? Folds
-            historical events under a model (and a baseline) and reports
-            MQL/SQL counts, conversions, precision and recall for won deals,
-            conversion by band and a threshold sweep; --report DIR writes
-            an HTML report. `leadscore backtest --help` for the details.
-  replay    Rescore the service's input topics under a new model, without
-            disturbing the live group: changes to a shadow topic (default)
-            or the live one, or the rebuilt state to a new changelog to
-            switch the service over. `leadscore replay --help` for more.
-
+/// leadscore — event-sourced streaming lead scorer
+#[derive(Debug, Parser)]
+#[command(
+    name = "leadscore",
+    version,
+    after_help = "\
 Without --model the default model (SPEC §1) is used. TIME is RFC 3339,
-e.g. 2026-06-01T00:00:00Z.
-";
+e.g. 2026-06-01T00:00:00Z. `leadscore help COMMAND` for a command's options.
 
-fn value(parser: &mut lexopt::Parser, name: &str) -> Result<String> {
-    parser
-        .value()
-        .with_context(|| format!("{name} needs a value"))?
-        .into_string()
-        .map_err(|v| anyhow::anyhow!("{name}: not valid UTF-8: {v:?}"))
+Examples:
+  leadscore check config.toml && leadscore run --config config.toml
+  leadscore generate --events 100000 --out events.jsonl
+  leadscore score --input events.jsonl --until 2026-06-01T00:00:00Z
+  leadscore backtest --events q1.jsonl --baseline live-model.toml --report backtest/
+  leadscore replay --config config.toml --model new-model.toml"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn parse_time(flag: &str, s: &str) -> Result<crate::time::Micros> {
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The Kafka service (consumer group, changelog, HTTP endpoints)
+    ///
+    /// A consumer group, exactly-once by default, with the state in a
+    /// compacted changelog, and HTTP endpoints. `check` the config first;
+    /// every key can be overridden as LEADSCORE_<SECTION>_<KEY>. Exits 1
+    /// when the service stops on an error, 2 when the config is not valid.
+    #[command(
+        verbatim_doc_comment,
+        after_help = "Example:\n  leadscore run --config config.toml"
+    )]
+    Run(RunArgs),
+
+    /// The whole pipeline on an in-process Kafka mock cluster; no setup
+    ///
+    /// Generated traffic through the service on librdkafka's mock cluster:
+    /// the status changes printed, the HTTP endpoints served.
+    #[command(
+        verbatim_doc_comment,
+        after_help = "Example:\n  leadscore demo --duration 60 --rate 1000"
+    )]
+    Demo(DemoArgs),
+
+    /// Fold a JSON-lines event file and print the status changes
+    ///
+    /// The events are folded in file order; the status changes are written
+    /// as JSON lines to stdout. Bad lines are reported on stderr with their
+    /// line number and skipped. --until advances the clock at the end so
+    /// that due timers fire.
+    #[command(
+        verbatim_doc_comment,
+        after_help = "\
+Example:
+  leadscore score --input events.jsonl --until 2026-06-01T00:00:00Z > changes.jsonl"
+    )]
+    Score(ScoreArgs),
+
+    /// A lead's state and score breakdown, rule by rule, as JSON
+    ///
+    /// After folding the file, or as of TIME with --at.
+    #[command(
+        verbatim_doc_comment,
+        after_help = "\
+Example:
+  leadscore explain --input events.jsonl --lead L-4004 --at 2026-05-03T09:10:00Z"
+    )]
+    Explain(ExplainArgs),
+
+    /// Validate a config or model file, naming the key and the problem
+    #[command(
+        verbatim_doc_comment,
+        after_help = "Example:\n  leadscore check model.toml"
+    )]
+    Check(CheckArgs),
+
+    /// Write a realistic, seeded event stream for tests and benchmarks
+    ///
+    /// JSON lines or length-delimited protobuf, with duplicates, late
+    /// events and deal outcomes; the same seed writes the same stream.
+    #[command(
+        verbatim_doc_comment,
+        after_help = "\
+Example:
+  leadscore generate --events 1000000 --leads 100000 --seed 7 --out events.jsonl"
+    )]
+    Generate(GenerateArgs),
+
+    /// Would the leads that became customers have scored high under a model?
+    #[command(
+        verbatim_doc_comment,
+        long_about = backtest::ABOUT,
+        after_help = backtest::EXAMPLE,
+        after_long_help = backtest::DETAILS,
+    )]
+    Backtest(backtest::BacktestArgs),
+
+    /// Rescore the input topics under a new model, beside the live service
+    #[command(
+        verbatim_doc_comment,
+        long_about = replay::ABOUT,
+        after_help = replay::EXAMPLE,
+        after_long_help = replay::DETAILS,
+    )]
+    Replay(replay::ReplayArgs),
+
+    /// Print a shell completion script to stdout
+    #[command(
+        verbatim_doc_comment,
+        after_help = "\
+Example:
+  leadscore completions bash > ~/.local/share/bash-completion/completions/leadscore"
+    )]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The service's config file (TOML).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// How long to run, in seconds (at least 1).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds,
+          default_value_t = DemoOptions::default().duration.as_secs_f64())]
+    duration: f64,
+    /// Where to serve the HTTP endpoints (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value_t = DemoOptions::default().http)]
+    http: String,
+    /// Events produced per second.
+    #[arg(long, value_name = "N", default_value_t = DemoOptions::default().rate)]
+    rate: u32,
+}
+
+#[derive(Debug, Args)]
+struct ScoreArgs {
+    /// The model file (default: the embedded default model).
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// The event file, JSON lines (`-` for stdin).
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    input: String,
+    /// Advance the clock to TIME (RFC 3339) at the end, so that due timers fire.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<Micros>,
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    /// The model file (default: the embedded default model).
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// The event file, JSON lines (`-` for stdin).
+    #[arg(long, value_name = "FILE")]
+    input: String,
+    /// The lead to explain.
+    #[arg(long, value_name = "ID")]
+    lead: String,
+    /// Explain the lead as of TIME (RFC 3339), with its timers fired up to it.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    at: Option<Micros>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The config or model file (TOML).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+/// The wire format of generated events.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum WireFormat {
+    /// JSON lines.
+    Json,
+    /// Length-delimited protobuf.
+    Protobuf,
+}
+
+impl From<WireFormat> for crate::codec::Format {
+    fn from(f: WireFormat) -> Self {
+        match f {
+            WireFormat::Json => crate::codec::Format::Json,
+            WireFormat::Protobuf => crate::codec::Format::Protobuf,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    /// How many events to write (duplicates come on top, unless --no-duplicates).
+    #[arg(long, value_name = "N", default_value_t = GenConfig::default().events)]
+    events: u64,
+    /// How many distinct leads.
+    #[arg(long, value_name = "N", default_value_t = GenConfig::default().leads)]
+    leads: u64,
+    /// The random seed: the same seed writes the same stream.
+    #[arg(long, value_name = "N", default_value_t = GenConfig::default().seed)]
+    seed: u64,
+    /// The output format.
+    #[arg(long, value_enum, default_value_t = WireFormat::Json)]
+    format: WireFormat,
+    /// Write to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Write no duplicate events (by default 1% are sent twice, as by a retrying producer).
+    #[arg(long)]
+    no_duplicates: bool,
+    /// Write no late events (by default some arrive after later ones).
+    #[arg(long)]
+    no_late: bool,
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+/// `--until`, `--at` and `--from`: an RFC 3339 time. A clap value parser,
+/// so that a bad time is a usage error that names the flag.
+fn parse_time(s: &str) -> Result<Micros, String> {
     crate::time::parse_rfc3339(s)
-        .map_err(|e| anyhow::anyhow!("{flag} {s:?} is not an RFC 3339 time: {e}"))
+        .map_err(|e| format!("{e}: expected an RFC 3339 time such as 2026-06-01T00:00:00Z"))
+}
+
+/// `demo --duration`: seconds, at least 1 (shorter leaves the pipeline no
+/// time to start), and never a value that `Duration::from_secs_f64` would
+/// panic on.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| "expected a number of seconds".to_string())?;
+    let secs = secs.max(1.0);
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())?;
+    Ok(secs)
 }
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
-    match run(std::env::args_os().skip(1).collect()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and --version (exit 0) go to stdout, usage errors (exit 2)
+        // to stderr.
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("leadscore: {e:#}");
@@ -84,99 +285,22 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(args: Vec<OsString>) -> Result<ExitCode> {
-    use lexopt::prelude::*;
-    let mut parser = lexopt::Parser::from_args(args);
-    let command = match parser.next()? {
-        Some(Value(v)) => v
-            .into_string()
-            .map_err(|_| anyhow::anyhow!("command is not UTF-8"))?,
-        Some(Short('h') | Long("help")) | None => {
-            print!("{USAGE}");
-            return Ok(ExitCode::SUCCESS);
-        }
-        Some(Long("version")) => {
-            println!("leadscore {}", env!("CARGO_PKG_VERSION"));
-            return Ok(ExitCode::SUCCESS);
-        }
-        Some(other) => bail!("{}\n\n{USAGE}", other.unexpected()),
+fn load_model(path: Option<&PathBuf>) -> Result<crate::model::Model> {
+    Ok(match path {
+        Some(p) => crate::model::Model::from_path(p)?,
+        None => crate::model::Model::default_model(),
+    })
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let Some(command) = cli.command else {
+        Cli::command().print_long_help()?;
+        return Ok(ExitCode::SUCCESS);
     };
-    // `backtest` has flags of its own (its `--events` is a file).
-    if command == "backtest" {
-        return backtest::main(parser);
-    }
-    if command == "replay" {
-        return replay::main(parser);
-    }
-    let mut model: Option<PathBuf> = None;
-    let mut input: Option<String> = None;
-    let mut until = None;
-    let mut at = None;
-    let mut lead = None;
-    let mut positional = Vec::new();
-    let mut gen = crate::gen::GenConfig::default();
-    let mut format = crate::codec::Format::Json;
-    let mut out: Option<PathBuf> = None;
-    let mut config: Option<PathBuf> = None;
-    let mut demo = crate::demo::DemoOptions::default();
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Long("model") => model = Some(value(&mut parser, "--model")?.into()),
-            Long("input") => input = Some(value(&mut parser, "--input")?),
-            Long("until") => until = Some(parse_time("--until", &value(&mut parser, "--until")?)?),
-            Long("at") => at = Some(parse_time("--at", &value(&mut parser, "--at")?)?),
-            Long("lead") => lead = Some(value(&mut parser, "--lead")?),
-            Long("events") => {
-                gen.events = value(&mut parser, "--events")?
-                    .parse()
-                    .context("--events")?
-            }
-            Long("leads") => {
-                gen.leads = value(&mut parser, "--leads")?.parse().context("--leads")?
-            }
-            Long("seed") => gen.seed = value(&mut parser, "--seed")?.parse().context("--seed")?,
-            Long("no-duplicates") => gen.duplicate_rate = 0.0,
-            Long("no-late") => gen.late_rate = 0.0,
-            Long("format") => {
-                format = match value(&mut parser, "--format")?.as_str() {
-                    "json" => crate::codec::Format::Json,
-                    "protobuf" => crate::codec::Format::Protobuf,
-                    f => bail!("--format {f:?}: use json or protobuf"),
-                }
-            }
-            Long("out") => out = Some(value(&mut parser, "--out")?.into()),
-            Long("config") => config = Some(value(&mut parser, "--config")?.into()),
-            Long("duration") => {
-                let s: f64 = value(&mut parser, "--duration")?
-                    .parse()
-                    .context("--duration: seconds")?;
-                demo.duration = std::time::Duration::from_secs_f64(s.max(1.0));
-            }
-            Long("http") => demo.http = value(&mut parser, "--http")?,
-            Long("rate") => {
-                demo.rate = value(&mut parser, "--rate")?
-                    .parse()
-                    .context("--rate: events per second")?
-            }
-            Short('h') | Long("help") => {
-                print!("{USAGE}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            Value(v) => positional.push(v),
-            other => bail!("{}\n\n{USAGE}", other.unexpected()),
-        }
-    }
-    let load_model = || -> Result<crate::model::Model> {
-        Ok(match &model {
-            Some(p) => crate::model::Model::from_path(p)?,
-            None => crate::model::Model::default_model(),
-        })
-    };
-    match command.as_str() {
-        "run" => {
-            let path = config.context("run needs --config FILE")?;
-            let cfg = crate::config::Config::load(&path)
-                .with_context(|| format!("{} is not a valid config", path.display()))?;
+    match command {
+        Command::Run(a) => {
+            let cfg = crate::config::Config::load(&a.config)
+                .with_context(|| format!("{} is not a valid config", a.config.display()))?;
             crate::service::telemetry::init_logging(cfg.log.format, cfg.log.level.as_deref());
             let shutdown = crate::service::Shutdown::new();
             shutdown
@@ -191,39 +315,49 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
                 }
             }
         }
-        "demo" => {
-            let mut out = std::io::stdout();
-            crate::demo::run(demo, &mut out)?;
+        Command::Demo(a) => {
+            let opts = DemoOptions {
+                duration: Duration::from_secs_f64(a.duration),
+                http: a.http,
+                rate: a.rate,
+            };
+            crate::demo::run(opts, &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
-        "score" => {
-            let m = load_model()?;
+        Command::Score(a) => {
             let stats = score(
-                m,
-                input.as_deref().unwrap_or("-"),
-                until,
+                load_model(a.model.as_ref())?,
+                &a.input,
+                a.until,
                 &mut std::io::stdout(),
             )?;
             eprintln!("leadscore score: {stats}");
             Ok(ExitCode::SUCCESS)
         }
-        "explain" => {
-            let input = input.context("explain needs --input FILE")?;
-            let lead = lead.context("explain needs --lead ID")?;
-            let e = explain(load_model()?, &input, &lead, at)?;
+        Command::Explain(a) => {
+            let e = explain(load_model(a.model.as_ref())?, &a.input, &a.lead, a.at)?;
             println!("{}", serde_json::to_string_pretty(&e)?);
             Ok(ExitCode::SUCCESS)
         }
-        "check" => {
-            let [file] = positional.as_slice() else {
-                bail!("check needs exactly one FILE");
-            };
-            let summary = check(std::path::Path::new(file))?;
-            println!("{summary}");
+        Command::Check(a) => {
+            println!("{}", check(&a.file)?);
             Ok(ExitCode::SUCCESS)
         }
-        "generate" => {
-            let n = match &out {
+        Command::Generate(a) => {
+            let mut gen = GenConfig {
+                events: a.events,
+                leads: a.leads,
+                seed: a.seed,
+                ..GenConfig::default()
+            };
+            if a.no_duplicates {
+                gen.duplicate_rate = 0.0;
+            }
+            if a.no_late {
+                gen.late_rate = 0.0;
+            }
+            let format = a.format.into();
+            let n = match &a.out {
                 Some(p) => {
                     let f = std::fs::File::create(p)
                         .with_context(|| format!("cannot create {}", p.display()))?;
@@ -234,6 +368,28 @@ fn run(args: Vec<OsString>) -> Result<ExitCode> {
             eprintln!("leadscore generate: {n} events");
             Ok(ExitCode::SUCCESS)
         }
-        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+        Command::Backtest(a) => backtest::main(a),
+        Command::Replay(a) => replay::main(a),
+        Command::Completions(a) => {
+            clap_complete::generate(
+                a.shell,
+                &mut Cli::command(),
+                "leadscore",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks (duplicate flags, bad defaults, …),
+    /// which it otherwise makes only in debug builds and lazily.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

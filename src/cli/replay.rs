@@ -2,93 +2,132 @@
 //! [`crate::service::replay`]); a progress bar on a terminal, a summary at
 //! the end.
 
-use std::fmt::Write as _;
-use std::io::{IsTerminal, Write};
+use std::fmt::{self, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use indicatif::{
+    HumanCount, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle,
+};
 
 use crate::config::Config;
 use crate::model::Model;
-use crate::service::replay::{replay, Options, Progress, Start, Summary, Target};
+use crate::service::replay::{replay, Options, Start, Summary, Target};
 
-pub(super) const USAGE: &str = "\
-leadscore replay — rescore the input topics under a new model
-
-USAGE:
-  leadscore replay --config FILE --model NEW [--from earliest|TIME]
-                   [--to-topic TOPIC | --into-live | --to-changelog TOPIC] [--json]
+/// `replay --help`: what it does, before the options.
+pub(super) const ABOUT: &str = "\
+Rescore the input topics under a new model.
 
 Reads the service's input topics (from its config) by explicit assignment,
 never joining or disturbing the live consumer group, from the beginning (or
 from the first record with a Kafka timestamp at or after TIME) to the end
 offsets seen at the start, and folds them under NEW, partition by partition
 like the service. The same events are folded under the live model too, and
-a summary says how the outcome differs.
+a summary says how the outcome differs. The changes go to a shadow topic
+(default) or the live one, or the rebuilt state to a new changelog to switch
+the service over.";
 
-  --config FILE        the live service's config (brokers, topics, live model)
-  --model NEW          the model to replay under
-  --from earliest|TIME where to start (default: earliest); TIME is RFC 3339
-  --to-topic TOPIC     write the changes to TOPIC (default: <status_topic>-shadow,
-                       created when missing)
-  --into-live          write the changes to the live status topic, under NEW's
-                       version (which must differ from the live one); change
-                       ids get the suffix @<version>, so they never collide
-                       with the live ones
-  --to-changelog TOPIC write no changes: write the state rebuilt under NEW to
-                       TOPIC (a new changelog), up to the live group's committed
-                       offsets, to switch the service to NEW: run it after
-                       stopping the service (README: \"Switching the live
-                       service to a new model\")
-  --json               print the summary as JSON instead of text
+/// The example closing both `replay -h` and `replay --help`.
+macro_rules! example {
+    () => {
+        "Examples:
+  leadscore replay --config config.toml --model new-model.toml
+  leadscore replay --config config.toml --model new-model.toml --to-changelog lead-state-v2"
+    };
+}
 
+/// `replay -h`: after the options.
+pub(super) const EXAMPLE: &str = example!();
+
+/// `replay --help`: after the options.
+pub(super) const DETAILS: &str = concat!(
+    "\
 A progress bar (events, events/s, time left) is drawn on stderr when it is
 a terminal.
-";
 
-pub(super) fn main(mut parser: lexopt::Parser) -> Result<ExitCode> {
-    use lexopt::prelude::*;
-    let mut config: Option<PathBuf> = None;
-    let mut model: Option<PathBuf> = None;
-    let mut start = Start::Earliest;
-    let mut targets = Vec::new();
-    let mut json = false;
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Long("config") => config = Some(super::value(&mut parser, "--config")?.into()),
-            Long("model") => model = Some(super::value(&mut parser, "--model")?.into()),
-            Long("from") => {
-                let v = super::value(&mut parser, "--from")?;
-                start = match v.as_str() {
-                    "earliest" => Start::Earliest,
-                    t => Start::Time(super::parse_time("--from", t)?),
-                };
-            }
-            Long("to-topic") => targets.push(Target::Shadow(Some(super::value(
-                &mut parser,
-                "--to-topic",
-            )?))),
-            Long("into-live") => targets.push(Target::Live),
-            Long("to-changelog") => targets.push(Target::Changelog(super::value(
-                &mut parser,
-                "--to-changelog",
-            )?)),
-            Long("json") => json = true,
-            Short('h') | Long("help") => {
-                print!("{USAGE}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            other => bail!("{}\n\n{USAGE}", other.unexpected()),
+",
+    example!()
+);
+
+/// `leadscore replay`'s flags.
+#[derive(Debug, clap::Args)]
+pub(super) struct ReplayArgs {
+    /// The live service's config (brokers, topics, live model).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// The model to replay under.
+    #[arg(long, value_name = "NEW")]
+    model: PathBuf,
+    /// Where to start: earliest, or an RFC 3339 TIME
+    ///
+    /// With TIME, each partition is read from its first record with a Kafka
+    /// timestamp at or after TIME.
+    #[arg(long, value_name = "earliest|TIME", default_value = "earliest", value_parser = parse_start, verbatim_doc_comment)]
+    from: Start,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Print the summary as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where the changes (or the state) go: one of these at most, each once.
+#[derive(Debug, clap::Args)]
+#[group(multiple = false)]
+struct TargetArgs {
+    /// Write the changes to TOPIC (default: <status_topic>-shadow)
+    ///
+    /// The topic is created when missing.
+    #[arg(long, value_name = "TOPIC", verbatim_doc_comment)]
+    to_topic: Option<String>,
+    /// Write the changes to the live status topic, under NEW's version
+    ///
+    /// NEW's version must differ from the live one; change ids get the
+    /// suffix @<version>, so they never collide with the live ones.
+    #[arg(long, verbatim_doc_comment)]
+    into_live: bool,
+    /// Write no changes: write the state rebuilt under NEW to TOPIC
+    ///
+    /// TOPIC is a new changelog, written up to the live group's committed
+    /// offsets, to switch the service to NEW. Run it after stopping the
+    /// service (README: "Switching the live service to a new model").
+    #[arg(long, value_name = "TOPIC", verbatim_doc_comment)]
+    to_changelog: Option<String>,
+}
+
+impl TargetArgs {
+    fn target(self) -> Target {
+        match self {
+            TargetArgs {
+                to_changelog: Some(topic),
+                ..
+            } => Target::Changelog(topic),
+            TargetArgs {
+                into_live: true, ..
+            } => Target::Live,
+            TargetArgs { to_topic, .. } => Target::Shadow(to_topic),
         }
     }
-    let config = config.context("replay needs --config FILE (the live service's config)")?;
-    let model = model.context("replay needs --model FILE (the model to replay under)")?;
-    if targets.len() > 1 {
-        bail!("choose one of --to-topic, --into-live and --to-changelog");
+}
+
+/// `--from`: `earliest` or an RFC 3339 time.
+fn parse_start(s: &str) -> Result<Start, String> {
+    match s {
+        "earliest" => Ok(Start::Earliest),
+        t => super::parse_time(t).map(Start::Time),
     }
-    let target = targets.pop().unwrap_or(Target::Shadow(None));
+}
+
+pub(super) fn main(args: ReplayArgs) -> Result<ExitCode> {
+    let ReplayArgs {
+        config,
+        model,
+        from: start,
+        target,
+        json,
+    } = args;
     let cfg = Config::load(&config)
         .with_context(|| format!("{} is not a valid config", config.display()))?;
     crate::service::telemetry::init_logging(cfg.log.format, Some("warn"));
@@ -97,11 +136,22 @@ pub(super) fn main(mut parser: lexopt::Parser) -> Result<ExitCode> {
     let opts = Options {
         model: Arc::new(model),
         start,
-        target,
+        target: target.target(),
     };
-    let mut bar = Bar::new(std::io::stderr().is_terminal());
-    let summary = replay(&cfg, &opts, |p| bar.draw(p))?;
-    bar.finish();
+    let bar = progress_bar();
+    let summary = replay(&cfg, &opts, |p| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+    });
+    // Left as last drawn (`finish` would show done = total, which
+    // transaction markers in the offsets can keep the count from reaching);
+    // the bar leaves the cursor on its line, so the summary or the error
+    // starts on the next one.
+    bar.abandon();
+    if !bar.is_hidden() {
+        eprintln!();
+    }
+    let summary = summary?;
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -110,58 +160,34 @@ pub(super) fn main(mut parser: lexopt::Parser) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The progress bar on stderr; draws nothing when stderr is not a terminal.
-struct Bar {
-    on: bool,
-    drawn: bool,
-}
-
-impl Bar {
-    fn new(on: bool) -> Bar {
-        Bar { on, drawn: false }
-    }
-
-    fn draw(&mut self, p: Progress) {
-        if !self.on {
-            return;
-        }
-        let secs = p.elapsed.as_secs_f64().max(1e-3);
-        let rate = p.done as f64 / secs;
-        let frac = if p.total == 0 {
-            1.0
-        } else {
-            (p.done as f64 / p.total as f64).min(1.0)
-        };
-        const WIDTH: usize = 30;
-        let filled = (frac * WIDTH as f64) as usize;
-        let left = if rate > 0.0 {
-            let s = (p.total.saturating_sub(p.done)) as f64 / rate;
-            format!("{}:{:02}", s as u64 / 60, s as u64 % 60)
-        } else {
-            "-:--".into()
-        };
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r[{}{}] {:>3.0}%  {} / {} events  {:.0} events/s  {} left  ",
-            "#".repeat(filled),
-            " ".repeat(WIDTH - filled),
-            frac * 100.0,
-            p.done,
-            p.total,
-            rate,
-            left
+/// The progress bar on stderr: indicatif draws nothing when stderr is not
+/// a terminal (or TERM is dumb), so a redirected run's output stays clean.
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    // The template is fixed: a test checks that it parses.
+    if let Ok(style) = ProgressStyle::with_template(TEMPLATE) {
+        bar.set_style(
+            style
+                .progress_chars("#> ")
+                .with_key("rate", |s: &ProgressState, w: &mut dyn fmt::Write| {
+                    let _ = write!(w, "{} events/s", HumanCount(s.per_sec() as u64));
+                })
+                .with_key("left", |s: &ProgressState, w: &mut dyn fmt::Write| {
+                    // No estimate before the first events are counted.
+                    let _ = if s.per_sec() > 0.0 {
+                        write!(w, "{:#}", HumanDuration(s.eta()))
+                    } else {
+                        write!(w, "-")
+                    };
+                }),
         );
-        let _ = err.flush();
-        self.drawn = true;
     }
-
-    fn finish(&mut self) {
-        if self.drawn {
-            eprintln!();
-        }
-    }
+    bar
 }
+
+/// `{wide_bar}` takes what the numbers leave of the terminal's width.
+const TEMPLATE: &str =
+    "[{wide_bar}] {percent:>3}%  {human_pos} / {human_len} events  {rate}  {left} left";
 
 /// The summary as text.
 pub fn render(s: &Summary) -> String {
@@ -240,4 +266,14 @@ pub fn render(s: &Summary) -> String {
         );
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_template_parses() {
+        ProgressStyle::with_template(TEMPLATE).expect("template parses");
+    }
 }
