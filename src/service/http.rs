@@ -1,69 +1,138 @@
 //! The HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `GET /leads/{id}`.
 //!
-//! A small HTTP/1.1 server on std threads: the endpoints are few, read-only
-//! and cheap, so an async stack would cost more build time than it saves.
+//! axum's router served by hyper's HTTP/1 connection on a tokio runtime of
+//! the server's own. The runtime is a current-thread one driven by a
+//! dedicated thread: the endpoints are few and cheap, one event loop serves
+//! thousands of connections, and the service's processing loop (plain
+//! threads, rdkafka) never shares a scheduler with it. The calls that may
+//! block — a lead lookup waits for the processor's lock, rendering the
+//! metrics walks every series — run on the runtime's small blocking pool, so
+//! a slow one never stalls the event loop, and so never `/healthz`.
+//!
+//! Limits (see [`Limits`]): at most `max_connections` connections at once
+//! (beyond that the server stops accepting, so new connections wait in the
+//! kernel's listen backlog and then time out at the client, while the open
+//! ones are served as before); a request head must arrive within
+//! `header_read_timeout` and fit in `max_header_bytes` (else **431** and the
+//! connection is closed); a request is answered within `request_timeout`
+//! (else 503). Connections are not kept alive: each response ends with
+//! `Connection: close`, which every probe and scraper handles and which
+//! simple clients reading to end of stream rely on.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{oneshot, Semaphore};
 
 /// What the endpoints read from the running service.
 pub trait Status: Send + Sync + 'static {
-    /// Alive: the processing loop is turning.
+    /// Alive: the processing loop is turning. Called on the server's event
+    /// loop: it must return at once (read atomics, take no long-held lock).
     fn healthy(&self) -> bool;
-    /// Ready: every assigned partition is restored.
+    /// Ready: every assigned partition is restored. Must return at once, as
+    /// [`Status::healthy`].
     fn ready(&self) -> bool;
-    /// The lead's breakdown as JSON, if this instance owns and knows it.
+    /// The lead's breakdown as JSON, if this instance owns and knows it. May
+    /// block: it runs on a blocking thread, under the request timeout.
     fn lead(&self, id: &str) -> Option<String>;
 }
 
+/// The server's limits; [`Limits::default`] is what [`Server::start`] uses.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once. Idle or slow connections hold a slot
+    /// until `header_read_timeout` closes them.
+    pub max_connections: usize,
+    /// Time for a request's head (request line and headers) to arrive.
+    pub header_read_timeout: Duration,
+    /// Time to answer a request once its head is read.
+    pub request_timeout: Duration,
+    /// Bytes of request head buffered at most (hyper's minimum is 8 KiB).
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Threads for the calls that may block ([`Status::lead`], rendering the
+/// metrics). More would only queue on the processor's lock.
+const BLOCKING_THREADS: usize = 4;
+/// How long a stopping server lets open requests finish.
+const DRAIN: Duration = Duration::from_secs(1);
+/// Connections the kernel queues while the server is not accepting.
+const BACKLOG: u32 = 1024;
+
+/// The endpoints, served on a thread of their own until dropped.
 pub struct Server {
-    pub addr: std::net::SocketAddr,
-    stop: Arc<AtomicBool>,
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl Server {
-    /// Binds `listen` and serves in a background thread.
+    /// Binds `listen` and serves in a background thread, with the default [`Limits`].
     pub fn start(
         listen: &str,
         metrics: PrometheusHandle,
         status: Arc<dyn Status>,
     ) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(listen)?;
+        Server::start_with(listen, metrics, status, Limits::default())
+    }
+
+    /// Binds `listen` and serves in a background thread, within `limits`.
+    pub fn start_with(
+        listen: &str,
+        metrics: PrometheusHandle,
+        status: Arc<dyn Status>,
+        limits: Limits,
+    ) -> std::io::Result<Server> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .max_blocking_threads(BLOCKING_THREADS)
+            .thread_name("http")
+            .build()?;
+        let listener = {
+            // Sockets register with the runtime's reactor.
+            let _in_runtime = runtime.enter();
+            bind(listen)?
+        };
         let addr = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
+        let (stop, stopped) = oneshot::channel::<()>();
         let thread = thread::Builder::new().name("http".into()).spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let metrics = metrics.clone();
-                        let status = Arc::clone(&status);
-                        let _ = thread::Builder::new()
-                            .name("http-conn".into())
-                            .spawn(move || handle(stream, &metrics, &*status));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "http accept failed");
-                        thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
+            runtime.block_on(serve(listener, metrics, status, limits, async {
+                // A dropped sender stops the server too.
+                let _ = stopped.await;
+            }));
+            // Connections still open after the drain are dropped here; a
+            // blocking call still running finishes on its own thread.
+            runtime.shutdown_background();
         })?;
         tracing::info!(%addr, "http endpoints listening");
         Ok(Server {
             addr,
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -71,105 +140,190 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn respond(stream: &mut TcpStream, code: u16, content_type: &str, body: &str) {
-    let reason = match code {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        503 => "Service Unavailable",
-        _ => "Bad Request",
-    };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.flush();
-}
-
-/// Percent-decodes a path segment (lead ids may hold reserved characters).
-fn decode_segment(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
+/// Binds every address `listen` resolves to until one succeeds, with a
+/// backlog deep enough for a burst of connections (std's is 128).
+fn bind(listen: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for addr in std::net::ToSocketAddrs::to_socket_addrs(listen)? {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
         }
     }
-    String::from_utf8(out).ok()
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{listen} resolves to no address"),
+        )
+    }))
 }
 
-fn handle(mut stream: TcpStream, metrics: &PrometheusHandle, status: &dyn Status) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut reader = BufReader::new(match stream.try_clone() {
-        Ok(s) => s,
-        Err(_) => return,
-    });
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    // Drain the headers; no endpoint takes a body.
-    let mut line = String::new();
-    while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
-        line.clear();
-    }
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" && method != "HEAD" {
-        return respond(&mut stream, 405, "text/plain", "only GET\n");
-    }
-    let path = target.split('?').next().unwrap_or("");
-    match path {
-        "/metrics" => respond(
-            &mut stream,
-            200,
-            "text/plain; version=0.0.4",
-            &metrics.render(),
-        ),
-        "/healthz" if status.healthy() => respond(&mut stream, 200, "text/plain", "ok\n"),
-        "/healthz" => respond(&mut stream, 503, "text/plain", "processing loop stalled\n"),
-        "/readyz" if status.ready() => respond(&mut stream, 200, "text/plain", "ready\n"),
-        "/readyz" => respond(&mut stream, 503, "text/plain", "restoring state\n"),
-        p if p.starts_with("/leads/") => match decode_segment(&p["/leads/".len()..]) {
-            Some(id) if !id.is_empty() => match status.lead(&id) {
-                Some(json) => respond(&mut stream, 200, "application/json", &json),
-                None => respond(
-                    &mut stream,
-                    404,
-                    "application/json",
-                    "{\"error\":\"lead not known to this instance\"}\n",
-                ),
+#[derive(Clone)]
+struct AppState {
+    metrics: PrometheusHandle,
+    status: Arc<dyn Status>,
+    request_timeout: Duration,
+}
+
+/// The endpoints' routes. `get` routes answer HEAD too, without the body.
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/leads/", get(bad_lead_id))
+        .route("/leads/{id}", get(lead))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves the endpoints on `listener` until `shutdown` completes, then lets
+/// open requests finish for up to a second. Must run on a runtime with IO
+/// and time enabled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: PrometheusHandle,
+    status: Arc<dyn Status>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let service = TowerToHyperService::new(router(AppState {
+        metrics,
+        status,
+        request_timeout: limits.request_timeout,
+    }));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(false);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        // Wait for a free slot before accepting: beyond the limit, new
+        // connections queue in the kernel's backlog.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: back off rather than spin.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             },
-            _ => respond(&mut stream, 400, "text/plain", "bad lead id\n"),
-        },
-        _ => respond(&mut stream, 404, "text/plain", "not found\n"),
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection =
+            graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("http connections still open after the drain; closing them");
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::decode_segment;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(decode_segment("L-1042").as_deref(), Some("L-1042"));
-        assert_eq!(decode_segment("a%2Fb%20c").as_deref(), Some("a/b c"));
-        assert_eq!(decode_segment("bad%zz"), None);
-        assert_eq!(decode_segment("cut%2"), None);
+/// Runs `f` on the blocking pool within the request timeout.
+async fn blocking<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "http handler panicked");
+            Err(text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"))
+        }
+        Err(_) => Err(text(StatusCode::SERVICE_UNAVAILABLE, "request timed out\n")),
     }
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+fn json(code: StatusCode, body: String) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    match blocking(s.request_timeout, move || s.metrics.render()).await {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            body,
+        )
+            .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    if s.status.healthy() {
+        text(StatusCode::OK, "ok\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "processing loop stalled\n")
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.status.ready() {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "restoring state\n")
+    }
+}
+
+async fn lead(State(s): State<AppState>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match id {
+        Ok(Path(id)) if !id.is_empty() => id,
+        _ => return bad_lead_id().await,
+    };
+    let status = Arc::clone(&s.status);
+    match blocking(s.request_timeout, move || status.lead(&id)).await {
+        Ok(Some(body)) => json(StatusCode::OK, body),
+        Ok(None) => json(
+            StatusCode::NOT_FOUND,
+            "{\"error\":\"lead not known to this instance\"}\n".into(),
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn bad_lead_id() -> Response {
+    text(StatusCode::BAD_REQUEST, "bad lead id\n")
+}
+
+async fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, "not found\n")
 }

@@ -146,7 +146,7 @@ pub struct ProducerCtx {
 
 impl ClientContext for ProducerCtx {
     fn error(&self, error: KafkaError, reason: &str) {
-        super::telemetry::broker_error("producer");
+        super::telemetry::broker_error(super::telemetry::BROKER_PRODUCER);
         tracing::warn!(%error, reason, "producer error");
     }
 }
@@ -377,7 +377,7 @@ pub fn retry<T>(what: &str, mut f: impl FnMut() -> Result<T, KafkaError>) -> Res
             Ok(v) => return Ok(v),
             Err(e) if waited < Duration::from_secs(60) && !is_fatal(&e) => {
                 tracing::warn!(error = %e, what, "broker call failed; retrying");
-                super::telemetry::broker_error("retried");
+                super::telemetry::broker_error(super::telemetry::BROKER_RETRIED);
                 std::thread::sleep(delay);
                 waited += delay;
                 delay = (delay * 2).min(Duration::from_secs(5));

@@ -149,7 +149,7 @@ impl ClientContext for ConsumerCtx {
         if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
             return;
         }
-        tm::broker_error("consumer");
+        tm::broker_error(tm::BROKER_CONSUMER);
         tracing::warn!(%error, reason, "consumer error");
     }
 }
@@ -166,7 +166,7 @@ impl ConsumerContext for ConsumerCtx {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
-        tm::rebalance("revoke", tpl.count());
+        tm::rebalance(tm::REVOKE, tpl.count());
         self.shared.ready.store(false, Ordering::Relaxed);
         // Finish the open transaction while the partitions are still ours.
         let c = self
@@ -179,14 +179,14 @@ impl ConsumerContext for ConsumerCtx {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                tm::rebalance("assign", tpl.count());
+                tm::rebalance(tm::ASSIGN, tpl.count());
                 // Restored by the loop before any of their messages is processed.
                 self.shared.processor().assigned(partitions_of(tpl));
                 self.shared.ready.store(false, Ordering::Relaxed);
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => {
-                tm::broker_error("rebalance");
+                tm::broker_error(tm::BROKER_REBALANCE);
                 tracing::warn!(error = %e, "rebalance error");
             }
         }
@@ -311,7 +311,7 @@ pub fn run(
                 tracing::warn!(
                     "the group refused this instance's static id; rejoining with a new consumer"
                 );
-                tm::broker_error("fenced_instance");
+                tm::broker_error(tm::BROKER_FENCED_INSTANCE);
                 shared.ready.store(false, Ordering::Relaxed);
                 match subscribe(&cfg, &shared) {
                     Ok(fresh) => drop(std::mem::replace(&mut consumer, fresh)),
@@ -377,7 +377,7 @@ fn turn(shared: &Shared, consumer: &BaseConsumer<ConsumerCtx>) -> Option<Control
             ))))
         }
         Some(Err(e)) => {
-            tm::broker_error("poll");
+            tm::broker_error(tm::BROKER_POLL);
             tracing::warn!(error = %e, "poll error");
         }
         None => {}

@@ -149,7 +149,7 @@ fn restore_retrying(
                 if !kafka::is_fatal(&source) && started.elapsed() < Duration::from_secs(60) =>
             {
                 tracing::warn!(error = %source, partition = p, "restore failed; retrying");
-                tm::broker_error("retried");
+                tm::broker_error(tm::BROKER_RETRIED);
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram, Counter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::change::StatusChange;
+use crate::change::{Stage, StatusChange};
 use crate::config::LogFormat;
 use crate::engine::Outcome;
 
@@ -30,31 +30,116 @@ pub const READY: &str = "leadscore_ready";
 pub const ASSIGNED: &str = "leadscore_assigned_partitions";
 pub const BROKER_ERRORS: &str = "leadscore_broker_errors_total";
 
+/// `leadscore_transactions_total{result}`.
+pub const COMMITTED: &str = "committed";
+pub const ABORTED: &str = "aborted";
+/// `leadscore_rebalances_total{kind}`.
+pub const ASSIGN: &str = "assign";
+pub const REVOKE: &str = "revoke";
+pub const REBALANCE_KINDS: [&str; 2] = [ASSIGN, REVOKE];
+/// `leadscore_broker_errors_total{kind}`: where the Kafka client's error surfaced.
+pub const BROKER_CONSUMER: &str = "consumer";
+pub const BROKER_REBALANCE: &str = "rebalance";
+pub const BROKER_FENCED_INSTANCE: &str = "fenced_instance";
+pub const BROKER_POLL: &str = "poll";
+pub const BROKER_PRODUCER: &str = "producer";
+pub const BROKER_RETRIED: &str = "retried";
+pub const BROKER_ERROR_KINDS: [&str; 6] = [
+    BROKER_CONSUMER,
+    BROKER_REBALANCE,
+    BROKER_FENCED_INSTANCE,
+    BROKER_POLL,
+    BROKER_PRODUCER,
+    BROKER_RETRIED,
+];
+/// The event types every model knows (`leadscore_events_total{type}`), and
+/// the label of the types no rule reads.
+pub const RESERVED_TYPES: [&str; 6] = [
+    "profile_updated",
+    "qualification_updated",
+    "sales_accepted",
+    "sales_rejected",
+    "deal_won",
+    "deal_lost",
+];
+pub const OTHER_TYPE: &str = "other";
+/// Gauges labelled by partition: their series appear with the first
+/// partition assigned (no partition is known before), and stay, at 0 once
+/// the partition is revoked.
+pub const PER_PARTITION: [&str; 4] = [CONSUMER_LAG, LEADS, TIMERS, WATERMARK];
+
+const OUTCOMES: [Outcome; 4] = [
+    Outcome::Applied,
+    Outcome::Late,
+    Outcome::Stale,
+    Outcome::Duplicate,
+];
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process; returns its handle for `/metrics`.
 pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let buckets = [
-                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-            ];
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&buckets)
-                .expect("bucket list is not empty")
-                .build_recorder();
+            let recorder = recorder();
             let handle = recorder.handle();
-            // Another recorder may be installed in tests; the handle still renders ours.
+            // Registered on our recorder itself: another recorder may be
+            // the global one in tests, and the handle renders ours.
+            metrics::with_local_recorder(&recorder, register);
             let _ = metrics::set_global_recorder(recorder);
-            describe();
-            // Series that alerts take a rate of exist from the start, at 0.
-            for reason in crate::codec::DecodeError::CODES {
-                counter!(DEAD_LETTERS, "reason" => reason).absolute(0);
-            }
             handle
         })
         .clone()
+}
+
+fn recorder() -> metrics_exporter_prometheus::PrometheusRecorder {
+    let buckets = [
+        0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0, 60.0, 300.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets(&buckets)
+        .expect("bucket list is not empty")
+        .build_recorder()
+}
+
+/// Describes every metric and creates every series whose labels are known
+/// before anything happens, at 0 (counters, histograms) or at the initial
+/// value (gauges): a rate, an increase or a "== 0" over a series that does
+/// not exist yet is "no data", which neither an alert nor a panel can tell
+/// from "nothing happened". A histogram is registered without an
+/// observation; the exporter renders it with empty buckets, `_sum` 0 and
+/// `_count` 0.
+fn register() {
+    describe();
+    for t in RESERVED_TYPES.into_iter().chain([OTHER_TYPE]) {
+        for o in OUTCOMES {
+            counter!(EVENTS, "type" => t, "outcome" => o.as_str()).increment(0);
+        }
+    }
+    counter!(DUPLICATES).increment(0);
+    for reason in crate::codec::DecodeError::CODES {
+        counter!(DEAD_LETTERS, "reason" => reason).increment(0);
+    }
+    for from in Stage::ALL {
+        for to in Stage::ALL.into_iter().filter(|&to| to != from) {
+            counter!(CHANGES, "from" => from.as_str(), "to" => to.as_str()).increment(0);
+        }
+    }
+    for result in [COMMITTED, ABORTED] {
+        counter!(TRANSACTIONS, "result" => result).increment(0);
+    }
+    for kind in REBALANCE_KINDS {
+        counter!(REBALANCES, "kind" => kind).increment(0);
+    }
+    for kind in BROKER_ERROR_KINDS {
+        counter!(BROKER_ERRORS, "kind" => kind).increment(0);
+    }
+    counter!(RESTORED_LEADS).increment(0);
+    for h in [FOLD_SECONDS, EMIT_LATENCY, RESTORE_SECONDS] {
+        let _ = histogram!(h);
+    }
+    ready(false, 0);
 }
 
 fn describe() {
@@ -120,18 +205,10 @@ fn describe() {
 
 /// A bounded label for an event type: the model's and the reserved ones, else `other`.
 pub fn type_label<'a>(model: &'a crate::model::Model, event_type: &'a str) -> &'a str {
-    const RESERVED: [&str; 6] = [
-        "profile_updated",
-        "qualification_updated",
-        "sales_accepted",
-        "sales_rejected",
-        "deal_won",
-        "deal_lost",
-    ];
-    if RESERVED.contains(&event_type) || !model.rules_for(event_type).is_empty() {
+    if RESERVED_TYPES.contains(&event_type) || !model.rules_for(event_type).is_empty() {
         event_type
     } else {
-        "other"
+        OTHER_TYPE
     }
 }
 
@@ -158,8 +235,9 @@ impl EventCounters {
             Some(c) => c,
             None => {
                 let label = type_label(model, event_type);
-                if label == "other" {
-                    self.other.get_or_insert_with(|| outcome_counters("other"))
+                if label == OTHER_TYPE {
+                    self.other
+                        .get_or_insert_with(|| outcome_counters(OTHER_TYPE))
                 } else {
                     self.by_type
                         .entry(label.to_string())
@@ -177,13 +255,7 @@ impl EventCounters {
 }
 
 fn outcome_counters(label: &str) -> [Counter; 4] {
-    [
-        Outcome::Applied,
-        Outcome::Late,
-        Outcome::Stale,
-        Outcome::Duplicate,
-    ]
-    .map(|o| counter!(EVENTS, "type" => label.to_string(), "outcome" => o.as_str()))
+    OUTCOMES.map(|o| counter!(EVENTS, "type" => label.to_string(), "outcome" => o.as_str()))
 }
 
 pub fn fold_time(d: Duration) {
@@ -234,11 +306,12 @@ pub fn restored(partition: i32, leads: u64, d: Duration) {
 }
 
 pub fn transaction(committed: bool) {
-    counter!(TRANSACTIONS, "result" => if committed { "committed" } else { "aborted" })
-        .increment(1);
+    counter!(TRANSACTIONS, "result" => if committed { COMMITTED } else { ABORTED }).increment(1);
 }
 
+/// `kind` is one of [`REBALANCE_KINDS`] (those series exist from the start).
 pub fn rebalance(kind: &'static str, partitions: usize) {
+    debug_assert!(REBALANCE_KINDS.contains(&kind), "unregistered kind {kind}");
     counter!(REBALANCES, "kind" => kind).increment(1);
     tracing::info!(kind, partitions, "rebalance");
 }
@@ -248,7 +321,12 @@ pub fn ready(ready: bool, assigned: usize) {
     gauge!(ASSIGNED).set(assigned as f64);
 }
 
+/// `kind` is one of [`BROKER_ERROR_KINDS`] (those series exist from the start).
 pub fn broker_error(kind: &'static str) {
+    debug_assert!(
+        BROKER_ERROR_KINDS.contains(&kind),
+        "unregistered kind {kind}"
+    );
     counter!(BROKER_ERRORS, "kind" => kind).increment(1);
 }
 
@@ -276,4 +354,138 @@ pub fn init_logging(format: LogFormat, level: Option<&str>) {
     };
     // Already initialised (tests, demo): keep the first.
     let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every `leadscore_[a-z_]+` identifier in the text.
+    fn identifiers(text: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut rest = text;
+        while let Some(pos) = rest.find("leadscore_") {
+            let name: String = rest[pos..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let boundary = !rest[..pos].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+            if boundary && name.len() > "leadscore_".len() {
+                out.insert(name.clone());
+            }
+            rest = &rest[pos + name.len().max(1)..];
+        }
+        out
+    }
+
+    /// The series names of an exposition: histograms as `_bucket`, `_sum`, `_count`.
+    fn series(rendered: &str) -> BTreeSet<String> {
+        rendered
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A metric is present by its name or, a histogram, by its three series.
+    fn present(name: &str, series: &BTreeSet<String>) -> bool {
+        series.contains(name)
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .all(|s| series.contains(&format!("{name}{s}")))
+    }
+
+    fn read(rel: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// What `install()` exports before anything happens. A recorder of the
+    /// test's own, registered as `install()` registers the global one: other
+    /// tests in this binary count events on the global recorder, which would
+    /// create series this test must see created by `register` alone.
+    fn at_start() -> (metrics_exporter_prometheus::PrometheusRecorder, String) {
+        let recorder = recorder();
+        metrics::with_local_recorder(&recorder, register);
+        let rendered = recorder.handle().render();
+        (recorder, rendered)
+    }
+
+    #[test]
+    fn every_metric_the_dashboard_and_alerts_read_exists_from_the_start() {
+        let (recorder, rendered) = at_start();
+        let exported = series(&rendered);
+        let mut referenced = identifiers(&read("deploy/grafana/dashboards/leadscore.json"));
+        referenced.extend(identifiers(&read("deploy/prometheus/alerts.yml")));
+        assert!(
+            referenced.contains(BROKER_ERRORS) && referenced.contains(TRANSACTIONS),
+            "the files name the metrics this test is about: {referenced:?}"
+        );
+        let missing: Vec<&String> = referenced
+            .iter()
+            .filter(|n| !PER_PARTITION.contains(&n.as_str()) && !present(n, &exported))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not exported at start: {missing:?}\n{rendered}"
+        );
+
+        // The per-partition gauges are the only exception, and appear with
+        // the first partition.
+        for p in PER_PARTITION {
+            assert!(
+                !present(p, &exported),
+                "{p} has a series before any partition"
+            );
+        }
+        metrics::with_local_recorder(&recorder, || {
+            partition_state(0, 5, 2, 1_700_000_000_000_000);
+            consumer_lag("lead-events", 0, 3);
+        });
+        let after = series(&recorder.handle().render());
+        for p in PER_PARTITION {
+            assert!(
+                present(p, &after),
+                "{p} missing once a partition is assigned"
+            );
+        }
+    }
+
+    #[test]
+    fn series_start_at_zero_with_every_known_label_value() {
+        let (_recorder, rendered) = at_start();
+        let line = |prefix: &str| {
+            rendered
+                .lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{rendered}"))
+                .to_string()
+        };
+        for kind in BROKER_ERROR_KINDS {
+            assert_eq!(
+                line(&format!("{BROKER_ERRORS}{{kind=\"{kind}\"}}")),
+                format!("{BROKER_ERRORS}{{kind=\"{kind}\"}} 0")
+            );
+        }
+        for result in [COMMITTED, ABORTED] {
+            assert!(line(&format!("{TRANSACTIONS}{{result=\"{result}\"}}")).ends_with(" 0"));
+        }
+        for kind in REBALANCE_KINDS {
+            assert!(line(&format!("{REBALANCES}{{kind=\"{kind}\"}}")).ends_with(" 0"));
+        }
+        for reason in crate::codec::DecodeError::CODES {
+            assert!(line(&format!("{DEAD_LETTERS}{{reason=\"{reason}\"}}")).ends_with(" 0"));
+        }
+        assert!(line(&format!("{CHANGES}{{from=\"lead\",to=\"mql\"}}")).ends_with(" 0"));
+        assert_eq!(line(&format!("{READY} ")), format!("{READY} 0"));
+        assert_eq!(line(&format!("{ASSIGNED} ")), format!("{ASSIGNED} 0"));
+        assert_eq!(
+            line(&format!("{EMIT_LATENCY}_count")),
+            format!("{EMIT_LATENCY}_count 0")
+        );
+        assert!(line(&format!("{RESTORE_SECONDS}_bucket{{le=\"+Inf\"}}")).ends_with(" 0"));
+    }
 }

@@ -1,0 +1,390 @@
+//! The HTTP endpoints, served by `service::http::Server` over a `Status` of
+//! the test's own: routes, methods, HEAD, percent-decoded lead ids, and the
+//! limits (connections, slow and oversized request heads). No broker; all
+//! traffic on 127.0.0.1.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use leadscore::service::http::{Limits, Server, Status};
+use leadscore::service::telemetry;
+
+#[derive(Default)]
+struct Fake {
+    unhealthy: AtomicBool,
+    ready: AtomicBool,
+    leads: HashMap<String, String>,
+    asked: Mutex<Vec<String>>,
+    /// How long a lead lookup blocks (a processor holding its lock).
+    lookup: Duration,
+}
+
+impl Status for Fake {
+    fn healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Relaxed)
+    }
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+    fn lead(&self, id: &str) -> Option<String> {
+        self.asked.lock().unwrap().push(id.to_string());
+        std::thread::sleep(self.lookup);
+        self.leads.get(id).cloned()
+    }
+}
+
+fn start(status: Arc<Fake>, limits: Limits) -> Server {
+    Server::start_with("127.0.0.1:0", telemetry::install(), status, limits)
+        .expect("bind 127.0.0.1:0")
+}
+
+struct Reply {
+    code: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+fn parse(raw: &[u8]) -> Reply {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head in {:?}", String::from_utf8_lossy(raw)));
+    let head = String::from_utf8(raw[..end].to_vec()).unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Reply {
+        code,
+        head,
+        body: raw[end + 4..].to_vec(),
+    }
+}
+
+/// Sends `request` and reads the reply to the end of the stream: the server
+/// closes every connection after its response.
+fn send(addr: SocketAddr, request: &str) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .expect("the server answers and closes");
+    parse(&raw)
+}
+
+fn get(addr: SocketAddr, path: &str) -> Reply {
+    send(addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"))
+}
+
+/// True when the peer closed the connection (end of stream or reset);
+/// false when it is open with nothing to read.
+fn closed(s: &mut TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let closed = match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    };
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+#[test]
+fn endpoints_answer_with_status_and_content_type() {
+    let fake = Arc::new(Fake::default());
+    let server = start(Arc::clone(&fake), Limits::default());
+
+    let r = get(server.addr, "/metrics");
+    assert_eq!(r.code, 200);
+    assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4"));
+    let body = String::from_utf8(r.body).unwrap();
+    assert!(body.contains("leadscore_ready 0"), "{body}");
+
+    let r = get(server.addr, "/healthz");
+    assert_eq!((r.code, &r.body[..]), (200, &b"ok\n"[..]));
+    assert_eq!(r.header("connection"), Some("close"));
+    fake.unhealthy.store(true, Ordering::Relaxed);
+    assert_eq!(get(server.addr, "/healthz").code, 503);
+
+    assert_eq!(get(server.addr, "/readyz").code, 503);
+    fake.ready.store(true, Ordering::Relaxed);
+    assert_eq!(get(server.addr, "/readyz").code, 200);
+
+    assert_eq!(get(server.addr, "/nowhere").code, 404);
+    // A query string does not change the route.
+    assert_eq!(get(server.addr, "/readyz?verbose=1").code, 200);
+}
+
+#[test]
+fn head_has_the_headers_but_no_body() {
+    let server = start(Arc::new(Fake::default()), Limits::default());
+    let get = get(server.addr, "/healthz");
+    let head = send(server.addr, "HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(head.code, 200);
+    assert_eq!(head.header("content-length"), Some("3"));
+    assert_eq!(head.header("content-type"), get.header("content-type"));
+    // The connection closes after the response: whatever followed the head
+    // would have been read.
+    assert!(head.body.is_empty(), "HEAD sent a body: {:?}", head.body);
+    assert_eq!(get.body, b"ok\n");
+}
+
+#[test]
+fn lead_ids_are_percent_decoded_and_unknown_leads_are_404() {
+    let fake = Arc::new(Fake {
+        leads: HashMap::from([("a/b c".to_string(), "{\"lead_id\":\"a/b c\"}".to_string())]),
+        ..Fake::default()
+    });
+    let server = start(Arc::clone(&fake), Limits::default());
+
+    let r = get(server.addr, "/leads/a%2Fb%20c");
+    assert_eq!(r.code, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.body, b"{\"lead_id\":\"a/b c\"}");
+
+    let r = get(server.addr, "/leads/L-404");
+    assert_eq!(r.code, 404);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let err: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(err["error"].is_string(), "{err}");
+
+    assert_eq!(*fake.asked.lock().unwrap(), ["a/b c", "L-404"]);
+
+    // Empty and undecodable (not UTF-8) ids never reach the status.
+    assert_eq!(get(server.addr, "/leads/").code, 400);
+    assert_eq!(get(server.addr, "/leads/%FF%FE").code, 400);
+    assert_eq!(fake.asked.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn other_methods_are_405() {
+    let fake = Arc::new(Fake::default());
+    let server = start(Arc::clone(&fake), Limits::default());
+    for (method, path) in [
+        ("POST", "/healthz"),
+        ("PUT", "/metrics"),
+        ("DELETE", "/leads/L-1"),
+    ] {
+        let r = send(
+            server.addr,
+            &format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"),
+        );
+        assert_eq!(r.code, 405, "{method} {path}");
+        assert!(r.header("allow").is_some_and(|a| a.contains("GET")));
+    }
+    assert!(fake.asked.lock().unwrap().is_empty());
+}
+
+#[test]
+fn an_oversized_request_head_gets_431_and_the_connection_is_closed() {
+    let server = start(Arc::new(Fake::default()), Limits::default());
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(64 * 1024));
+    // The server may stop reading part way; what it answers is what counts.
+    let _ = s.write_all(line.as_bytes());
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let eof = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break true,
+            Err(e) => panic!("no answer, no close: {e}"),
+        }
+    };
+    assert_eq!(parse(&raw).code, 431);
+    assert!(eof, "the connection is closed");
+    // The server goes on serving.
+    assert_eq!(get(server.addr, "/healthz").code, 200);
+}
+
+#[test]
+fn a_lookup_that_blocks_times_out_without_stalling_the_other_endpoints() {
+    let fake = Arc::new(Fake {
+        lookup: Duration::from_secs(3),
+        ..Fake::default()
+    });
+    let limits = Limits {
+        request_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let server = start(Arc::clone(&fake), limits);
+    let addr = server.addr;
+    // More blocked lookups than the blocking pool has threads.
+    let lookups: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                (get(addr, &format!("/leads/L-{i}")), t.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    assert_eq!(get(addr, "/healthz").code, 200);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    for l in lookups {
+        let (reply, took) = l.join().unwrap();
+        assert_eq!(reply.code, 503);
+        assert!(String::from_utf8_lossy(&reply.body).contains("timed out"));
+        assert!(took < Duration::from_secs(2), "answered after {took:?}");
+    }
+}
+
+#[test]
+fn a_thousand_slow_connections_do_not_starve_the_endpoints() {
+    const SLOW: usize = 1000;
+    // Both ends of every connection are in this process.
+    rlimit::increase_nofile_limit(4 * SLOW as u64).unwrap();
+    let nofile = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap().0;
+    assert!(nofile >= 2 * SLOW as u64 + 100, "open-file limit {nofile}");
+    let server = start(Arc::new(Fake::default()), Limits::default());
+
+    let head = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: 1234567";
+    let mut slow: Vec<TcpStream> = (0..SLOW)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    let started = Instant::now();
+    let mut asked = 0;
+    let mut worst = Duration::ZERO;
+    // One header byte a second on every slow connection, for 7 seconds
+    // (within the 10 s header read timeout); /healthz asked in between.
+    for byte in &head[..7] {
+        for s in &mut slow {
+            s.write_all(&[*byte]).unwrap();
+        }
+        let next = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < next {
+            let t = Instant::now();
+            let r = get(server.addr, "/healthz");
+            let took = t.elapsed();
+            assert_eq!(r.code, 200);
+            assert!(took < Duration::from_secs(1), "/healthz took {took:?}");
+            worst = worst.max(took);
+            asked += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(asked >= 50, "asked /healthz only {asked} times");
+    for (i, s) in slow.iter_mut().enumerate() {
+        assert!(!closed(s), "slow connection {i} was closed");
+    }
+    // Each slow connection was being served: its request completes.
+    for s in &mut slow {
+        s.write_all(&head[7..]).unwrap();
+        s.write_all(b"\r\n\r\n").unwrap();
+    }
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        assert_eq!(parse(&raw).code, 200);
+    }
+    eprintln!(
+        "{SLOW} slow connections for {:?}: /healthz answered {asked} times, slowest {worst:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_request_head_too_slow_is_cut_off() {
+    let limits = Limits {
+        header_read_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let server = start(Arc::new(Fake::default()), limits);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    let mut raw = Vec::new();
+    // Closed (with or without a 408) after the timeout, not before.
+    let _ = s.read_to_end(&mut raw);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+    assert!(raw.is_empty() || parse(&raw).code == 408, "{raw:?}");
+}
+
+#[test]
+fn beyond_the_connection_limit_new_connections_wait_for_a_free_slot() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let server = start(Arc::new(Fake::default()), limits);
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    // Both are accepted (they hold the slots) before the third connects.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(server.addr).unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let waited = third.read(&mut buf);
+    assert!(
+        matches!(&waited, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+        "the third connection was served over the limit: {waited:?}"
+    );
+    // A slot frees: the waiting connection is served.
+    held[0].write_all(b"GET /readyz HTTP/1.1\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    held[0].read_to_end(&mut raw).unwrap();
+    assert_eq!(parse(&raw).code, 503);
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut raw = Vec::new();
+    third.read_to_end(&mut raw).unwrap();
+    assert_eq!(parse(&raw).code, 200);
+    assert!(!closed(&mut held[1]));
+}
+
+#[test]
+fn dropping_the_server_stops_it_promptly() {
+    let server = start(Arc::new(Fake::default()), Limits::default());
+    let addr = server.addr;
+    assert_eq!(get(addr, "/healthz").code, 200);
+    // An idle connection and one part way through its head stay open.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    let mut partial = TcpStream::connect(addr).unwrap();
+    partial.write_all(b"GET /hea").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    drop(server);
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(2), "drop took {took:?}");
+    assert!(TcpStream::connect(addr).is_err(), "still listening");
+    // Both are closed, not left hanging.
+    for s in [&mut idle, &mut partial] {
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut buf = Vec::new();
+        let read = s.read_to_end(&mut buf);
+        assert!(
+            !matches!(&read, Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)),
+            "a connection outlived the server: {read:?}"
+        );
+    }
+    eprintln!("drop took {took:?}");
+}
