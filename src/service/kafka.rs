@@ -2,8 +2,6 @@
 //! are classified (retry, abort and rewind, or stop).
 
 use std::future::Future;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -210,24 +208,17 @@ impl ClientContext for ReaderCtx {
 
 impl ConsumerContext for ReaderCtx {}
 
-/// Runs a future to completion on this thread (the admin API is the only
-/// async part of rdkafka that leadscore uses).
+/// Runs an admin call's future to completion on this thread, on a
+/// current-thread tokio runtime (the admin API is the only async part of
+/// rdkafka that leadscore uses; its futures are woken by librdkafka's own
+/// threads).
 pub fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        // Without an I/O driver there is nothing that can fail to start.
+        .expect("a current-thread runtime without I/O builds")
+        .block_on(fut)
 }
 
 /// Why the service cannot start or must stop.
