@@ -5,6 +5,7 @@
 //! headless Chromium.
 
 mod helpers;
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -659,34 +660,28 @@ fn help_documents_the_outcomes_format() {
 // The HTML report, in a real browser.
 // ---------------------------------------------------------------------------
 
-/// Headless Chromium (Debian's `chromium`; `.ci/run` installs it). The test
-/// fails without it: a report whose charts were never drawn must not pass.
+/// Headless Chromium (Debian's `chromium`), installed when missing. The
+/// test fails without it: a report whose charts were never drawn must not
+/// pass.
 fn chromium() -> PathBuf {
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        if let Some(p) = std::env::var_os("PATH")
-            .iter()
-            .flat_map(std::env::split_paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-        {
-            return p;
-        }
-    }
-    panic!(
-        "this test opens the HTML report in headless Chromium, and no `chromium` is on PATH: \
-         install it (Debian: apt-get install chromium; .ci/run does)"
-    );
+    tools::program("chromium")
 }
 
 /// The DOM of `page` after its scripts ran, as Chromium dumps it.
 fn rendered_dom(page: &Path, profile: &Path) -> String {
     let mut child = Command::new(chromium())
+        // --no-sandbox: the tests may run as root, where Chromium's sandbox
+        // refuses to start; the rest keeps a fresh profile from reaching
+        // out to the network or setting itself up.
         .args([
             "--headless",
             "--disable-gpu",
             "--no-sandbox",
             "--no-first-run",
             "--disable-extensions",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--dump-dom")

@@ -4,8 +4,9 @@
 //! that exist.
 //!
 //! Needs `promtool` and `prometheus` (Debian package `prometheus`) and python3
-//! with PyYAML (`python3-yaml`) for YAML; .ci/run installs them. A missing
-//! tool fails the test with a message saying so.
+//! with PyYAML for YAML: the tests install them when missing
+//! (`deploy/test-tools.sh`), and fail with a message naming the package when
+//! they cannot.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -18,7 +19,10 @@ use serde_json::Value;
 
 mod broker;
 use broker::scenario::{feed, setup};
-use broker::Broker;
+use broker::{tools, Broker};
+
+/// Everything these tests run beyond the service, installed on first use.
+const TOOLS: &[&str] = &["promtool", "prometheus", "pyyaml"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -31,6 +35,7 @@ fn read(rel: &str) -> String {
 
 /// Every YAML document in the file, as JSON (through python3 + PyYAML).
 fn yaml_docs(rel: &str) -> Vec<Value> {
+    tools::require(TOOLS);
     let path = root().join(rel);
     let out = Command::new("python3")
         .args([
@@ -40,28 +45,20 @@ fn yaml_docs(rel: &str) -> Vec<Value> {
         ])
         .arg(&path)
         .output()
-        .unwrap_or_else(|e| panic!("python3 is required to parse YAML (install python3 python3-yaml): {e}"));
+        .unwrap_or_else(|e| panic!("cannot run python3: {e}"));
     assert!(
         out.status.success(),
-        "cannot parse {} as YAML (python3 with PyYAML is required; .ci/run installs python3-yaml): {}",
+        "cannot parse {} as YAML: {}",
         path.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("python3 printed JSON")
 }
 
+/// The executable of one of [`TOOLS`], installing them all first if needed.
 fn tool(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "`{name}` is not installed: it comes with the Debian package `prometheus` \
-             (.ci/run installs it: apt-get install -y prometheus)"
-        )
-    })
+    tools::require(TOOLS);
+    tools::find(&[name]).unwrap_or_else(|| panic!("`{name}` installed but not on PATH"))
 }
 
 /// The metric names the service exports: `pub const X: &str = "leadscore_..."` in telemetry.rs.

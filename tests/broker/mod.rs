@@ -1,27 +1,48 @@
-//! A real Apache Kafka broker for the tests: installed from Maven Central by
+//! A real Apache Kafka broker for the tests and the service bench
+//! (`benches/service/`): installed from Maven Central by
 //! `deploy/local-kafka/kafka.sh` (cached), started on free loopback ports
-//! with a fresh data directory, and killed with the test process.
+//! with a fresh data directory, and killed with the process that started it.
+//! Java, Maven and python3, which kafka.sh runs, are installed first when
+//! missing (`deploy/test-tools.sh`).
 #![allow(dead_code)]
 
 pub mod scenario;
+#[path = "../tools/mod.rs"]
+pub mod tools;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use leadscore::codec::encode_event_json;
+use leadscore::Event;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 pub struct Broker {
     pub dir: PathBuf,
     pub bootstrap: String,
+    /// Where the broker's log is copied when the broker goes (the bench keeps it).
+    keep_log: Option<PathBuf>,
 }
+
+/// The tests' broker settings, on top of kafka.sh's.
+pub const TEST_PROPS: &[&str] = &[
+    // A killed and restarted broker registers again within seconds.
+    "broker.session.timeout.ms=2000",
+    "broker.heartbeat.interval.ms=500",
+    // Let changelog compaction happen within a test.
+    "log.cleaner.backoff.ms=1000",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms=2000",
+];
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/local-kafka/kafka.sh")
@@ -42,40 +63,45 @@ fn kafka_sh(args: &[&str]) -> String {
 }
 
 impl Broker {
-    /// Installs (once, cached) and starts a fresh broker.
+    /// Installs (once, cached) and starts a fresh broker with the tests' settings.
     pub fn start() -> Broker {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        Broker::start_with(TEST_PROPS)
+    }
+
+    /// A fresh broker with kafka.sh's settings and `props` (`key=value`) on top.
+    pub fn start_with(props: &[&str]) -> Broker {
+        tools::require(&["java", "mvn", "python3"]);
+        static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "leadscore-kafka-{}-{}",
             std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let pid = std::process::id().to_string();
-        let out = kafka_sh(&[
-            "start",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--watch-pid",
-            &pid,
-            "--prop",
-            "broker.session.timeout.ms=2000",
-            "--prop",
-            "broker.heartbeat.interval.ms=500",
-            // Let changelog compaction happen within a test.
-            "--prop",
-            "log.cleaner.backoff.ms=1000",
-            "--prop",
-            "transaction.abort.timed.out.transaction.cleanup.interval.ms=2000",
-        ]);
+        let mut args = vec!["start", "--dir", dir.to_str().unwrap(), "--watch-pid", &pid];
+        for p in props {
+            args.extend(["--prop", p]);
+        }
+        let out = kafka_sh(&args);
         let bootstrap = out.lines().last().expect("bootstrap line").to_string();
-        Broker { dir, bootstrap }
+        Broker {
+            dir,
+            bootstrap,
+            keep_log: None,
+        }
     }
 
     /// The broker shared by the tests of one test binary.
     pub fn shared() -> &'static Broker {
         static B: OnceLock<Broker> = OnceLock::new();
         B.get_or_init(Broker::start)
+    }
+
+    /// Copies the broker's log to `path` when the broker goes.
+    pub fn keep_log_at(mut self, path: PathBuf) -> Broker {
+        self.keep_log = Some(path);
+        self
     }
 
     pub fn kill(&self) {
@@ -86,11 +112,23 @@ impl Broker {
         kafka_sh(&["restart", "--dir", self.dir.to_str().unwrap()]);
     }
 
+    /// The broker JVM's process id, while it runs.
+    pub fn pid(&self) -> Option<String> {
+        let pid = std::fs::read_to_string(self.dir.join("broker.pid")).ok()?;
+        Some(pid.trim().to_string())
+    }
+
+    /// A client configuration for this broker. librdkafka logs warnings and
+    /// errors only: its informational lines would bury the output.
+    pub fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("log_level", "4");
+        c
+    }
+
     pub fn create_topic(&self, name: &str, partitions: i32, compact: bool) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .unwrap();
+        let admin: AdminClient<DefaultClientContext> = self.client().create().unwrap();
         let mut t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         if compact {
             t = t.set("cleanup.policy", "compact");
@@ -104,17 +142,172 @@ impl Broker {
     }
 
     pub fn producer(&self) -> BaseProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
+        self.client()
             .set("linger.ms", "5")
             .set("enable.idempotence", "true")
             .create()
             .unwrap()
     }
+
+    /// (low, high) watermark of each partition.
+    pub fn watermarks(&self, topic: &str, partitions: i32) -> Vec<(i64, i64)> {
+        let c: BaseConsumer = self.client().create().unwrap();
+        (0..partitions)
+            .map(|p| {
+                c.fetch_watermarks(topic, p, Duration::from_secs(30))
+                    .expect("watermarks")
+            })
+            .collect()
+    }
+
+    /// Creates `topic` and produces `events` into it as JSON, keyed by lead
+    /// id, as fast as the broker takes them.
+    pub fn produce_generated(
+        &self,
+        topic: &str,
+        partitions: i32,
+        events: impl Iterator<Item = Event<'static>>,
+    ) -> Stream {
+        self.create_topic(topic, partitions, false);
+        let p: BaseProducer = self
+            .client()
+            .set("linger.ms", "20")
+            .set("batch.size", "1000000")
+            .set("queue.buffering.max.messages", "1000000")
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap();
+        let t = Instant::now();
+        let mut leads: HashSet<String> = HashSet::new();
+        let mut buf = Vec::with_capacity(512);
+        let mut n = 0u64;
+        let mut bytes = 0u64;
+        for e in events {
+            buf.clear();
+            encode_event_json(&e, &mut buf);
+            bytes += buf.len() as u64;
+            send_retrying(
+                &p,
+                BaseRecord::to(topic)
+                    .key(e.lead_id.as_bytes())
+                    .payload(&buf[..]),
+            );
+            if !leads.contains(e.lead_id.as_ref()) {
+                leads.insert(e.lead_id.into_owned());
+            }
+            n += 1;
+            if n % 1024 == 0 {
+                p.poll(Duration::ZERO);
+            }
+        }
+        p.flush(Duration::from_secs(120)).expect("flush");
+        let ends: Vec<i64> = self
+            .watermarks(topic, partitions)
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect();
+        let total: i64 = ends.iter().sum();
+        assert_eq!(total as u64, n, "every event is in the topic");
+        Stream {
+            topic: topic.to_string(),
+            ends,
+            total,
+            distinct_leads: leads.len(),
+            bytes,
+            secs: t.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// On a fresh broker the first transaction and the first consumer group
+    /// wait for their coordinators to load (`Coordinator load in progress`,
+    /// seconds at times). One of each, so that what comes next does not pay
+    /// for it.
+    pub fn warm_up_coordinators(&self) {
+        let topic = "warm-up";
+        self.create_topic(topic, 1, false);
+        let wait = Duration::from_secs(60);
+        let producer: BaseProducer = self
+            .client()
+            .set("transactional.id", "warm-up")
+            .create()
+            .expect("warm-up producer");
+        producer.init_transactions(wait).expect("init_transactions");
+        producer.begin_transaction().expect("begin_transaction");
+        producer
+            .send(BaseRecord::to(topic).key("k").payload("warm-up"))
+            .map_err(|(e, _)| e)
+            .expect("send");
+        producer
+            .commit_transaction(wait)
+            .expect("commit_transaction");
+        let consumer: BaseConsumer = self
+            .client()
+            .set("group.id", "warm-up")
+            .create()
+            .expect("warm-up consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(1))
+            .expect("partition");
+        consumer
+            .commit(&tpl, CommitMode::Sync)
+            .expect("commit offsets");
+    }
+
+    /// Reads each partition of `topic` from the beginning to end-of-partition
+    /// (read_committed, large fetches, `extra` settings on top), one
+    /// partition after another, counting records without decoding them.
+    pub fn read_to_end(&self, topic: &str, partitions: i32, extra: &[(&str, &str)]) -> ReadToEnd {
+        let mut out = ReadToEnd::default();
+        for p in 0..partitions {
+            let t = Instant::now();
+            let mut cc = self.client();
+            for (k, v) in extra {
+                cc.set(*k, *v);
+            }
+            let c: BaseConsumer<QuietEof> = cc
+                .set("group.id", "read-to-end")
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "true")
+                .set("isolation.level", "read_committed")
+                .set("auto.offset.reset", "earliest")
+                .set("fetch.max.bytes", "52428800")
+                .set("max.partition.fetch.bytes", "10485760")
+                .create_with_context(QuietEof)
+                .unwrap();
+            // Gives the consumer the metadata it needs to start fetching at once.
+            c.fetch_watermarks(topic, p, Duration::from_secs(30))
+                .unwrap();
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+            c.assign(&tpl).unwrap();
+            let mut last = t;
+            loop {
+                match c.poll(Duration::from_millis(500)) {
+                    Some(Ok(_)) => {
+                        out.records += 1;
+                        last = Instant::now();
+                    }
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(e)) => panic!("read {topic}: {e}"),
+                    None if t.elapsed() > Duration::from_secs(120) => {
+                        panic!("read {topic}: stalled")
+                    }
+                    None => {}
+                }
+            }
+            out.to_last += (last - t).as_secs_f64();
+            out.to_eof += t.elapsed().as_secs_f64();
+        }
+        out
+    }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        if let Some(keep) = &self.keep_log {
+            let _ = std::fs::copy(self.dir.join("broker.log"), keep);
+        }
         let _ = Command::new("bash")
             .arg(script())
             .args(["kill", "--dir", self.dir.to_str().unwrap()])
@@ -123,23 +316,86 @@ impl Drop for Broker {
     }
 }
 
+/// A generated stream as produced into its topic.
+pub struct Stream {
+    pub topic: String,
+    /// High watermark of each partition (the topic is not transactional, so
+    /// this is also the record count).
+    pub ends: Vec<i64>,
+    pub total: i64,
+    pub distinct_leads: usize,
+    /// JSON bytes produced.
+    pub bytes: u64,
+    /// Seconds to produce and flush.
+    pub secs: f64,
+}
+
+/// What [`Broker::read_to_end`] read.
+#[derive(Debug, Default)]
+pub struct ReadToEnd {
+    pub records: u64,
+    /// Seconds until the last record arrived, summed over the partitions.
+    pub to_last: f64,
+    /// Seconds until end-of-partition, summed over the partitions.
+    pub to_eof: f64,
+}
+
+/// A consumer context that does not log end-of-partition as an error (the
+/// default one does).
+pub struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            eprintln!("consumer error: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
+/// Sends a record, waiting while the producer's queue is full.
+pub fn send_retrying(p: &BaseProducer, mut r: BaseRecord<'_, [u8], [u8]>) {
+    loop {
+        match p.send(r) {
+            Ok(()) => return,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                r = back;
+                p.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => panic!("produce: {e}"),
+        }
+    }
+}
+
+/// Sum of a group's committed offsets on `topic` (0 where none), through a
+/// consumer configured with that group id. `committed_offsets` only: the
+/// consumer does not join the group, so it does not disturb its members.
+pub fn committed_total(c: &BaseConsumer, topic: &str, partitions: i32) -> Option<i64> {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    Some(
+        got.elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum(),
+    )
+}
+
 /// Produces (key, payload) records, to a given partition or by key.
 pub fn produce(p: &BaseProducer, topic: &str, records: &[(Option<i32>, Vec<u8>, Vec<u8>)]) {
     for (part, k, v) in records {
-        let mut r = BaseRecord::to(topic).key(k).payload(v);
+        let mut r = BaseRecord::to(topic).key(&k[..]).payload(&v[..]);
         if let Some(part) = part {
             r = r.partition(*part);
         }
-        let mut r = r;
-        loop {
-            match p.send(r) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    r = back;
-                    p.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send_retrying(p, r);
         p.poll(Duration::ZERO);
     }
     // The broker may be away for a while (the crash tests kill it).
