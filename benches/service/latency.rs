@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use leadscore::codec::encode_event_json;
 use leadscore::gen::{GenConfig, Generator};
@@ -88,7 +88,10 @@ pub fn latency(b: &Broker, s: &Settings) -> Result<Latency, String> {
         .set("enable.idempotence", "true")
         .create()
         .map_err(|e| e.to_string())?;
-    let now_micros = leadscore::service::processor::wall_micros();
+    let now_micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_micros() as i64;
     let n = s.rate * s.latency_secs;
     let events = Generator::new(GenConfig {
         seed: s.seed + 1,

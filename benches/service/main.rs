@@ -7,9 +7,9 @@
 //!    (`throughput.rs`);
 //! 2. the ceiling: a pass-through consumer → producer with the same client
 //!    library on the same input, plain and transactional (`throughput.rs`);
-//! 3. restore speed: `restore_engine` over every changelog partition after a
-//!    run over a stream with ≥ 1M distinct leads, and a fresh instance's
-//!    time to `/readyz` (`restore.rs`);
+//! 3. restore speed: a fresh instance's time to `/readyz` after a run over
+//!    a stream with ≥ 1M distinct leads, next to a bare read of the
+//!    changelog (`restore.rs`);
 //! 4. event-to-emit latency at a steady produce rate (`latency.rs`);
 //! 5. `leadscore replay` against `leadscore score` on the same events
 //!    (`replay.rs`).
