@@ -7,7 +7,7 @@
 //!
 //! Before measuring, it folds the large stream once and prints the state size
 //! per lead (serialized snapshot and resident memory). With
-//! `LEADSCORE_STATE_ONLY=1` it prints that and exits (used by `score.sh`).
+//! `BENCH_STATE_ONLY=1` it prints that and exits (used by `score.sh`).
 //!
 //! `cargo bench --bench fold`
 
@@ -175,7 +175,7 @@ fn main() {
     let model = common::model();
     let (events, leads) = common::large_size();
     let large = common::stream(events, leads);
-    let state_only = std::env::var_os("LEADSCORE_STATE_ONLY").is_some();
+    let state_only = std::env::var_os("BENCH_STATE_ONLY").is_some();
     let profiling = std::env::args().any(|a| a == "--profile-time");
     if state_only || (common::bench_mode() && !profiling) {
         state_size(&model, &large);

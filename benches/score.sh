@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end: `leadscore score` on a generated JSON-lines file against a bare
 # read-and-decode of the same file with serde_json (benches/baseline), then
-# the state size per lead (benches/fold.rs in LEADSCORE_STATE_ONLY mode).
+# the state size per lead (benches/fold.rs in BENCH_STATE_ONLY mode).
 #
 #   bash benches/score.sh
 #
@@ -71,7 +71,7 @@ awk -v n="$LINES" -v b="$T_BASE" -v s="$T_SCORE" 'BEGIN {
 }'
 
 if [[ ${SKIP_STATE:-0} != 1 ]]; then
-  log "== state size (benches/fold.rs, LEADSCORE_STATE_ONLY=1, same seed and sizes)"
-  LEADSCORE_STATE_ONLY=1 LEADSCORE_BENCH_SEED=$SEED LEADSCORE_BENCH_EVENTS=$EVENTS LEADSCORE_BENCH_LEADS=$LEADS \
+  log "== state size (benches/fold.rs, BENCH_STATE_ONLY=1, same seed and sizes)"
+  BENCH_STATE_ONLY=1 BENCH_SEED=$SEED BENCH_EVENTS=$EVENTS BENCH_LEADS=$LEADS \
     cargo bench --locked --bench fold | grep '^state:'
 fi

@@ -28,21 +28,21 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-target/bench-service}
 mkdir -p "$OUT"
 
-export LEADSCORE_SERVICE_BENCH=1
-export LEADSCORE_SVC_EVENTS=${EVENTS:-1000000}
-export LEADSCORE_SVC_LEADS=${LEADS:-200000}
-export LEADSCORE_SVC_PARTITIONS=${PARTITIONS:-8}
-export LEADSCORE_SVC_SEED=${SEED:-7}
-export LEADSCORE_SVC_RESTORE_EVENTS=${RESTORE_EVENTS:-1300000}
-export LEADSCORE_SVC_RESTORE_LEADS=${RESTORE_LEADS:-3500000}
-export LEADSCORE_SVC_RATE=${RATE:-5000}
-export LEADSCORE_SVC_LATENCY_SECS=${LATENCY_SECS:-30}
-export LEADSCORE_SVC_LATENCY_LEADS=${LATENCY_LEADS:-20000}
-export LEADSCORE_SVC_TXN_PASSTHROUGH=${TXN_PASSTHROUGH:-1}
-export LEADSCORE_SVC_PHASES=${PHASES:-12345}
-export LEADSCORE_SVC_RUN_LIMIT=${RUN_LIMIT:-300}
-LEADSCORE_SVC_OUT=$(realpath "$OUT")
-export LEADSCORE_SVC_OUT
+export BENCH_SERVICE=1
+export BENCH_SVC_EVENTS=${EVENTS:-1000000}
+export BENCH_SVC_LEADS=${LEADS:-200000}
+export BENCH_SVC_PARTITIONS=${PARTITIONS:-8}
+export BENCH_SVC_SEED=${SEED:-7}
+export BENCH_SVC_RESTORE_EVENTS=${RESTORE_EVENTS:-1300000}
+export BENCH_SVC_RESTORE_LEADS=${RESTORE_LEADS:-3500000}
+export BENCH_SVC_RATE=${RATE:-5000}
+export BENCH_SVC_LATENCY_SECS=${LATENCY_SECS:-30}
+export BENCH_SVC_LATENCY_LEADS=${LATENCY_LEADS:-20000}
+export BENCH_SVC_TXN_PASSTHROUGH=${TXN_PASSTHROUGH:-1}
+export BENCH_SVC_PHASES=${PHASES:-12345}
+export BENCH_SVC_RUN_LIMIT=${RUN_LIMIT:-300}
+BENCH_SVC_OUT=$(realpath "$OUT")
+export BENCH_SVC_OUT
 
 log() { printf '%s\n' "$*" >&2; }
 
@@ -59,10 +59,10 @@ if [[ -n $(busy) ]]; then
 fi
 
 log "== running ($(nproc) cores; the service's log goes to $OUT/service.log)"
-LOG="$LEADSCORE_SVC_OUT/service.log"
+LOG="$BENCH_SVC_OUT/service.log"
 # stdout: progress and the summary; stderr: cargo's lines, then the
 # service's and librdkafka's warnings.
-cargo bench --locked --bench service 2>"$LOG" | tee "$LEADSCORE_SVC_OUT/bench.out"
+cargo bench --locked --bench service 2>"$LOG" | tee "$BENCH_SVC_OUT/bench.out"
 
 if [[ -n $(busy) ]]; then
   log "== WARNING: other builds/tests/benches were running at the end of the run:"

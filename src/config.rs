@@ -485,11 +485,17 @@ dead_letter_topic = "dlq"
     fn the_project_scripts_variables_stay_out_of_the_service_namespace() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut scripts = Vec::new();
-        for dir in ["deploy/local-kafka", "benches", ".ci"] {
-            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+        let mut dirs: Vec<_> = ["deploy", "benches", ".ci"]
+            .iter()
+            .map(|d| root.join(d))
+            .collect();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
                 let path = entry.unwrap().path();
                 let ext = path.extension().and_then(|e| e.to_str());
-                if matches!(ext, Some("sh" | "md" | "rs") | None) && path.is_file() {
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if matches!(ext, Some("sh" | "md" | "rs" | "toml" | "yaml") | None) {
                     scripts.push(path);
                 }
             }
@@ -502,6 +508,10 @@ dead_letter_topic = "dlq"
                     .chars()
                     .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
                     .collect();
+                if var.ends_with('_') {
+                    // The prefix itself, in prose ("LEADSCORE_<SECTION>_<KEY>").
+                    continue;
+                }
                 let refused = match load(BASE, &[(var.as_str(), "1")]) {
                     Err(ConfigError::Env { problem, .. }) => Some(problem),
                     _ => None,

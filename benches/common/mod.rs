@@ -10,9 +10,9 @@ use leadscore::gen::{GenConfig, Generator};
 use leadscore::{Event, Model};
 
 /// The seed of every generated stream, so runs are comparable:
-/// `LEADSCORE_BENCH_SEED`, default 7.
+/// `BENCH_SEED`, default 7.
 pub fn seed() -> u64 {
-    env_u64("LEADSCORE_BENCH_SEED", 7)
+    env_u64("BENCH_SEED", 7)
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -26,7 +26,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// The large stream: 2M events over 1M distinct leads (the working set does
-/// not fit in any cache). `LEADSCORE_BENCH_EVENTS` / `LEADSCORE_BENCH_LEADS`
+/// not fit in any cache). `BENCH_EVENTS` / `BENCH_LEADS`
 /// override it; outside `cargo bench` (`cargo test --benches` runs each
 /// bench once as a smoke test) a small stream is used instead.
 pub fn large_size() -> (u64, u64) {
@@ -34,8 +34,8 @@ pub fn large_size() -> (u64, u64) {
         return (10_000, 5_000);
     }
     (
-        env_u64("LEADSCORE_BENCH_EVENTS", 2_000_000),
-        env_u64("LEADSCORE_BENCH_LEADS", 1_000_000),
+        env_u64("BENCH_EVENTS", 2_000_000),
+        env_u64("BENCH_LEADS", 1_000_000),
     )
 }
 

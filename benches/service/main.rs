@@ -15,9 +15,9 @@
 //!    (`replay.rs`).
 //!
 //! Run it with `bash benches/service.sh`, which sets
-//! `LEADSCORE_SERVICE_BENCH=1`. Without it (a plain `cargo bench`, or
+//! `BENCH_SERVICE=1`. Without it (a plain `cargo bench`, or
 //! `cargo test --benches`) this bench only says how to run it: it starts a
-//! JVM and takes minutes. Settings are `LEADSCORE_SVC_*` environment
+//! JVM and takes minutes. Settings are `BENCH_SVC_*` environment
 //! variables, listed in `benches/service.sh`.
 
 #[path = "../../tests/broker/mod.rs"]
@@ -81,20 +81,20 @@ pub struct Settings {
 impl Settings {
     fn from_env() -> Settings {
         Settings {
-            partitions: env_u64("LEADSCORE_SVC_PARTITIONS", 8) as i32,
-            seed: env_u64("LEADSCORE_SVC_SEED", 7),
-            events: env_u64("LEADSCORE_SVC_EVENTS", 1_000_000),
-            leads: env_u64("LEADSCORE_SVC_LEADS", 200_000),
+            partitions: env_u64("BENCH_SVC_PARTITIONS", 8) as i32,
+            seed: env_u64("BENCH_SVC_SEED", 7),
+            events: env_u64("BENCH_SVC_EVENTS", 1_000_000),
+            leads: env_u64("BENCH_SVC_LEADS", 200_000),
             // 1.3M events over 3.5M possible leads touch about 1.05M of them.
-            restore_events: env_u64("LEADSCORE_SVC_RESTORE_EVENTS", 1_300_000),
-            restore_leads: env_u64("LEADSCORE_SVC_RESTORE_LEADS", 3_500_000),
-            rate: env_u64("LEADSCORE_SVC_RATE", 5_000),
-            latency_secs: env_u64("LEADSCORE_SVC_LATENCY_SECS", 30),
-            latency_leads: env_u64("LEADSCORE_SVC_LATENCY_LEADS", 20_000),
-            txn_passthrough: env_u64("LEADSCORE_SVC_TXN_PASSTHROUGH", 1) == 1,
-            run_limit: Duration::from_secs(env_u64("LEADSCORE_SVC_RUN_LIMIT", 300)),
-            phases: std::env::var("LEADSCORE_SVC_PHASES").unwrap_or_else(|_| "12345".into()),
-            out_dir: std::env::var_os("LEADSCORE_SVC_OUT")
+            restore_events: env_u64("BENCH_SVC_RESTORE_EVENTS", 1_300_000),
+            restore_leads: env_u64("BENCH_SVC_RESTORE_LEADS", 3_500_000),
+            rate: env_u64("BENCH_SVC_RATE", 5_000),
+            latency_secs: env_u64("BENCH_SVC_LATENCY_SECS", 30),
+            latency_leads: env_u64("BENCH_SVC_LATENCY_LEADS", 20_000),
+            txn_passthrough: env_u64("BENCH_SVC_TXN_PASSTHROUGH", 1) == 1,
+            run_limit: Duration::from_secs(env_u64("BENCH_SVC_RUN_LIMIT", 300)),
+            phases: std::env::var("BENCH_SVC_PHASES").unwrap_or_else(|_| "12345".into()),
+            out_dir: std::env::var_os("BENCH_SVC_OUT")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| {
                     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-service")
@@ -104,7 +104,7 @@ impl Settings {
 }
 
 fn main() {
-    if std::env::var("LEADSCORE_SERVICE_BENCH").as_deref() != Ok("1") {
+    if std::env::var("BENCH_SERVICE").as_deref() != Ok("1") {
         println!(
             "service bench: skipped (it starts a Kafka broker and takes minutes); run `bash benches/service.sh`"
         );

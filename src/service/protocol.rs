@@ -342,13 +342,12 @@ impl Protocol {
         match &self.phase {
             Phase::Open if now >= self.due => self.start_commit(now),
             Phase::Idle if now >= self.due => self.due = now + self.s.interval,
-            Phase::Committing { since, .. } => {
+            Phase::Committing { since, .. }
                 if in_flight == 0
                     || now.saturating_sub(*since) >= self.s.overlap
-                    || self.held >= self.s.hold_limit
-                {
-                    self.finish_commit();
-                }
+                    || self.held >= self.s.hold_limit =>
+            {
+                self.finish_commit()
             }
             _ => {}
         }
