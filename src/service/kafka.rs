@@ -248,17 +248,11 @@ pub enum StartError {
 pub fn ensure_topics(cfg: &Config) -> Result<usize, StartError> {
     let probe: BaseConsumer = plain(cfg).create()?;
     let n = input_partitions(cfg, &probe)?;
-    let outputs = [&cfg.kafka.status_topic, &cfg.kafka.dead_letter_topic];
-    let names: Vec<&str> = outputs.iter().map(|t| t.as_str()).collect();
-    let missing: Vec<&str> = partition_counts(&probe, &names)?
-        .into_iter()
-        .zip(&names)
-        .filter(|(c, _)| c.is_none())
-        .map(|(_, t)| *t)
-        .collect();
-    if !missing.is_empty() {
-        return Err(StartError::MissingTopics(missing.join(", ")));
-    }
+    let outputs = [
+        cfg.kafka.status_topic.as_str(),
+        cfg.kafka.dead_letter_topic.as_str(),
+    ];
+    existing(&outputs, &partition_counts(&probe, &outputs)?)?;
     let changelog = cfg.changelog_topic();
     match partition_counts(&probe, &[&changelog])?[0] {
         Some(actual) if actual == n => {}
@@ -275,6 +269,21 @@ pub fn ensure_topics(cfg: &Config) -> Result<usize, StartError> {
     Ok(n)
 }
 
+/// An error naming the topics of `names` that `counts` says do not exist.
+fn existing(names: &[&str], counts: &[Option<usize>]) -> Result<(), StartError> {
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(counts)
+        .filter(|(_, c)| c.is_none())
+        .map(|(t, _)| *t)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StartError::MissingTopics(missing.join(", ")))
+    }
+}
+
 /// Checks that the input topics exist and are co-partitioned; returns their
 /// partition count.
 pub fn input_partitions<C: ConsumerContext>(
@@ -283,15 +292,7 @@ pub fn input_partitions<C: ConsumerContext>(
 ) -> Result<usize, StartError> {
     let names: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
     let counts = partition_counts(probe, &names)?;
-    let missing: Vec<&str> = counts
-        .iter()
-        .zip(&names)
-        .filter(|(c, _)| c.is_none())
-        .map(|(_, t)| *t)
-        .collect();
-    if !missing.is_empty() {
-        return Err(StartError::MissingTopics(missing.join(", ")));
-    }
+    existing(&names, &counts)?;
     let n = counts[0].expect("checked above");
     if counts.iter().any(|c| *c != Some(n)) {
         let list: Vec<_> = names

@@ -611,6 +611,17 @@ mod tests {
         p
     }
 
+    /// Exactly-once, partition 0 read up to offset 5, its commit asked for.
+    fn awaiting_commit() -> Protocol {
+        let mut p = eos();
+        p.consumed(0, 0, 5);
+        p.tick(at(100), 0);
+        p.tick(at(101), 0);
+        let actions = drain(&mut p);
+        assert!(matches!(actions.last(), Some(Action::Commit(_))));
+        p
+    }
+
     fn drain(p: &mut Protocol) -> Vec<Action> {
         std::iter::from_fn(|| p.poll_action()).collect()
     }
@@ -757,11 +768,7 @@ mod tests {
 
     #[test]
     fn a_failed_rewind_is_tried_again_at_the_next_tick() {
-        let mut p = eos();
-        p.consumed(0, 0, 5);
-        p.tick(at(100), 0);
-        p.tick(at(101), 0);
-        drain(&mut p);
+        let mut p = awaiting_commit();
         p.committed(at(102), Err(retriable()));
         p.aborted(at(103), Ok(()));
         drain(&mut p);
@@ -775,11 +782,7 @@ mod tests {
 
     #[test]
     fn a_fenced_producer_stops_the_service() {
-        let mut p = eos();
-        p.consumed(0, 0, 5);
-        p.tick(at(100), 0);
-        p.tick(at(101), 0);
-        drain(&mut p);
+        let mut p = awaiting_commit();
         p.committed(
             at(102),
             Err(Failure::Fatal("fenced by a newer instance".into())),
@@ -800,11 +803,7 @@ mod tests {
 
     #[test]
     fn a_fatal_abort_stops_the_service() {
-        let mut p = eos();
-        p.consumed(0, 0, 5);
-        p.tick(at(100), 0);
-        p.tick(at(101), 0);
-        drain(&mut p);
+        let mut p = awaiting_commit();
         p.committed(at(102), Err(retriable()));
         drain(&mut p);
         p.aborted(at(103), Err(Failure::Fatal("not authorised".into())));
@@ -910,11 +909,7 @@ mod tests {
 
     #[test]
     fn a_commit_that_fails_because_the_static_id_was_taken_rejoins_without_rewinding() {
-        let mut p = eos();
-        p.consumed(0, 0, 5);
-        p.tick(at(100), 0);
-        p.tick(at(101), 0);
-        drain(&mut p);
+        let mut p = awaiting_commit();
         p.committed(
             at(102),
             Err(Failure::InstanceFenced("static id taken".into())),
