@@ -126,20 +126,7 @@ mod borrowed {
 
     impl<'a> Reader<'a> {
         fn varint(&mut self) -> Option<u64> {
-            let mut v = 0u64;
-            for i in 0..10 {
-                let (&byte, rest) = self.b.split_first()?;
-                self.b = rest;
-                // prost refuses a tenth byte above 1 (the value would overflow).
-                if i == 9 && byte > 1 {
-                    return None;
-                }
-                v |= u64::from(byte & 0x7f) << (7 * i);
-                if byte < 0x80 {
-                    return Some(v);
-                }
-            }
-            None
+            prost::encoding::decode_varint(&mut self.b).ok()
         }
 
         fn take(&mut self, n: usize) -> Option<&'a [u8]> {
