@@ -125,8 +125,25 @@ mod borrowed {
     }
 
     impl<'a> Reader<'a> {
+        // Hand-written rather than prost's `decode_varint` (same values, same
+        // refusals): prost's took this decoder's varint reads from 74M to
+        // 124M instructions on 200k generated events (callgrind), +7.9% of the
+        // whole protobuf decode, over the 3% a crate may cost on this path.
         fn varint(&mut self) -> Option<u64> {
-            prost::encoding::decode_varint(&mut self.b).ok()
+            let mut v = 0u64;
+            for i in 0..10 {
+                let (&byte, rest) = self.b.split_first()?;
+                self.b = rest;
+                // prost refuses a tenth byte above 1 (the value would overflow).
+                if i == 9 && byte > 1 {
+                    return None;
+                }
+                v |= u64::from(byte & 0x7f) << (7 * i);
+                if byte < 0x80 {
+                    return Some(v);
+                }
+            }
+            None
         }
 
         fn take(&mut self, n: usize) -> Option<&'a [u8]> {
