@@ -6,6 +6,9 @@
 
 use std::fmt;
 
+use time::format_description::well_known::Rfc3339 as WellKnownRfc3339;
+use time::OffsetDateTime;
+
 /// Microseconds since 1970-01-01T00:00:00Z.
 pub type Micros = i64;
 
@@ -19,133 +22,62 @@ pub const DAY: Micros = 24 * HOUR;
 #[error("{0}")]
 pub struct TimeError(pub &'static str);
 
-/// Days since the epoch of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since the epoch: (year, month, day).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if is_leap(y) => 29,
-        _ => 28,
-    }
-}
-
-fn digits(b: &[u8], at: usize, n: usize) -> Result<u32, TimeError> {
-    let s = b
-        .get(at..at + n)
-        .ok_or(TimeError("timestamp is too short"))?;
-    let mut v = 0u32;
-    for &c in s {
-        if !c.is_ascii_digit() {
-            return Err(TimeError("expected a digit in the timestamp"));
-        }
-        v = v * 10 + u32::from(c - b'0');
-    }
-    Ok(v)
-}
-
-fn expect(b: &[u8], at: usize, what: &[u8], msg: &'static str) -> Result<(), TimeError> {
-    match b.get(at) {
-        Some(c) if what.contains(c) => Ok(()),
-        _ => Err(TimeError(msg)),
-    }
-}
-
 /// Parses an RFC 3339 timestamp (`2026-03-02T14:00:00Z`, `…T14:00:00.250+01:00`).
 /// Fractions beyond microseconds are truncated; a leap second (`:60`) is read
 /// as the first instant of the next minute.
+///
+/// The grammar and the calendar are `time`'s; two rules of ours differ from
+/// it and are applied around it: `time` takes any byte between date and time
+/// (we take `T`, `t` or a space, as RFC 3339 does), and it takes `:60` only at
+/// 23:59 UTC, as the last nanosecond of that second.
+///
+/// Cost, measured with callgrind on decoding 200k generated events against
+/// the hand-written parser it replaced: +0.3% instructions for JSON, +0.4%
+/// for protobuf (`time` 0.3.55; 0.3.45 cost 3.3% and 4.7%).
 pub fn parse_rfc3339(s: &str) -> Result<Micros, TimeError> {
     let b = s.as_bytes();
-    let year = digits(b, 0, 4)?;
-    expect(b, 4, b"-", "expected '-' after the year")?;
-    let month = digits(b, 5, 2)?;
-    expect(b, 7, b"-", "expected '-' after the month")?;
-    let day = digits(b, 8, 2)?;
-    expect(b, 10, b"Tt ", "expected 'T' between date and time")?;
-    let hour = digits(b, 11, 2)?;
-    expect(b, 13, b":", "expected ':' after the hour")?;
-    let minute = digits(b, 14, 2)?;
-    expect(b, 16, b":", "expected ':' after the minutes")?;
-    let second = digits(b, 17, 2)?;
-    let mut i = 19;
-    let mut frac: i64 = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        let mut scale = 100_000;
-        while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
-            frac += i64::from(c - b'0') * scale;
-            scale /= 10;
-            i += 1;
-        }
-        if i == start {
-            return Err(TimeError("expected digits after the decimal point"));
-        }
+    if b.len() > 10 && !matches!(b[10], b'T' | b't' | b' ') {
+        return Err(TimeError("expected 'T' between date and time"));
     }
-    let offset: i64 = match b.get(i) {
-        Some(b'Z' | b'z') => {
-            i += 1;
-            0
-        }
-        Some(&sign @ (b'+' | b'-')) => {
-            let oh = digits(b, i + 1, 2)?;
-            expect(b, i + 3, b":", "expected ':' in the UTC offset")?;
-            let om = digits(b, i + 4, 2)?;
-            if oh > 23 || om > 59 {
-                return Err(TimeError("UTC offset out of range"));
+    if b.get(17..19) == Some(b"60") {
+        // Bytes 17 and 18 are ASCII, so 17..19 lies on character boundaries.
+        let mut minute_end = s.to_owned();
+        minute_end.replace_range(17..19, "59");
+        return parse_rfc3339(&minute_end).map(|t| t + SECOND);
+    }
+    let t = OffsetDateTime::parse(s, &WellKnownRfc3339).map_err(parse_error)?;
+    Ok(t.unix_timestamp() * SECOND + i64::from(t.microsecond()))
+}
+
+/// Our words for `time`'s parse errors (they reach the bad-line reports).
+fn parse_error(e: time::error::Parse) -> TimeError {
+    use time::error::{Parse, ParseFromDescription as Desc, TryFromParsed};
+    TimeError(match e {
+        Parse::ParseFromDescription(Desc::InvalidComponent(part)) => match part {
+            "year" => "expected a 4-digit year",
+            "month" => "expected a 2-digit month from 01 to 12",
+            "day" | "hour" | "minute" | "second" => "expected 2 digits",
+            "subsecond" => "expected digits after the decimal point",
+            "offset hour" | "offset minute" | "offset second" => {
+                "missing or malformed UTC offset ('Z' or '+hh:mm', hours up to 23)"
             }
-            i += 6;
-            let o = i64::from(oh) * HOUR + i64::from(om) * MINUTE;
-            if sign == b'-' {
-                -o
-            } else {
-                o
-            }
+            _ => "malformed timestamp",
+        },
+        Parse::ParseFromDescription(Desc::InvalidLiteral { .. }) => {
+            "expected YYYY-MM-DDThh:mm:ss followed by 'Z' or '+hh:mm'"
         }
-        _ => return Err(TimeError("missing UTC offset ('Z' or '+hh:mm')")),
-    };
-    if i != b.len() {
-        return Err(TimeError("unexpected characters after the timestamp"));
-    }
-    if !(1..=12).contains(&month) {
-        return Err(TimeError("month out of range"));
-    }
-    if day == 0 || day > days_in_month(i64::from(year), month) {
-        return Err(TimeError("day out of range"));
-    }
-    if hour > 23 || minute > 59 || second > 60 {
-        return Err(TimeError("time of day out of range"));
-    }
-    let days = days_from_civil(i64::from(year), month, day);
-    let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
-    Ok(secs * SECOND + frac - offset)
+        Parse::ParseFromDescription(Desc::UnexpectedTrailingCharacters { .. }) => {
+            "unexpected characters after the timestamp"
+        }
+        Parse::TryFromParsed(TryFromParsed::ComponentRange(r)) => match r.name() {
+            "day" => "day out of range",
+            "month" => "month out of range",
+            "hour" | "minute" | "second" => "time of day out of range",
+            n if n.starts_with("offset") => "UTC offset out of range",
+            _ => "timestamp out of range",
+        },
+        _ => "malformed timestamp",
+    })
 }
 
 /// A timestamp that prints as RFC 3339 in UTC, with as many fraction digits
@@ -154,19 +86,21 @@ pub fn parse_rfc3339(s: &str) -> Result<Micros, TimeError> {
 pub struct Rfc3339(pub Micros);
 
 impl fmt::Display for Rfc3339 {
+    /// The calendar is `time`'s; the printing is ours, because no format of
+    /// `time` prints "0, 3 or 6 fraction digits, as needed", and its
+    /// RFC 3339 format trims the fraction to the last non-zero digit.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = self.0;
-        let days = t.div_euclid(DAY);
-        let rem = t.rem_euclid(DAY);
-        let (y, m, d) = civil_from_days(days);
-        let secs = rem / SECOND;
-        let micros = rem % SECOND;
+        let micros = t.rem_euclid(SECOND);
+        // With `large-dates` (±999,999 years) every i64 of microseconds fits.
+        let utc = OffsetDateTime::from_unix_timestamp(t.div_euclid(SECOND))
+            .expect("an i64 of microseconds is within time's large-dates range");
+        let (y, m, d) = utc.to_calendar_date();
+        let (hh, mm, ss) = utc.to_hms();
         write!(
             f,
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60
+            "{y:04}-{:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}",
+            u8::from(m)
         )?;
         if micros != 0 {
             if micros % 1000 == 0 {
@@ -271,6 +205,82 @@ mod tests {
             assert!(parse_rfc3339(bad).is_err(), "{bad:?} should not parse");
         }
         assert!(parse_rfc3339("2024-02-29T00:00:00Z").is_ok());
+    }
+
+    #[test]
+    fn separators_and_offsets_are_rfc_3339s() {
+        let t = parse_rfc3339("2026-03-02T14:00:00Z").unwrap();
+        assert_eq!(parse_rfc3339("2026-03-02 14:00:00Z"), Ok(t));
+        assert_eq!(parse_rfc3339("2026-03-02T14:00:00-00:00"), Ok(t));
+        assert_eq!(parse_rfc3339("2026-03-02T23:59:00+09:59"), Ok(t));
+        // `time` alone would take any byte between date and time.
+        for sep in ["_", "x", "0", ":", "-", "Z", "é"] {
+            let s = format!("2026-03-02{sep}14:00:00Z");
+            assert!(parse_rfc3339(&s).is_err(), "{s:?} should not parse");
+        }
+        for bad in [
+            "2026-03-02T14:00Z",
+            "2026-03-02T14:00:00+01",
+            "2026-03-02T14:00:00+0100",
+            "2026-03-02T14:00:00+24:00",
+            "2026-03-02T14:00:00+01:60",
+            "2026-03-02T14:00:00,5Z",
+            "+002026-03-02T14:00:00Z",
+            "2026-03-02T14:00:00Z[UTC]",
+            "2026-03-02T14:00:61Z",
+            "2026-03-00T14:00:00Z",
+        ] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn long_fractions_truncate_and_leap_seconds_roll_over() {
+        let t = parse_rfc3339("2026-03-02T14:00:00Z").unwrap();
+        assert_eq!(
+            parse_rfc3339("2026-03-02T14:00:00.1234569999999999Z"),
+            Ok(t + 123_456)
+        );
+        // Truncated towards the past before the epoch too.
+        assert_eq!(
+            parse_rfc3339("1969-12-31T23:59:59.0000019Z"),
+            Ok(-SECOND + 1)
+        );
+        // Any minute's :60 is the next minute's first instant, in any offset.
+        assert_eq!(parse_rfc3339("2026-03-02T13:59:60Z"), Ok(t));
+        assert_eq!(
+            parse_rfc3339("2026-03-02T14:59:60.5+01:00"),
+            Ok(t + SECOND / 2)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-12-31T23:59:60Z"),
+            parse_rfc3339("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_rfc3339("9999-12-31T23:59:60Z"),
+            Ok(parse_rfc3339("9999-12-31T23:59:59Z").unwrap() + SECOND)
+        );
+    }
+
+    #[test]
+    fn prints_every_instant() {
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(format_rfc3339(1_000), "1970-01-01T00:00:00.001Z");
+        assert_eq!(format_rfc3339(10_000), "1970-01-01T00:00:00.010Z");
+        assert_eq!(format_rfc3339(10_001), "1970-01-01T00:00:00.010001Z");
+        let min = parse_rfc3339("0000-01-01T00:00:00Z").unwrap();
+        assert_eq!(format_rfc3339(min), "0000-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(min - DAY), "-001-12-31T00:00:00Z");
+        let max = parse_rfc3339("9999-12-31T23:59:59.999999Z").unwrap();
+        assert_eq!(format_rfc3339(max), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(format_rfc3339(max + 1), "10000-01-01T00:00:00Z");
+        // Past year 9999 (a deadline after a far-future event): still printed.
+        assert_eq!(format_rfc3339(Micros::MAX), "294247-01-10T04:00:54.775807Z");
+        assert_eq!(
+            format_rfc3339(Micros::MIN),
+            "-290308-12-21T19:59:05.224192Z"
+        );
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub fn service_throughput(
             break;
         }
         turns += 1;
-        if turns % 50 == 0 {
+        if turns.is_multiple_of(50) {
             check_busy(name);
         }
         thread::sleep(Duration::from_millis(50));
@@ -375,7 +375,7 @@ pub fn passthrough(
             n += 1;
             dirty = true;
             last_progress = Instant::now();
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 producer.poll(Duration::ZERO);
             }
         }

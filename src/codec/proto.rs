@@ -125,6 +125,10 @@ mod borrowed {
     }
 
     impl<'a> Reader<'a> {
+        // Hand-written rather than prost's `decode_varint` (same values, same
+        // refusals): prost's took this decoder's varint reads from 74M to
+        // 124M instructions on 200k generated events (callgrind), +7.9% of the
+        // whole protobuf decode, over the 3% a crate may cost on this path.
         fn varint(&mut self) -> Option<u64> {
             let mut v = 0u64;
             for i in 0..10 {

@@ -1,6 +1,8 @@
 //! One lead's state, and the pure updates on it: decay, profile merge, fit
 //! and disqualification, rule slots, the recent-id set.
 
+use prost::encoding::{decode_varint, encode_varint, encoded_len_varint};
+
 use crate::change::Stage;
 use crate::event::Value;
 use crate::model::{at_least, profile_field, FitRule, Model, Track, ValueRef, PROFILE_FIELDS};
@@ -49,6 +51,11 @@ pub fn value_ref<'a>(v: &'a Value<'_>) -> ValueRef<'a> {
 
 /// A stable 64-bit hash of a string (lead ids in the table, event ids in the
 /// recent set). Stable across builds: fingerprints are kept in the changelog.
+///
+/// Hand-written for that reason, not for speed: the changelog's recent-id
+/// fingerprints are these values, so a crate's hash (whose values differ, or
+/// may change between its versions, as foldhash's and rustc-hash's may)
+/// would stop restored leads from recognising redelivered events.
 #[inline]
 pub fn hash64(b: &[u8]) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -554,48 +561,25 @@ impl<'a> Key<'a> {
     }
 }
 
-fn varint_len(mut v: usize) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: usize) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 /// Reads a varint the lead wrote at `b[*at..]`, moving `at` past it.
 fn read_varint(b: &[u8], at: &mut usize) -> usize {
-    let mut v = 0;
-    let mut shift = 0;
-    loop {
-        let byte = b[*at];
-        *at += 1;
-        v |= usize::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
-            return v;
-        }
-        shift += 7;
-    }
+    let mut rest = &b[*at..];
+    let v = decode_varint(&mut rest).expect("the lead wrote a valid varint here");
+    *at = b.len() - rest.len();
+    // The lead wrote a usize, so it fits.
+    v as usize
 }
 
 /// Bytes [`put_entry`] writes for this field.
 fn entry_len(k: Key<'_>, v: ValueRef<'_>) -> usize {
     let key = match k {
         Key::Known(_) => 1,
-        Key::Custom(name) => 1 + varint_len(name.len()) + name.len(),
+        Key::Custom(name) => 1 + encoded_len_varint(name.len() as u64) + name.len(),
     };
     let value = match v {
         ValueRef::Bool(_) | ValueRef::Other => 1,
         ValueRef::Num(_) => 9,
-        ValueRef::Str(s) => 1 + varint_len(s.len()) + s.len(),
+        ValueRef::Str(s) => 1 + encoded_len_varint(s.len() as u64) + s.len(),
     };
     key + value
 }
@@ -607,7 +591,7 @@ fn put_entry(out: &mut Vec<u8>, k: Key<'_>, v: ValueRef<'_>) {
         Key::Known(i) => out.push(i),
         Key::Custom(name) => {
             out.push(CUSTOM_KEY);
-            put_varint(out, name.len());
+            encode_varint(name.len() as u64, out);
             out.extend_from_slice(name.as_bytes());
         }
     }
@@ -620,7 +604,7 @@ fn put_entry(out: &mut Vec<u8>, k: Key<'_>, v: ValueRef<'_>) {
         }
         ValueRef::Str(s) => {
             out.push(tag::STR);
-            put_varint(out, s.len());
+            encode_varint(s.len() as u64, out);
             out.extend_from_slice(s.as_bytes());
         }
         ValueRef::Other => out.push(tag::OTHER),

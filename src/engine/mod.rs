@@ -489,7 +489,7 @@ fn score_engagement(lead: &mut Lead, model: &Model, event: &Event<'_>) {
         if let Some((every, slot)) = rule.every {
             let n = lead.slot(slot) + 1;
             lead.set_slot(slot, n);
-            if n % u64::from(every) != 0 {
+            if !n.is_multiple_of(u64::from(every)) {
                 continue;
             }
         }

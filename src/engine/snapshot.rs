@@ -6,6 +6,8 @@
 //! disqualification are not stored: they derive from the profile and are
 //! recomputed on restore.
 
+use prost::encoding::{decode_varint, encode_varint};
+
 use super::lead::{flags, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
 use crate::change::Stage;
 use crate::model::Model;
@@ -23,14 +25,8 @@ pub enum SnapshotError {
     Layout,
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
+// prost zigzags inside its `sint64` codec but does not export it, and the
+// changelog's bytes must stay as they are: these two lines stay ours.
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
@@ -44,12 +40,12 @@ fn put_rel(out: &mut Vec<u8>, base: Micros, t: Micros) {
     if t == NO_TIME || t == NEVER {
         out.push(if t == NO_TIME { 0 } else { 1 });
     } else {
-        put_varint(out, zigzag(t.wrapping_sub(base)) + 2);
+        encode_varint(zigzag(t.wrapping_sub(base)) + 2, out);
     }
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_varint(out, b.len() as u64);
+    encode_varint(b.len() as u64, out);
     out.extend_from_slice(b);
 }
 
@@ -58,14 +54,14 @@ pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
     out.push(VERSION);
     out.extend_from_slice(&model.layout_id.to_le_bytes());
     put_bytes(out, lead.id_bytes());
-    put_varint(out, zigzag(lead.time));
+    encode_varint(zigzag(lead.time), out);
     put_rel(out, lead.time, lead.fresh_start);
     put_rel(out, lead.time, lead.stage_entered);
     put_rel(out, lead.time, lead.deadline);
     out.push(lead.stage as u8);
     out.push(lead.flags & !flags::DIRTY & !flags::PROFILE_CUSTOMER);
-    put_varint(out, u64::from(lead.sequence));
-    put_varint(out, u64::from(lead.criteria));
+    encode_varint(u64::from(lead.sequence), out);
+    encode_varint(u64::from(lead.criteria), out);
     // Contributions: a bitmap of the non-zero ones, then their f64 bits.
     let n = model.engagement_rules.len();
     let mut bitmap = vec![0u8; n.div_ceil(8)];
@@ -81,14 +77,14 @@ pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
         }
     }
     for i in n..model.slots {
-        put_varint(out, zigzag(lead.slot(i) as i64));
+        encode_varint(zigzag(lead.slot(i) as i64), out);
     }
     out.push(lead.recent().len() as u8);
     out.push(lead.recent_pos);
     for f in lead.recent() {
         out.extend_from_slice(&f.to_le_bytes());
     }
-    put_varint(out, lead.profile().count() as u64);
+    encode_varint(lead.profile().count() as u64, out);
     for (k, v) in lead.profile() {
         put_bytes(out, k.as_bytes());
         match v {
@@ -135,16 +131,12 @@ impl<'a> Reader<'a> {
         ))
     }
 
+    // prost's varints cost this codec about 5.6% more instructions than the
+    // hand-written ones did (callgrind: encode and decode of 50k generated
+    // leads, 633M -> 668M); it is off the `score` and fold paths, which is
+    // where the 3% bar for keeping a hand-written helper applies.
     fn varint(&mut self) -> Result<u64, SnapshotError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(SnapshotError::Corrupt("varint too long"))
+        decode_varint(&mut self.b).map_err(|_| SnapshotError::Corrupt("varint"))
     }
 
     fn str(&mut self) -> Result<&'a str, SnapshotError> {
@@ -222,4 +214,108 @@ pub fn decode(bytes: &[u8], model: &Model) -> Result<Lead, SnapshotError> {
     }
     lead.refresh_profile(model);
     Ok(lead)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::codec::decode_json;
+    use crate::engine::Engine;
+
+    /// A lead with a bit of everything: known and custom profile fields
+    /// (strings long enough for 2-byte varint lengths), engagement, a stage
+    /// change with a deadline, criteria and remembered event ids.
+    fn sample() -> (Engine, Arc<Model>) {
+        let model = Arc::new(Model::default_model());
+        let mut engine = Engine::new(model.clone());
+        let long = "x".repeat(200);
+        let lines = [
+            format!(r#"{{"event_id":"e-1","lead_id":"L-1","type":"profile_updated","occurred_at":"2026-03-02T09:00:00.25Z","profile":{{"email":"anna@acme.example","employees":300,"industry":"pharma","job_title":"Director of Operations","notes":"{long}","{long}":true,"score_hint":1.5}}}}"#),
+            r#"{"event_id":"e-2","lead_id":"L-1","type":"page_view","occurred_at":"2026-03-02T10:00:00Z","attributes":{"url":"/pricing"}}"#.to_string(),
+            r#"{"event_id":"e-3","lead_id":"L-1","type":"webinar_attended","occurred_at":"2026-03-03T10:00:00.000001+01:00"}"#.to_string(),
+            r#"{"event_id":"e-4","lead_id":"L-1","type":"qualification_updated","occurred_at":"2026-03-04T10:00:00Z","criteria":{"budget":true,"need":true}}"#.to_string(),
+        ];
+        let mut out = Vec::new();
+        for line in &lines {
+            let e = decode_json(line.as_bytes()).expect("valid event");
+            engine.fold(&e, &mut out);
+        }
+        assert!(!out.is_empty(), "the sample lead changes stage");
+        engine.drain_dirty(|_| {});
+        (engine, model)
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// The bytes of this lead as the hand-written varints wrote them (and
+    /// the default model's layout id as the hand-written FNV-1a computed it):
+    /// changelogs already written must restore, and new ones must match them.
+    const PINNED: &str = concat!(
+        "01ebcfbd8e9d3f1b49034c2d3180a0efa0fc8ba606008180f6ba870a8280f4b8",
+        "e88c010100010511c71bb1fcc9181340130092095e492d4000040090f2e7f6e4",
+        "4571563337b8f5bdb963186047ccc4677c7a91a1d0e9ead0f31d380705656d61",
+        "696c0311616e6e614061636d652e6578616d706c6509656d706c6f7965657302",
+        "0000000000c0724008696e6475737472790306706861726d61096a6f625f7469",
+        "746c6503164469726563746f72206f66204f7065726174696f6e73056e6f7465",
+        "7303c80178787878787878787878787878787878787878787878787878787878",
+        "7878787878787878787878787878787878787878787878787878787878787878",
+        "7878787878787878787878787878787878787878787878787878787878787878",
+        "7878787878787878787878787878787878787878787878787878787878787878",
+        "7878787878787878787878787878787878787878787878787878787878787878",
+        "7878787878787878787878787878787878787878787878787878787878787878",
+        "787878787878787878787878c801787878787878787878787878787878787878",
+        "7878787878787878787878787878787878787878787878787878787878787878",
+        "7878787878787878787878787878787878787878787878787878787878787878",
+        "7878787878787878787878787878787878787878787878787878787878787878",
+        "7878787878787878787878787878787878787878787878787878787878787878",
+        "7878787878787878787878787878787878787878787878787878787878787878",
+        "78787878787878787878787878787878787878787878010a73636f72655f6869",
+        "6e7402000000000000f83f",
+    );
+
+    #[test]
+    fn encoding_is_the_one_already_in_changelogs() {
+        let (engine, model) = sample();
+        assert_eq!(model.layout_id, 0x491b_3f9d_8ebd_cfeb);
+        let lead = engine.lead("L-1").expect("folded");
+        let mut bytes = Vec::new();
+        encode(lead, &model, &mut bytes);
+        assert_eq!(hex(&bytes), PINNED);
+    }
+
+    #[test]
+    fn restores_what_was_already_written() {
+        let (engine, model) = sample();
+        let bytes: Vec<u8> = (0..PINNED.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&PINNED[i..i + 2], 16).expect("hex"))
+            .collect();
+        let restored = decode(&bytes, &model).expect("pinned bytes decode");
+        assert_eq!(&restored, engine.lead("L-1").expect("folded"));
+    }
+
+    #[test]
+    fn rejects_overlong_and_truncated_varints() {
+        let (engine, model) = sample();
+        let mut bytes = Vec::new();
+        encode(engine.lead("L-1").expect("folded"), &model, &mut bytes);
+        // The lead's clock is the varint after the id (1 + 8 + 1 + 3 bytes in).
+        let clock = 1 + 8 + 1 + 3;
+        let mut overlong = bytes[..clock].to_vec();
+        overlong.extend_from_slice(&[0xff; 9]);
+        // A tenth byte that would overflow 64 bits: no encoder writes it.
+        overlong.push(0x02);
+        assert_eq!(
+            decode(&overlong, &model),
+            Err(SnapshotError::Corrupt("varint"))
+        );
+        assert_eq!(
+            decode(&bytes[..clock + 1], &model),
+            Err(SnapshotError::Corrupt("varint"))
+        );
+    }
 }

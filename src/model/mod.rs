@@ -10,6 +10,7 @@ mod file;
 mod matcher;
 
 use std::collections::HashSet;
+use std::hash::Hasher as _;
 use std::path::Path;
 
 pub use matcher::{lower as lower_text, Matcher, TextOp, ValueRef};
@@ -337,13 +338,12 @@ fn track(prefix: &str, f: TrackFile, d: TrackDefaults) -> Result<Track, ModelErr
     })
 }
 
-/// A stable 64-bit hash (FNV-1a): the slot layout id must not change between builds.
-fn fnv(bytes: &[u8], mut h: u64) -> u64 {
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100_0000_01b3);
-    }
-    h
+/// FNV-1a 64 of `bytes`, continuing from `h`: a hash that is the same in
+/// every build, as the slot layout id (kept in the changelog) must be.
+fn fnv(bytes: &[u8], h: u64) -> u64 {
+    let mut hasher = fnv::FnvHasher::with_key(h);
+    hasher.write(bytes);
+    hasher.finish()
 }
 
 fn compile(f: ModelFile) -> Result<Model, ModelError> {

@@ -236,7 +236,7 @@ impl Processor {
             Ok(event) => {
                 let part = self.partitions.get_mut(&p).expect("checked above");
                 self.folds += 1;
-                let outcome = if self.folds % 64 == 0 {
+                let outcome = if self.folds.is_multiple_of(64) {
                     let t = Instant::now();
                     let o = part.engine.fold(&event, &mut self.changes);
                     tm::fold_time(t.elapsed());

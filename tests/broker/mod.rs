@@ -196,7 +196,7 @@ impl Broker {
                 leads.insert(e.lead_id.into_owned());
             }
             n += 1;
-            if n % 1024 == 0 {
+            if n.is_multiple_of(1024) {
                 p.poll(Duration::ZERO);
             }
         }
