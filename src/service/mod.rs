@@ -345,7 +345,8 @@ fn turn(shared: &Shared, consumer: &BaseConsumer<ConsumerCtx>) -> Option<Control
         if let Some(c) = p.drive(consumer) {
             return Some(c);
         }
-        if p.restored() && !shared.ready.swap(true, Ordering::Relaxed) {
+        if !shared.ready.load(Ordering::Relaxed) && p.restored() {
+            shared.ready.store(true, Ordering::Relaxed);
             tm::ready(true, p.partitions.len());
         }
         p.wait()

@@ -316,13 +316,17 @@ impl Processor {
     /// Lets the protocol see the time (a commit may be due, or its writes
     /// acknowledged).
     pub fn tick(&mut self) {
-        if matches!(
+        // Only a committing transaction waits for acknowledgements; the
+        // count takes a lock inside librdkafka, too dear for every message.
+        let in_flight = if matches!(
             self.protocol.phase(),
             super::protocol::Phase::Committing { .. }
         ) {
             self.producer.poll(Duration::ZERO);
-        }
-        let in_flight = self.producer.in_flight_count().max(0) as usize;
+            self.producer.in_flight_count().max(0) as usize
+        } else {
+            0
+        };
         let now = self.now();
         self.protocol.tick(now, in_flight);
     }
