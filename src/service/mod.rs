@@ -326,9 +326,12 @@ pub fn run(
         }
     };
 
-    // Shutdown: finish (or abort) the open transaction, then leave.
-    if result.is_ok() {
-        shared.processor().shutdown(&consumer);
+    // Shutdown: finish (or abort) the open transaction, then leave. After
+    // an error, what is open is aborted and nothing more is committed (the
+    // revocation when the consumer closes included).
+    match &result {
+        Ok(()) => shared.processor().shutdown(&consumer),
+        Err(e) => shared.processor().halt(e.to_string(), &consumer),
     }
     consumer.unsubscribe();
     drop(consumer);

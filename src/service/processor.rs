@@ -366,6 +366,12 @@ impl Processor {
         let _ = self.drive(consumer);
     }
 
+    /// Stops on an error the protocol did not see: aborts what is open.
+    pub fn halt<C: ConsumerContext>(&mut self, why: String, consumer: &BaseConsumer<C>) {
+        self.protocol.halt(why);
+        let _ = self.drive(consumer);
+    }
+
     /// True when every assigned partition is restored.
     pub fn restored(&self) -> bool {
         self.protocol

@@ -355,6 +355,9 @@ impl Protocol {
 
     /// At-least-once: the result of a [`Action::Flush`].
     pub fn flushed(&mut self, now: Duration, result: Result<(), Failure>) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
         if let Err(f) = result {
             return self.failed(now, f);
         }
@@ -386,6 +389,9 @@ impl Protocol {
 
     /// The result of a [`Action::Commit`] or [`Action::CommitOffsets`].
     pub fn committed(&mut self, now: Duration, result: Result<(), Failure>) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
         if let Err(f) = result {
             return self.failed(now, f);
         }
@@ -435,6 +441,9 @@ impl Protocol {
 
     /// The result of a [`Action::Abort`].
     pub fn aborted(&mut self, now: Duration, result: Result<(), Failure>) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
         if let Err(Failure::Fatal(msg)) = result {
             return self.stop(Stop::Fatal(msg));
         }
@@ -450,6 +459,9 @@ impl Protocol {
     /// The result of a [`Action::Rewind`]: a transient failure is tried
     /// again at the next tick.
     pub fn rewound(&mut self, result: Result<(), Failure>) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
         match result {
             Ok(()) => {}
             Err(Failure::Fatal(msg)) => self.stop(Stop::Fatal(msg)),
@@ -460,6 +472,9 @@ impl Protocol {
 
     /// The result of a [`Action::Restore`].
     pub fn restored(&mut self, result: Result<(), Failure>) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
         match result {
             Ok(()) | Err(Failure::InstanceFenced(_)) => {}
             Err(Failure::Fatal(msg)) => self.stop(Stop::Fatal(msg)),
@@ -571,6 +586,19 @@ impl Protocol {
         self.rewind_pending = false;
         self.draining = None;
         self.phase = Phase::Idle;
+    }
+
+    /// The service stops on an error the protocol did not see (a fatal
+    /// poll error): abort what is open, then nothing more.
+    pub fn halt(&mut self, why: String) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        let abort = self.s.mode == Mode::ExactlyOnce && self.open();
+        self.stop(Stop::Fatal(why));
+        if abort {
+            self.actions.push_front(Action::Abort);
+        }
     }
 
     fn stop(&mut self, why: Stop) {
@@ -799,6 +827,32 @@ mod tests {
         p.shutdown(at(103));
         p.assigned(vec![3]);
         assert!(drain(&mut p).is_empty());
+    }
+
+    #[test]
+    fn a_halt_aborts_what_is_open_and_ignores_the_results_that_follow() {
+        let mut p = eos();
+        p.consumed(0, 0, 5);
+        drain(&mut p);
+        p.halt("not authorised to read the topic".into());
+        assert_eq!(
+            drain(&mut p),
+            [
+                Action::Abort,
+                Action::Stop(Stop::Fatal("not authorised to read the topic".into()))
+            ]
+        );
+        p.aborted(at(1), Ok(()));
+        assert_eq!(p.phase(), &Phase::Stopped);
+        p.revoking(at(2), vec![0, 1]);
+        assert!(
+            drain(&mut p).is_empty(),
+            "a stopped protocol commits nothing"
+        );
+
+        let mut idle = eos();
+        idle.halt("gone".into());
+        assert_eq!(drain(&mut idle), [Action::Stop(Stop::Fatal("gone".into()))]);
     }
 
     #[test]
