@@ -391,13 +391,19 @@ impl Processor {
         None
     }
 
-    fn failure<C: ConsumerContext>(e: &KafkaError, consumer: &BaseConsumer<C>) -> Failure {
-        if consumer.client().fatal_error().map(|(code, _)| code)
+    /// How a failed broker call must be taken. A producer in a fatal state
+    /// (fenced by a newer instance with the same id, not authorised) can
+    /// never commit again, whatever else failed at the same time: that
+    /// comes first, before a refused static id, which a new consumer mends.
+    fn failure<C: ConsumerContext>(&self, e: &KafkaError, consumer: &BaseConsumer<C>) -> Failure {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            Failure::Fatal(format!("the producer cannot go on ({code}: {reason})"))
+        } else if is_fatal(e) {
+            Failure::Fatal(format!("fatal Kafka error: {e}"))
+        } else if consumer.client().fatal_error().map(|(code, _)| code)
             == Some(RDKafkaErrorCode::FencedInstanceId)
         {
             Failure::InstanceFenced(e.to_string())
-        } else if is_fatal(e) {
-            Failure::Fatal(format!("fatal Kafka error: {e}"))
         } else {
             Failure::Retriable(e.to_string())
         }
@@ -413,7 +419,7 @@ impl Processor {
                 if let Err(e) = self.producer.begin_transaction() {
                     // A transaction that cannot begin cannot commit either:
                     // report it as the commit's failure.
-                    let f = Self::failure(&e, consumer);
+                    let f = self.failure(&e, consumer);
                     let now = self.now();
                     self.protocol.committed(now, Err(f));
                 }
@@ -422,12 +428,13 @@ impl Processor {
             Action::Commit(offsets) => {
                 self.committing_times = std::mem::take(&mut self.pending_times);
                 let result = self.commit_transaction(&offsets, consumer);
-                self.after_commit(result.map_err(|e| Self::failure(&e, consumer)));
+                let result = result.map_err(|e| self.failure(&e, consumer));
+                self.after_commit(result);
             }
             Action::Flush => {
                 let result = kafka::flush(&self.producer, CALL_TIMEOUT)
                     .and_then(|()| self.lost_writes())
-                    .map_err(|e| Self::failure(&e, consumer));
+                    .map_err(|e| self.failure(&e, consumer));
                 let now = self.now();
                 self.protocol.flushed(now, result);
             }
@@ -435,7 +442,7 @@ impl Processor {
                 self.committing_times = std::mem::take(&mut self.pending_times);
                 let result = consumer
                     .commit(&self.offset_list(&offsets), CommitMode::Sync)
-                    .map_err(|e| Self::failure(&e, consumer));
+                    .map_err(|e| self.failure(&e, consumer));
                 self.after_commit(result);
             }
             Action::ReleaseHeld => {
@@ -455,7 +462,7 @@ impl Processor {
                 self.pending_times.clear();
             }
             Action::Abort => {
-                let result = self.abort().map_err(|e| Self::failure(&e, consumer));
+                let result = self.abort().map_err(|e| self.failure(&e, consumer));
                 tm::transaction(false);
                 let now = self.now();
                 self.protocol.aborted(now, result);
@@ -590,7 +597,9 @@ impl Processor {
             self.producer.poll(Duration::ZERO);
             match self.producer.abort_transaction(Duration::from_millis(500)) {
                 Ok(()) => break,
-                Err(e) if is_fatal(&e) => return Err(e),
+                Err(e) if is_fatal(&e) || self.producer.client().fatal_error().is_some() => {
+                    return Err(e)
+                }
                 // No transaction open (it never began, or was already aborted).
                 Err(KafkaError::Transaction(t)) if t.code() == RDKafkaErrorCode::State => break,
                 Err(e) => {
@@ -683,7 +692,7 @@ impl Processor {
         };
         seek().map_err(|e| {
             tracing::warn!(error = %e, "rewind failed; retrying");
-            Self::failure(&e, consumer)
+            self.failure(&e, consumer)
         })
     }
 
