@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use crate::broker::Broker;
 
 /// utime + stime of a process, in seconds (`/proc/PID/stat`, 100 ticks/s).
-fn cpu_secs_of(pid: &str) -> Option<f64> {
+pub fn cpu_secs_of(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses.
     let rest = stat.rsplit_once(')')?.1;

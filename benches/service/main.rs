@@ -12,7 +12,9 @@
 //!    changelog (`restore.rs`);
 //! 4. event-to-emit latency at a steady produce rate (`latency.rs`);
 //! 5. `leadscore replay` against `leadscore score` on the same events
-//!    (`replay.rs`).
+//!    (`replay.rs`);
+//! 6. the consume side alone, `BaseConsumer::poll` on a thread against
+//!    `StreamConsumer` on tokio, on the throughput stream (`consume.rs`).
 //!
 //! Run it with `bash benches/service.sh`, which sets
 //! `BENCH_SERVICE=1`. Without it (a plain `cargo bench`, or
@@ -22,6 +24,7 @@
 
 #[path = "../../tests/broker/mod.rs"]
 mod broker;
+mod consume;
 mod latency;
 mod machine;
 mod replay;
@@ -71,7 +74,7 @@ pub struct Settings {
     pub latency_secs: u64,
     pub latency_leads: u64,
     pub txn_passthrough: bool,
-    /// Which parts to run: digits 1 to 5.
+    /// Which parts to run: digits 1 to 6.
     pub phases: String,
     /// A service run stops here and reports the rate so far.
     pub run_limit: Duration,
@@ -93,7 +96,7 @@ impl Settings {
             latency_leads: env_u64("BENCH_SVC_LATENCY_LEADS", 20_000),
             txn_passthrough: env_u64("BENCH_SVC_TXN_PASSTHROUGH", 1) == 1,
             run_limit: Duration::from_secs(env_u64("BENCH_SVC_RUN_LIMIT", 300)),
-            phases: std::env::var("BENCH_SVC_PHASES").unwrap_or_else(|_| "12345".into()),
+            phases: std::env::var("BENCH_SVC_PHASES").unwrap_or_else(|_| "123456".into()),
             out_dir: std::env::var_os("BENCH_SVC_OUT")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| {
@@ -157,6 +160,10 @@ fn main() {
     if s.phases.contains('5') {
         replay::replay_phase(&b, &s, &mut r);
         check_busy("replay");
+    }
+    if s.phases.contains('6') {
+        consume::consume_phase(&b, &s, &mut r);
+        check_busy("consume");
     }
     let busy = BUSY.lock().unwrap();
     if busy.is_empty() {
