@@ -112,25 +112,52 @@ level = "info"
     }
 }
 
-pub fn spawn(s: &Setup) -> Child {
+/// A running `leadscore run`, killed when dropped: a failing test must not
+/// leave its instances running after it.
+pub struct Service(Child);
+
+impl std::ops::Deref for Service {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Service {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        // A child already waited for is not signalled again.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn spawn(s: &Setup) -> Service {
     spawn_as(s, &format!("{}-0", s.name))
 }
 
 /// Starts `leadscore run` with the given instance id.
-pub fn spawn_as(s: &Setup, instance: &str) -> Child {
+pub fn spawn_as(s: &Setup, instance: &str) -> Service {
     // The service's log, kept beside its config for a failing test's reader.
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(s.config.with_file_name("service.log"))
         .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_leadscore"))
-        .args(["run", "--config", s.config.to_str().unwrap()])
-        .env("LEADSCORE_KAFKA_INSTANCE_ID", instance)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start leadscore run")
+    Service(
+        Command::new(env!("CARGO_BIN_EXE_leadscore"))
+            .args(["run", "--config", s.config.to_str().unwrap()])
+            .env("LEADSCORE_KAFKA_INSTANCE_ID", instance)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start leadscore run"),
+    )
 }
 
 pub fn sigkill(c: &mut Child) {
@@ -193,7 +220,7 @@ pub fn total(s: &Setup) -> usize {
 }
 
 /// Lets a last instance finish the stream, then stops it with SIGTERM (exit 0).
-pub fn finish(b: &Broker, s: &Setup, mut c: Child) {
+pub fn finish(b: &Broker, s: &Setup, mut c: Service) {
     let want = total(s);
     // Distinct change ids: at-least-once may repeat a change, and a repeat
     // must not count towards the end of the stream.
