@@ -6,6 +6,19 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Every command of the command line.
+const COMMANDS: [&str; 9] = [
+    "run",
+    "demo",
+    "score",
+    "explain",
+    "check",
+    "generate",
+    "backtest",
+    "replay",
+    "completions",
+];
+
 fn leadscore(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_leadscore"))
         .args(args)
@@ -119,17 +132,7 @@ fn help_for_a_command_shows_its_options_and_an_example() {
         }
     }
     // Every command has its example.
-    for cmd in [
-        "run",
-        "demo",
-        "score",
-        "explain",
-        "check",
-        "generate",
-        "backtest",
-        "replay",
-        "completions",
-    ] {
+    for cmd in COMMANDS {
         let help = succeeds(&["help", cmd]);
         assert!(
             help.contains("Example") && help.contains(&format!("leadscore {cmd} ")),
@@ -158,17 +161,7 @@ fn help_for_a_command_shows_its_options_and_an_example() {
 fn the_general_help_lists_every_command() {
     // No command at all: the general help, as a success.
     for help in [succeeds(&[]), succeeds(&["--help"]), succeeds(&["help"])] {
-        for cmd in [
-            "run",
-            "demo",
-            "score",
-            "explain",
-            "check",
-            "generate",
-            "backtest",
-            "replay",
-            "completions",
-        ] {
+        for cmd in COMMANDS {
             assert!(help.contains(&format!("  {cmd} ")), "{cmd} not in:\n{help}");
         }
     }

@@ -77,6 +77,22 @@ fn run_service(cfg: Config, done: impl Fn() -> bool) {
         .expect("service ran without error");
 }
 
+/// Runs the service until the status topic holds `n` records.
+fn run_until_changes(b: &Broker, t: &Topics, cfg: Config, n: usize) {
+    let bootstrap = b.bootstrap.clone();
+    let status = t.status.clone();
+    run_service(cfg, || {
+        read_all(
+            &bootstrap,
+            &status,
+            Duration::from_millis(300),
+            Duration::from_secs(10),
+        )
+        .len()
+            >= n
+    });
+}
+
 /// Generated events with event time in arrival order (within the allowed
 /// lateness of 0), then one sentinel per partition that moves every
 /// partition's watermark to the same final time.
@@ -195,19 +211,7 @@ fn end_to_end(name: &str, format: Format) {
     let total: usize = expected.values().map(Vec::len).sum();
     assert!(total > 300, "the scenario has changes to compare ({total})");
     produce(&b.producer(), &t.input, &encode(&evs, format));
-    let cfg = config(b, &t, name, format, "");
-    let bootstrap = b.bootstrap.clone();
-    let status = t.status.clone();
-    run_service(cfg, || {
-        read_all(
-            &bootstrap,
-            &status,
-            Duration::from_millis(300),
-            Duration::from_secs(10),
-        )
-        .len()
-            >= total
-    });
+    run_until_changes(b, &t, config(b, &t, name, format, ""), total);
     let got = group(
         &read_all(
             &b.bootstrap,
@@ -320,18 +324,7 @@ fn a_restore_under_an_incompatible_model_stops_naming_the_model_and_the_remedy()
     let evs = events(50, 400, 5);
     let expected: usize = score(&evs).values().map(Vec::len).sum();
     produce(&b.producer(), &t.input, &encode(&evs, Format::Json));
-    let bootstrap = b.bootstrap.clone();
-    let status = t.status.clone();
-    run_service(config(b, &t, name, Format::Json, ""), || {
-        read_all(
-            &bootstrap,
-            &status,
-            Duration::from_millis(300),
-            Duration::from_secs(10),
-        )
-        .len()
-            >= expected
-    });
+    run_until_changes(b, &t, config(b, &t, name, Format::Json, ""), expected);
 
     // The default model with one more counted rule: another state layout.
     let default = include_str!("../src/model/default.toml");
