@@ -141,3 +141,50 @@ impl<'a> Event<'a> {
         }
     }
 }
+
+/// A decoded input message, in any input format: an event of a lead, an
+/// event of an anonymous visitor, or an identification that ties a visitor
+/// to a lead.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message<'a> {
+    /// An event of the lead `event.lead_id`.
+    Lead(Event<'a>),
+    /// An event of an anonymous visitor: `event.lead_id` holds the
+    /// visitor's (anonymous) id.
+    Visitor(Event<'a>),
+    /// The visitor `visitor_id` is the lead `event.lead_id` (Segment's
+    /// `identify` with both ids, or `alias`). For an `identify`, `event` is a
+    /// `profile_updated` carrying the traits, applied to the lead after the
+    /// visitor's events; for an `alias` (`alias == true`) the event only
+    /// carries the message's id and time, and is not applied.
+    Identify {
+        visitor_id: Cow<'a, str>,
+        event: Event<'a>,
+        alias: bool,
+    },
+}
+
+impl<'a> Message<'a> {
+    /// The event the message carries.
+    pub fn event(&self) -> &Event<'a> {
+        match self {
+            Message::Lead(e) | Message::Visitor(e) | Message::Identify { event: e, .. } => e,
+        }
+    }
+
+    pub fn into_owned(self) -> Message<'static> {
+        match self {
+            Message::Lead(e) => Message::Lead(e.into_owned()),
+            Message::Visitor(e) => Message::Visitor(e.into_owned()),
+            Message::Identify {
+                visitor_id,
+                event,
+                alias,
+            } => Message::Identify {
+                visitor_id: Cow::Owned(visitor_id.into_owned()),
+                event: event.into_owned(),
+                alias,
+            },
+        }
+    }
+}
