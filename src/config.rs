@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::codec::{Format, DEFAULT_MAX_EVENT_BYTES};
+use crate::codec::{
+    CloudEventsMapping, Format, InputFormat, Mapping, SegmentMapping, TopicInput,
+    DEFAULT_MAX_EVENT_BYTES,
+};
 use crate::time::{parse_duration, Micros};
 
 /// Delivery guarantee of the service.
@@ -44,8 +47,9 @@ pub struct KafkaConfig {
     /// How often the open transaction is committed.
     #[serde(default = "default_commit_interval")]
     pub commit_interval_ms: u64,
+    /// Format of the input topics not listed in `[input.topics]`.
     #[serde(default)]
-    pub input_format: Format,
+    pub input_format: InputFormat,
     #[serde(default)]
     pub output_format: Format,
     /// How far behind the largest event time the watermark trails (e.g.
@@ -120,6 +124,91 @@ pub struct LogConfig {
     pub level: Option<String>,
 }
 
+/// One input topic's settings (`[input.topics."NAME"]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    /// Default: `kafka.input_format`.
+    pub format: Option<InputFormat>,
+    /// Default: true for `json` and `protobuf`, false for `segment` and `cloudevents`.
+    pub keyed_by_lead: Option<bool>,
+    #[serde(default)]
+    pub schema_registry_framing: bool,
+}
+
+/// The `[input]` table: per-topic formats, the format mappings, visitors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    #[serde(default)]
+    pub topics: BTreeMap<String, TopicSettings>,
+    #[serde(default)]
+    pub segment: SegmentMapping,
+    #[serde(default)]
+    pub cloudevents: CloudEventsMapping,
+    /// Events an anonymous visitor retains (the most recent).
+    #[serde(default = "default_visitor_max_events")]
+    pub visitor_max_events: usize,
+    /// How long a visitor is kept after its last event (event time), as written.
+    #[serde(default = "default_visitor_ttl", rename = "visitor_ttl")]
+    pub visitor_ttl_text: String,
+    /// `visitor_ttl`, parsed.
+    #[serde(skip)]
+    pub visitor_ttl: Micros,
+}
+
+fn default_visitor_max_events() -> usize {
+    64
+}
+fn default_visitor_ttl() -> String {
+    "90d".into()
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            topics: BTreeMap::new(),
+            segment: SegmentMapping::default(),
+            cloudevents: CloudEventsMapping::default(),
+            visitor_max_events: default_visitor_max_events(),
+            visitor_ttl_text: default_visitor_ttl(),
+            visitor_ttl: 90 * crate::time::DAY,
+        }
+    }
+}
+
+impl InputConfig {
+    /// Parses the durations; messages name the key.
+    pub fn validate(&mut self) -> Result<(), ConfigError> {
+        let s = &self.visitor_ttl_text;
+        self.visitor_ttl =
+            parse_duration(s).map_err(|e| invalid("input.visitor_ttl", format!("{s:?}: {e}")))?;
+        if self.visitor_ttl <= 0 {
+            return Err(invalid("input.visitor_ttl", "must be longer than 0"));
+        }
+        if self.visitor_max_events == 0 {
+            return Err(invalid("input.visitor_max_events", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The mappings, for [`crate::codec::decode_message`].
+    pub fn mapping(&self) -> Mapping {
+        Mapping {
+            segment: self.segment.clone(),
+            cloudevents: self.cloudevents.clone(),
+        }
+    }
+
+    /// The visitor limits, for the engine.
+    pub fn visitor_limits(&self) -> crate::engine::VisitorLimits {
+        crate::engine::VisitorLimits {
+            max_events: self.visitor_max_events,
+            ttl: self.visitor_ttl,
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +216,8 @@ pub struct Config {
     /// Model file; the default model when absent. Relative to the config file.
     pub model: Option<PathBuf>,
     pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub input: InputConfig,
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
@@ -268,6 +359,32 @@ fn apply_env(
 }
 
 impl Config {
+    /// How `topic` is read: its `[input.topics]` entry, else `kafka.input_format`.
+    pub fn topic_input(&self, topic: &str) -> TopicInput {
+        let t = self.input.topics.get(topic);
+        let format = t.and_then(|t| t.format).unwrap_or(self.kafka.input_format);
+        TopicInput {
+            format,
+            keyed_by_lead: t
+                .and_then(|t| t.keyed_by_lead)
+                .unwrap_or_else(|| format.keyed_by_lead_by_default()),
+            schema_registry_framing: t.is_some_and(|t| t.schema_registry_framing),
+        }
+    }
+
+    /// Whether any input topic is re-keyed (needs the repartition topic).
+    pub fn rekeys(&self) -> bool {
+        self.kafka
+            .input_topics
+            .iter()
+            .any(|t| !self.topic_input(t).keyed_by_lead)
+    }
+
+    /// The internal repartition topic: `<group_id>-repartition`.
+    pub fn repartition_topic(&self) -> String {
+        format!("{}-repartition", self.kafka.group_id)
+    }
+
     /// Reads the file, applies the process environment, validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
@@ -301,6 +418,7 @@ impl Config {
 
     /// Checks every key and parses the durations (once, here).
     fn validate(&mut self) -> Result<(), ConfigError> {
+        self.input.validate()?;
         let s = &self.kafka.allowed_lateness_text;
         self.kafka.allowed_lateness = parse_duration(s)
             .map_err(|e| invalid("kafka.allowed_lateness", format!("{s:?}: {e}")))?;

@@ -102,7 +102,10 @@ impl Tally {
             self.first = Some((Instant::now(), process_cpu(), self.broker_cpu()));
         }
         match decode_keyed(
-            cfg.kafka.input_format,
+            cfg.kafka
+                .input_format
+                .native()
+                .unwrap_or(leadscore::codec::Format::Json),
             m.key(),
             m.payload().unwrap_or(&[]),
             cfg.kafka.max_event_bytes,

@@ -228,7 +228,7 @@ impl Processor {
         }
         let payload = msg.payload.unwrap_or(&[]);
         match decode_keyed(
-            self.cfg.kafka.input_format,
+            self.cfg.kafka.input_format.native().unwrap_or(Format::Json),
             msg.key,
             payload,
             self.cfg.kafka.max_event_bytes,

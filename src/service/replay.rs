@@ -668,7 +668,7 @@ impl Worker<'_> {
         let mut events = Vec::with_capacity(run.len());
         for msg in run.iter() {
             match decode_keyed(
-                self.cfg.kafka.input_format,
+                self.cfg.kafka.input_format.native().unwrap_or(Format::Json),
                 msg.key(),
                 msg.payload().unwrap_or(&[]),
                 self.cfg.kafka.max_event_bytes,
