@@ -66,6 +66,19 @@ pub struct KafkaConfig {
     /// Larger messages go to the dead-letter topic.
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
+    /// Re-keyed input partitions are routed in record-timestamp order; a
+    /// partition with nothing buffered holds the others back for at most
+    /// this long (Kafka Streams' `max.task.idle.ms`), unless it is known to
+    /// be at the end of its log.
+    #[serde(default = "default_max_task_idle")]
+    pub max_task_idle_ms: u64,
+    /// The envelope of the status records: `none` (the bare change), or
+    /// `cloudevents` (binary mode: the change is the body, `ce_*` headers).
+    #[serde(default)]
+    pub output_envelope: OutputEnvelope,
+    /// The CloudEvents `source` of the status records. Default:
+    /// `leadscore/<group_id>`.
+    pub cloudevents_source: Option<String>,
     /// Passed to librdkafka as they are (security, SASL/SSL, tuning).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -85,6 +98,20 @@ fn default_idle_advance() -> u64 {
 }
 fn default_max_event_bytes() -> usize {
     DEFAULT_MAX_EVENT_BYTES
+}
+fn default_max_task_idle() -> u64 {
+    100
+}
+
+/// The envelope of the records on the status topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputEnvelope {
+    /// The change alone (SPEC §4).
+    #[default]
+    None,
+    /// CloudEvents 1.0 binary mode: `ce_*` headers around the change.
+    Cloudevents,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -266,6 +293,9 @@ const SECTIONS: [(&str, &[&str]); 3] = [
             "allowed_lateness",
             "idle_advance_ms",
             "max_event_bytes",
+            "max_task_idle_ms",
+            "output_envelope",
+            "cloudevents_source",
         ],
     ),
     ("http", &["listen"]),
@@ -372,12 +402,14 @@ impl Config {
         }
     }
 
-    /// Whether any input topic is re-keyed (needs the repartition topic).
+    /// Whether the service needs the repartition topic: an input topic is
+    /// re-keyed, or is in the Segment format (an `identify` on a topic keyed
+    /// by lead still has to reach the visitor's partition).
     pub fn rekeys(&self) -> bool {
-        self.kafka
-            .input_topics
-            .iter()
-            .any(|t| !self.topic_input(t).keyed_by_lead)
+        self.kafka.input_topics.iter().any(|t| {
+            let input = self.topic_input(t);
+            !input.keyed_by_lead || input.format == InputFormat::Segment
+        })
     }
 
     /// The internal repartition topic: `<group_id>-repartition`.
@@ -451,6 +483,16 @@ impl Config {
                 return Err(invalid(key, format!("{t:?} is also an input topic")));
             }
         }
+        let repartition = self.repartition_topic();
+        if self.rekeys() && k.input_topics.contains(&repartition) {
+            return Err(invalid(
+                "kafka.group_id",
+                format!("the repartition topic {repartition:?} is also an input topic"),
+            ));
+        }
+        if let Some(source) = &k.cloudevents_source {
+            nonempty("kafka.cloudevents_source", source)?;
+        }
         if k.commit_interval_ms == 0 {
             return Err(invalid("kafka.commit_interval_ms", "must be at least 1"));
         }
@@ -481,6 +523,14 @@ impl Config {
             .changelog_topic
             .clone()
             .unwrap_or_else(|| format!("{}-changelog", self.kafka.group_id))
+    }
+
+    /// The CloudEvents `source` of the status records.
+    pub fn cloudevents_source(&self) -> String {
+        self.kafka
+            .cloudevents_source
+            .clone()
+            .unwrap_or_else(|| format!("leadscore/{}", self.kafka.group_id))
     }
 
     /// The producer's `transactional.id`: stable per instance, so a restarted
@@ -520,6 +570,50 @@ dead_letter_topic = "dlq"
         assert_eq!(c.transactional_id(), "leadscore-i-0");
         assert_eq!(c.http.listen, "127.0.0.1:9464");
         assert_eq!(c.kafka.allowed_lateness, 0);
+    }
+
+    #[test]
+    fn envelope_and_task_idle_defaults_and_overrides() {
+        let c = load(BASE, &[]).unwrap();
+        assert_eq!(c.kafka.max_task_idle_ms, 100);
+        assert_eq!(c.kafka.output_envelope, OutputEnvelope::None);
+        assert_eq!(c.cloudevents_source(), "leadscore/leadscore");
+        let c = load(
+            BASE,
+            &[
+                ("LEADSCORE_KAFKA_OUTPUT_ENVELOPE", "cloudevents"),
+                ("LEADSCORE_KAFKA_CLOUDEVENTS_SOURCE", "crm/sync"),
+                ("LEADSCORE_KAFKA_MAX_TASK_IDLE_MS", "250"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.kafka.output_envelope, OutputEnvelope::Cloudevents);
+        assert_eq!(c.cloudevents_source(), "crm/sync");
+        assert_eq!(c.kafka.max_task_idle_ms, 250);
+        let e = load(&format!("{BASE}output_envelope = \"soap\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("soap"), "{e}");
+    }
+
+    #[test]
+    fn a_re_keyed_or_segment_topic_needs_the_repartition_topic() {
+        let c = load(BASE, &[]).unwrap();
+        assert!(!c.rekeys(), "a JSON topic is keyed by lead by default");
+        let unkeyed = format!("{BASE}\n[input.topics.events]\nkeyed_by_lead = false\n");
+        let c = load(&unkeyed, &[]).unwrap();
+        assert!(c.rekeys());
+        assert_eq!(c.repartition_topic(), "leadscore-repartition");
+        // An identify on a Segment topic keyed by lead goes to the visitor.
+        let segment =
+            format!("{BASE}\n[input.topics.events]\nformat = \"segment\"\nkeyed_by_lead = true\n");
+        assert!(load(&segment, &[]).unwrap().rekeys());
+        let clash = unkeyed.replace(
+            "input_topics = [\"events\"]",
+            "input_topics = [\"events\", \"leadscore-repartition\"]",
+        );
+        let e = load(&clash, &[]).unwrap_err().to_string();
+        assert!(e.contains("repartition"), "{e}");
     }
 
     #[test]
