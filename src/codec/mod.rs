@@ -4,13 +4,17 @@
 //! [`DecodeError`] carries a short reason code (the dead-letter header) and a
 //! message that says what is wrong. No byte string makes a decoder panic.
 
+mod envelope;
 mod json;
 mod proto;
+mod routed;
 
 use std::fmt;
 
+pub use envelope::{cloudevents_headers, STAGE_CHANGED_TYPE};
 pub use json::{decode_json, encode_change_json, encode_event_json};
 pub use proto::{decode_proto, encode_change_proto, encode_event_proto, pb};
+pub use routed::{decode_routed, encode_routed};
 
 use crate::event::Event;
 
