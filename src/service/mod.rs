@@ -35,6 +35,7 @@ pub mod kafka;
 pub mod processor;
 pub mod protocol;
 pub mod replay;
+pub mod rekey;
 pub mod restore;
 pub mod telemetry;
 

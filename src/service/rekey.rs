@@ -1,0 +1,387 @@
+//! Re-keying: which repartition partition a key goes to, and the order in
+//! which the re-keyed input partitions are routed. No I/O: the processor
+//! feeds it and performs what it says.
+//!
+//! A lead's messages on a topic that is not keyed by lead are spread over
+//! the topic's partitions. Routed partition after partition, they would
+//! reach the lead out of order; routed in record-timestamp order across
+//! the partitions this instance owns, as Kafka Streams merges the
+//! partitions of a task, a topic written in order keeps its order. A
+//! partition with nothing buffered holds the others back until it has a
+//! message, is known to be at the end of its log, or has been empty for
+//! `max_task_idle` (Kafka Streams' `max.task.idle.ms`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), the hash
+/// of the Java clients' default partitioner.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h = SEED ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition of `key` among `partitions`, as the Java clients' default
+/// partitioner picks it for a keyed record: `(murmur2(key) & 0x7fffffff) % n`.
+/// A topic keyed by lead that the service also feeds through the
+/// repartition topic must be partitioned this way (librdkafka clients:
+/// `partitioner = murmur2_random`), or a lead's state would be split.
+pub fn partition_for(key: &[u8], partitions: usize) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) as u32 % partitions.max(1) as u32) as i32
+}
+
+/// A message of a re-keyed partition, copied out of the consumer's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buffered {
+    pub offset: i64,
+    /// Record timestamp (ms); messages without one sort first.
+    pub timestamp: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    /// Only for the topics whose format reads headers (CloudEvents).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// A re-keyed input partition: (input topic index, partition).
+pub type Lane = (usize, i32);
+
+#[derive(Debug)]
+struct LaneState {
+    buf: VecDeque<Buffered>,
+    /// Nothing beyond the buffer was in the log when last checked.
+    at_end: bool,
+    /// Empty since (the merge's clock).
+    empty_since: Duration,
+    paused: bool,
+}
+
+/// The re-keyed partitions an instance owns, merged in timestamp order.
+#[derive(Debug)]
+pub struct Merge {
+    idle: Duration,
+    /// Pause a partition's fetching with this many buffered; resume at half.
+    bound: usize,
+    lanes: BTreeMap<Lane, LaneState>,
+    to_pause: Vec<Lane>,
+    to_resume: Vec<Lane>,
+}
+
+impl Merge {
+    pub fn new(idle: Duration, bound: usize) -> Merge {
+        Merge {
+            idle,
+            bound: bound.max(2),
+            lanes: BTreeMap::new(),
+            to_pause: Vec::new(),
+            to_resume: Vec::new(),
+        }
+    }
+
+    /// Starts (or restarts, after a rewind) a lane with nothing buffered.
+    pub fn reset(&mut self, lane: Lane, now: Duration) {
+        let old = self.lanes.insert(
+            lane,
+            LaneState {
+                buf: VecDeque::new(),
+                at_end: false,
+                empty_since: now,
+                paused: false,
+            },
+        );
+        if old.is_some_and(|o| o.paused) {
+            self.to_resume.push(lane);
+        }
+    }
+
+    /// Forgets a partition's lanes (revoked); their buffered messages are
+    /// dropped, to be read again by the partition's next owner.
+    pub fn drop_partition(&mut self, partition: i32) {
+        let gone: Vec<Lane> = self
+            .lanes
+            .keys()
+            .filter(|l| l.1 == partition)
+            .copied()
+            .collect();
+        for l in gone {
+            if self.lanes.remove(&l).is_some_and(|s| s.paused) {
+                self.to_resume.push(l);
+            }
+        }
+    }
+
+    /// Whether the lane is one of this instance's.
+    pub fn has(&self, lane: Lane) -> bool {
+        self.lanes.contains_key(&lane)
+    }
+
+    /// Buffers a polled message.
+    pub fn push(&mut self, lane: Lane, msg: Buffered) {
+        let Some(s) = self.lanes.get_mut(&lane) else {
+            return;
+        };
+        s.buf.push_back(msg);
+        s.at_end = false;
+        if !s.paused && s.buf.len() >= self.bound {
+            s.paused = true;
+            self.to_pause.push(lane);
+        }
+    }
+
+    /// The next offset the lane expects (after its last buffered message).
+    pub fn next_offset(&self, lane: Lane) -> Option<i64> {
+        self.lanes.get(&lane)?.buf.back().map(|m| m.offset + 1)
+    }
+
+    /// The lane's log ended with what is buffered (checked by the caller).
+    pub fn at_end(&mut self, lane: Lane) {
+        if let Some(s) = self.lanes.get_mut(&lane) {
+            s.at_end = true;
+        }
+    }
+
+    /// The empty lanes that hold the others back at `now`.
+    pub fn blocking(&self, now: Duration) -> Vec<Lane> {
+        self.lanes
+            .iter()
+            .filter(|(_, s)| self.blocks(s, now))
+            .map(|(l, _)| *l)
+            .collect()
+    }
+
+    fn blocks(&self, s: &LaneState, now: Duration) -> bool {
+        s.buf.is_empty() && !s.at_end && now.saturating_sub(s.empty_since) < self.idle
+    }
+
+    /// The buffered message to route next, if the merge may go on: the one
+    /// with the smallest (timestamp, partition, topic, offset) once every
+    /// lane has a message, is at its end, or has been idle long enough.
+    pub fn next(&mut self, now: Duration) -> Option<(Lane, Buffered)> {
+        let mut best: Option<(Lane, (i64, i32, usize, i64))> = None;
+        for (&lane, s) in &self.lanes {
+            match s.buf.front() {
+                None if self.blocks(s, now) => return None,
+                None => {}
+                Some(m) => {
+                    let rank = (m.timestamp, lane.1, lane.0, m.offset);
+                    if best.is_none_or(|(_, b)| rank < b) {
+                        best = Some((lane, rank));
+                    }
+                }
+            }
+        }
+        let (lane, _) = best?;
+        let s = self.lanes.get_mut(&lane).expect("found above");
+        let msg = s.buf.pop_front().expect("non-empty");
+        if s.buf.is_empty() {
+            s.empty_since = now;
+        }
+        if s.paused && s.buf.len() <= self.bound / 2 {
+            s.paused = false;
+            self.to_resume.push(lane);
+        }
+        Some((lane, msg))
+    }
+
+    /// When the merge must be looked at again although nothing arrives:
+    /// the earliest moment a blocking lane's idle time runs out.
+    pub fn wake(&self, now: Duration) -> Option<Duration> {
+        if self.lanes.values().all(|s| s.buf.is_empty()) {
+            return None;
+        }
+        self.lanes
+            .values()
+            .filter(|s| self.blocks(s, now))
+            .map(|s| (s.empty_since + self.idle).saturating_sub(now))
+            .min()
+    }
+
+    /// Lanes to pause and to resume since the last call.
+    pub fn take_flow(&mut self) -> (Vec<Lane>, Vec<Lane>) {
+        (
+            std::mem::take(&mut self.to_pause),
+            std::mem::take(&mut self.to_resume),
+        )
+    }
+
+    /// Messages buffered over all lanes.
+    pub fn buffered(&self) -> usize {
+        self.lanes.values().map(|s| s.buf.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_gives_kafkas_values() {
+        // Kafka's own test vectors (clients' UtilsTest) and those other
+        // ports check against the Java implementation.
+        let cases: [(&[u8], i32); 11] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            (b"abc", 479_470_107),
+            (b"1", -1_993_445_489),
+            (b"12", 126_087_238),
+            (b"123", -267_702_483),
+            (b"1234", -1_614_185_708),
+            (b"12345", -1_188_365_604),
+        ];
+        for (data, want) in cases {
+            assert_eq!(murmur2(data), want, "{:?}", String::from_utf8_lossy(data));
+        }
+    }
+
+    #[test]
+    fn partitions_follow_the_java_default_partitioner() {
+        // toPositive(murmur2) % n, never negative, and spread.
+        assert_eq!(partition_for(b"21", 8), ((-973_932_308i32 & 0x7fff_ffff) % 8));
+        let mut seen = [0u32; 8];
+        for i in 0..8000 {
+            let p = partition_for(format!("L-{i}").as_bytes(), 8);
+            seen[p as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 800), "{seen:?}");
+    }
+
+    fn msg(offset: i64, timestamp: i64) -> Buffered {
+        Buffered {
+            offset,
+            timestamp,
+            key: None,
+            payload: Some(format!("{offset}").into_bytes()),
+            headers: Vec::new(),
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn order(m: &mut Merge, now: Duration) -> Vec<(Lane, i64)> {
+        std::iter::from_fn(|| m.next(now))
+            .map(|(l, b)| (l, b.offset))
+            .collect()
+    }
+
+    #[test]
+    fn routes_in_timestamp_order_once_every_partition_has_a_message() {
+        let mut m = Merge::new(ms(100), 100);
+        m.reset((0, 0), ms(0));
+        m.reset((0, 1), ms(0));
+        m.push((0, 0), msg(0, 10));
+        m.push((0, 0), msg(1, 30));
+        assert_eq!(m.next(ms(1)), None, "partition 1 may still have older ones");
+        m.push((0, 1), msg(0, 20));
+        m.push((0, 1), msg(1, 30));
+        // Ties go by partition; partition 1 then runs dry and holds back.
+        assert_eq!(
+            order(&mut m, ms(2)),
+            [((0, 0), 0), ((0, 1), 0), ((0, 0), 1)]
+        );
+        assert_eq!(m.blocking(ms(2)), [(0, 0)]);
+        // Once partition 0 is known to be at its end, 1 goes on.
+        m.at_end((0, 0));
+        assert_eq!(order(&mut m, ms(3)), [((0, 1), 1)]);
+        // A new message takes a lane off its end.
+        m.push((0, 0), msg(2, 50));
+        m.push((0, 1), msg(2, 60));
+        assert_eq!(order(&mut m, ms(4)), [((0, 0), 2)]);
+    }
+
+    #[test]
+    fn an_empty_partition_holds_the_others_back_only_for_the_idle_time() {
+        let mut m = Merge::new(ms(100), 100);
+        m.reset((0, 0), ms(0));
+        m.reset((0, 1), ms(50));
+        m.push((0, 0), msg(7, 5));
+        assert_eq!(m.next(ms(149)), None);
+        assert_eq!(m.wake(ms(149)), Some(ms(1)));
+        assert_eq!(order(&mut m, ms(150)), [((0, 0), 7)]);
+        assert_eq!(m.wake(ms(150)), None, "nothing buffered, nothing to wait for");
+    }
+
+    #[test]
+    fn a_full_partition_is_paused_and_resumed_at_half() {
+        let mut m = Merge::new(ms(100), 4);
+        m.reset((0, 0), ms(0));
+        m.reset((1, 0), ms(0));
+        m.at_end((1, 0));
+        for o in 0..4 {
+            m.push((0, 0), msg(o, o));
+        }
+        assert_eq!(m.take_flow(), (vec![(0, 0)], vec![]));
+        m.push((0, 0), msg(4, 4));
+        assert_eq!(m.take_flow(), (vec![], vec![]), "paused once");
+        m.next(ms(1));
+        m.next(ms(1));
+        assert_eq!(m.take_flow(), (vec![], vec![]));
+        m.next(ms(1));
+        assert_eq!(m.take_flow(), (vec![], vec![(0, 0)]));
+    }
+
+    #[test]
+    fn a_reset_or_revocation_drops_the_buffer_and_resumes_a_paused_lane() {
+        let mut m = Merge::new(ms(100), 2);
+        m.reset((0, 0), ms(0));
+        m.reset((0, 1), ms(0));
+        m.push((0, 0), msg(0, 1));
+        m.push((0, 0), msg(1, 2));
+        m.push((0, 1), msg(0, 1));
+        m.push((0, 1), msg(1, 2));
+        m.take_flow();
+        m.reset((0, 0), ms(10));
+        m.drop_partition(1);
+        assert_eq!(m.take_flow(), (vec![], vec![(0, 0), (0, 1)]));
+        assert_eq!(m.buffered(), 0);
+        assert!(!m.has((0, 1)) && m.has((0, 0)));
+        m.push((0, 1), msg(2, 3));
+        assert_eq!(m.buffered(), 0, "a revoked partition's messages are not kept");
+    }
+
+    #[test]
+    fn topics_merge_too_and_ties_go_by_partition_topic_offset() {
+        let mut m = Merge::new(ms(100), 100);
+        for lane in [(0, 0), (1, 0), (0, 1)] {
+            m.reset(lane, ms(0));
+        }
+        m.push((1, 0), msg(3, 10));
+        m.push((0, 1), msg(1, 10));
+        m.push((0, 0), msg(9, 10));
+        assert_eq!(
+            order(&mut m, ms(1))[..1],
+            [((0, 0), 9)],
+            "partition 0, topic 0 first"
+        );
+        assert_eq!(m.next_offset((1, 0)), Some(4));
+    }
+}
