@@ -171,7 +171,23 @@ pub fn produce(
     payload: &[u8],
     headers: Option<OwnedHeaders>,
 ) {
-    let mut record = BaseRecord::to(topic).key(key).payload(payload);
+    produce_value(producer, topic, partition, key, Some(payload), headers)
+}
+
+/// As [`produce`]; a record without a value (`None`) is a tombstone, which
+/// deletes the key from a compacted topic.
+pub fn produce_value(
+    producer: &BaseProducer<ProducerCtx>,
+    topic: &str,
+    partition: Option<i32>,
+    key: &[u8],
+    payload: Option<&[u8]>,
+    headers: Option<OwnedHeaders>,
+) {
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
+    if let Some(payload) = payload {
+        record = record.payload(payload);
+    }
     if let Some(p) = partition {
         record = record.partition(p);
     }
@@ -234,6 +250,12 @@ pub enum StartError {
         actual: usize,
         expected: usize,
     },
+    #[error("repartition topic {topic} has {actual} partitions, the input has {expected}; delete it (the service creates it) or give it {expected}")]
+    RepartitionPartitions {
+        topic: String,
+        actual: usize,
+        expected: usize,
+    },
     #[error("cannot create topic {topic}: {code}")]
     CreateTopic {
         topic: String,
@@ -264,6 +286,22 @@ pub fn ensure_topics(cfg: &Config) -> Result<usize, StartError> {
             })
         }
         None => create_topic(cfg, &changelog, n, Cleanup::Compact)?,
+    }
+    if cfg.rekeys() {
+        // Partition q of the repartition topic is folded with partition q
+        // of the input: the same partition count, like the changelog's.
+        let repartition = cfg.repartition_topic();
+        match partition_counts(&probe, &[&repartition])?[0] {
+            Some(actual) if actual == n => {}
+            Some(actual) => {
+                return Err(StartError::RepartitionPartitions {
+                    topic: repartition,
+                    actual,
+                    expected: n,
+                })
+            }
+            None => create_topic(cfg, &repartition, n, Cleanup::Delete)?,
+        }
     }
     close(probe);
     Ok(n)

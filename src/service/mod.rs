@@ -8,6 +8,8 @@
 //!   revocations, rejoins, shutdown;
 //! - [`processor`]: performs the protocol's actions on the Kafka clients and
 //!   folds input into one engine per assigned partition;
+//! - [`rekey`]: the repartition topic's partitioner and the timestamp order
+//!   in which re-keyed input partitions are routed;
 //! - [`changelog`]: the changelog's record formats (lead state, checkpoint);
 //! - [`restore`]: a partition's state read back from the changelog;
 //! - [`dead_letter`]: the headers of an invalid message's dead letter;
@@ -34,8 +36,8 @@ pub mod http;
 pub mod kafka;
 pub mod processor;
 pub mod protocol;
-pub mod replay;
 pub mod rekey;
+pub mod replay;
 pub mod restore;
 pub mod telemetry;
 
@@ -245,7 +247,13 @@ fn subscribe(cfg: &Config, shared: &Arc<Shared>) -> Result<BaseConsumer<Consumer
         kafka::group_consumer(cfg).create_with_context(ConsumerCtx {
             shared: Arc::clone(shared),
         })?;
-    let topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
+    let mut topics: Vec<String> = cfg.kafka.input_topics.clone();
+    if cfg.rekeys() {
+        // Read back by the same group: partition q of the repartition topic
+        // is assigned with partition q of the input (co-partitioned).
+        topics.push(cfg.repartition_topic());
+    }
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     Ok(consumer)
 }
@@ -274,8 +282,8 @@ pub fn run(
     });
     let metrics = tm::install();
     tm::ready(false, 0);
-    kafka::ensure_topics(&cfg)?;
-    let processor = Processor::new(Arc::clone(&cfg), Arc::clone(&model))?;
+    let partitions = kafka::ensure_topics(&cfg)?;
+    let processor = Processor::new(Arc::clone(&cfg), Arc::clone(&model), partitions)?;
     let shared = Arc::new(Shared {
         processor: Mutex::new(processor),
         ready: AtomicBool::new(false),
@@ -365,17 +373,24 @@ fn turn(shared: &Shared, consumer: &BaseConsumer<ConsumerCtx>) -> Option<Control
     let polled = consumer.poll(wait);
     let mut p = shared.processor();
     match polled {
-        Some(Ok(msg)) => p.process(
-            &Incoming {
-                topic: msg.topic(),
-                partition: msg.partition(),
-                offset: msg.offset(),
-                key: msg.key(),
-                payload: msg.payload(),
-            },
-            consumer,
-        ),
-        Some(Err(KafkaError::PartitionEOF(partition))) => p.at_end(partition),
+        Some(Ok(msg)) => {
+            let c = p.process(
+                &Incoming {
+                    topic: msg.topic(),
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                    key: msg.key(),
+                    payload: msg.payload(),
+                    timestamp: msg.timestamp().to_millis(),
+                    headers: msg.headers(),
+                },
+                consumer,
+            );
+            if c.is_some() {
+                return c;
+            }
+        }
+        Some(Err(KafkaError::PartitionEOF(partition))) => p.at_end(partition, consumer),
         Some(Err(_)) if instance_fenced(consumer) => {
             if let Some(c) = p.instance_fenced(consumer) {
                 return Some(c);
@@ -391,6 +406,9 @@ fn turn(shared: &Shared, consumer: &BaseConsumer<ConsumerCtx>) -> Option<Control
             tracing::warn!(error = %e, "poll error");
         }
         None => {}
+    }
+    if let Some(c) = p.route_ready(consumer) {
+        return Some(c);
     }
     p.idle_advance(Instant::now(), consumer);
     p.tick();

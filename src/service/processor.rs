@@ -2,6 +2,13 @@
 //! dead-lettered, and the [`Protocol`]'s actions performed on the Kafka
 //! clients (transactions, changelog writes, offsets, restores, rewinds).
 //!
+//! Re-keying: a message of a topic not keyed by lead is buffered, routed in
+//! timestamp order across the re-keyed partitions ([`Merge`]), and each of
+//! its records written to the repartition topic, in the partition of its
+//! key, inside the open transaction. The repartition topic is read by the
+//! same consumer as one more input topic: its partition q is folded by the
+//! engine of partition q, and its offsets commit with the input's.
+//!
 //! The protocol decides; this module only does. Each action's result goes
 //! back to the protocol, which may queue more: [`Processor::drive`] runs
 //! them until none is left, and hands back what only the loop can do
@@ -14,32 +21,50 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::changelog::{self, CHECKPOINT_KEY};
 use super::dead_letter;
-use super::kafka::{self, is_fatal, produce, ProducerCtx, CALL_TIMEOUT};
+use super::kafka::{self, is_fatal, produce, produce_value, ProducerCtx, CALL_TIMEOUT};
 use super::protocol::{Action, CheckpointAt, Failure, Mode, Positions, Protocol, Settings, Stop};
+use super::rekey::{partition_for, Buffered, Lane, Merge};
 use super::restore::{self, RestoreError};
 use super::telemetry as tm;
 use super::wall_micros;
 use crate::change::StatusChange;
-use crate::codec::{decode_keyed, encode_change_json, encode_change_proto, Format};
-use crate::config::{Config, Guarantee};
-use crate::engine::Engine;
+use crate::codec::{
+    cloudevents_headers, decode_message, decode_routed, encode_change_json, encode_change_proto,
+    encode_routed, DecodeError, Format, InputFormat, Mapping, TopicInput,
+};
+use crate::config::{Config, Guarantee, OutputEnvelope};
+use crate::engine::{route, Engine, Routed, VisitorStats};
 use crate::model::Model;
 use crate::time::Micros;
 
+/// Messages buffered per re-keyed partition before its fetching is paused.
+const MERGE_BOUND: usize = 10_000;
+
 /// One input message, as the shell hands it over.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Incoming<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
+    /// Record timestamp (ms since the epoch), if the record has one.
+    pub timestamp: Option<i64>,
+    pub headers: Option<&'a BorrowedHeaders>,
+}
+
+/// The repartition topic, when the service re-keys.
+struct Repartition {
+    topic: String,
+    /// Its index among the protocol's topics (after the input topics).
+    index: usize,
+    partitions: usize,
 }
 
 /// One assigned partition (of every input topic).
@@ -51,6 +76,8 @@ pub struct Partition {
     skip_below: Vec<i64>,
     /// At the end of its log since (for the wall-clock advance).
     pub eof_since: Option<Instant>,
+    /// The engine's visitor counts when last reported (metrics are deltas).
+    visitors: VisitorStats,
 }
 
 /// A write made while the previous transaction commits.
@@ -74,6 +101,20 @@ pub struct Processor {
     cfg: Arc<Config>,
     model: Arc<Model>,
     changelog: String,
+    /// The protocol's topics, by index: the input topics, then the
+    /// repartition topic when the service re-keys.
+    topics: Vec<String>,
+    /// How each input topic is read, by index.
+    inputs: Vec<TopicInput>,
+    mapping: Mapping,
+    repartition: Option<Repartition>,
+    merge: Merge,
+    /// Records an engine sends on (to the repartition topic).
+    sends: Vec<Routed<'static>>,
+    routed: Vec<metrics::Counter>,
+    schema_ids: tm::SchemaIds,
+    /// The CloudEvents `source`, when status records carry the envelope.
+    ce_source: Option<String>,
     pub partitions: BTreeMap<i32, Partition>,
     producer: BaseProducer<ProducerCtx>,
     protocol: Protocol,
@@ -93,7 +134,12 @@ pub struct Processor {
 impl Processor {
     /// Creates the producer (and, for exactly-once, initialises transactions,
     /// which fences any older instance with the same `instance_id`).
-    pub fn new(cfg: Arc<Config>, model: Arc<Model>) -> Result<Processor, KafkaError> {
+    /// `partitions` is the input's partition count.
+    pub fn new(
+        cfg: Arc<Config>,
+        model: Arc<Model>,
+        partitions: usize,
+    ) -> Result<Processor, KafkaError> {
         let mode = match cfg.kafka.guarantee {
             Guarantee::ExactlyOnce => Mode::ExactlyOnce,
             Guarantee::AtLeastOnce => Mode::AtLeastOnce,
@@ -111,10 +157,33 @@ impl Processor {
             })?;
         }
         let settings = Settings::new(mode, Duration::from_millis(cfg.kafka.commit_interval_ms));
+        let mut topics = cfg.kafka.input_topics.clone();
+        let inputs: Vec<TopicInput> = topics.iter().map(|t| cfg.topic_input(t)).collect();
+        let repartition = cfg.rekeys().then(|| Repartition {
+            topic: cfg.repartition_topic(),
+            index: topics.len(),
+            partitions,
+        });
+        if let Some(r) = &repartition {
+            topics.push(r.topic.clone());
+        }
         Ok(Processor {
-            protocol: Protocol::new(settings, cfg.kafka.input_topics.len(), Duration::ZERO),
+            protocol: Protocol::new(settings, topics.len(), Duration::ZERO),
             started: Instant::now(),
             changelog: cfg.changelog_topic(),
+            routed: tm::routed_counters(&topics),
+            topics,
+            inputs,
+            mapping: cfg.input.mapping(),
+            repartition,
+            merge: Merge::new(
+                Duration::from_millis(cfg.kafka.max_task_idle_ms),
+                MERGE_BOUND,
+            ),
+            sends: Vec::new(),
+            schema_ids: tm::SchemaIds::default(),
+            ce_source: (cfg.kafka.output_envelope == OutputEnvelope::Cloudevents)
+                .then(|| cfg.cloudevents_source()),
             cfg,
             model,
             partitions: BTreeMap::new(),
@@ -135,7 +204,12 @@ impl Processor {
 
     /// How long the loop may wait for input before the next [`Processor::tick`].
     pub fn wait(&self) -> Duration {
-        self.protocol.wait(self.now())
+        let now = self.now();
+        let wait = self.protocol.wait(now);
+        match self.merge.wake(now) {
+            Some(w) => wait.min(w),
+            None => wait,
+        }
     }
 
     /// Sends a record, or holds it while the previous transaction commits.
@@ -170,13 +244,17 @@ impl Processor {
                 Format::Protobuf => encode_change_proto(c, &mut buf),
             }
             let topic = &self.cfg.kafka.status_topic;
+            let headers = self
+                .ce_source
+                .as_deref()
+                .map(|source| envelope(c, source, self.cfg.kafka.output_format));
             if self.protocol.hold() {
                 self.held.push(Held {
                     topic: topic.clone(),
                     partition: None,
                     key: c.lead_id.as_bytes().to_vec(),
                     payload: buf.clone(),
-                    headers: None,
+                    headers,
                 });
             } else {
                 produce(
@@ -185,7 +263,7 @@ impl Processor {
                     None,
                     c.lead_id.as_bytes(),
                     &buf,
-                    None,
+                    headers,
                 );
             }
             tm::change_emitted(c);
@@ -196,89 +274,287 @@ impl Processor {
         self.changes.clear();
     }
 
-    /// Processes one input message: fold it, or dead-letter it. Call
+    /// Processes one input message: fold it, route it, or dead-letter it; a
+    /// message of a re-keyed topic is buffered, and routed by
+    /// [`Processor::route_ready`] in timestamp order. Call
     /// [`Processor::drive`] before the next one (a transaction may have to
     /// be opened first: the protocol queues that here, and `drive` is cheap
     /// when nothing is queued).
-    pub fn process<C: ConsumerContext>(&mut self, msg: &Incoming<'_>, consumer: &BaseConsumer<C>) {
+    pub fn process<C: ConsumerContext>(
+        &mut self,
+        msg: &Incoming<'_>,
+        consumer: &BaseConsumer<C>,
+    ) -> Option<Control> {
         let p = msg.partition;
-        let Some(ti) = self
-            .cfg
-            .kafka
-            .input_topics
-            .iter()
-            .position(|t| t == msg.topic)
-        else {
-            return;
-        };
+        let ti = self.topics.iter().position(|t| t == msg.topic)?;
         let Some(part) = self.partitions.get(&p) else {
             tracing::warn!(
                 partition = p,
                 "message for a partition not assigned here; skipped"
             );
-            return;
+            return None;
         };
         if msg.offset < part.skip_below[ti] {
-            return;
+            return None;
         }
-        self.protocol.consumed(p, ti, msg.offset);
-        // A transaction to open before the first write.
-        if self.drive(consumer).is_some() {
-            return;
-        }
-        let payload = msg.payload.unwrap_or(&[]);
-        match decode_keyed(
-            self.cfg.kafka.input_format.native().unwrap_or(Format::Json),
-            msg.key,
-            payload,
-            self.cfg.kafka.max_event_bytes,
-        ) {
-            Ok(event) => {
-                let part = self.partitions.get_mut(&p).expect("checked above");
-                self.folds += 1;
-                let outcome = if self.folds.is_multiple_of(64) {
-                    let t = Instant::now();
-                    let o = part.engine.fold(&event, &mut self.changes);
-                    tm::fold_time(t.elapsed());
-                    o
-                } else {
-                    part.engine.fold(&event, &mut self.changes)
-                };
-                self.counters
-                    .folded(&self.model, &event.event_type, outcome);
-                if !self.changes.is_empty() {
-                    self.emit_changes();
-                }
-            }
-            Err(e) => {
-                tm::dead_letter(e.code());
-                let source = dead_letter::Source {
-                    topic: msg.topic,
-                    partition: p,
+        let input = self.inputs.get(ti).copied();
+        if input.is_some_and(|i| !i.keyed_by_lead) {
+            let headers = match (input.map(|i| i.format), msg.headers) {
+                (Some(InputFormat::Cloudevents), Some(h)) => h
+                    .iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            self.merge.push(
+                (ti, p),
+                Buffered {
                     offset: msg.offset,
-                };
-                let headers = dead_letter::headers(&e, source).iter().fold(
-                    OwnedHeaders::new(),
-                    |h, (key, value)| {
-                        h.insert(Header {
-                            key,
-                            value: Some(value.as_bytes()),
-                        })
-                    },
-                );
-                let dlq = self.cfg.kafka.dead_letter_topic.clone();
-                self.send(&dlq, None, msg.key.unwrap_or(&[]), payload, Some(headers));
+                    timestamp: msg.timestamp.unwrap_or(i64::MIN),
+                    key: msg.key.map(<[u8]>::to_vec),
+                    payload: msg.payload.map(<[u8]>::to_vec),
+                    headers,
+                },
+            );
+            self.apply_flow(consumer);
+            return None;
+        }
+        // Headers are read only for the format that needs them.
+        let mut headers: Vec<(&str, &[u8])> = Vec::new();
+        if let (Some(InputFormat::Cloudevents), Some(h)) = (input.map(|i| i.format), msg.headers) {
+            headers.extend(h.iter().map(|h| (h.key, h.value.unwrap_or_default())));
+        }
+        self.handle(
+            ti,
+            p,
+            msg.offset,
+            msg.key,
+            msg.payload.unwrap_or(&[]),
+            &headers,
+            consumer,
+        )
+    }
+
+    /// Routes the buffered messages of the re-keyed partitions that may go
+    /// now, oldest record timestamp first.
+    pub fn route_ready<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Option<Control> {
+        let now = self.now();
+        while let Some(((ti, p), m)) = self.merge.next(now) {
+            let headers: Vec<(&str, &[u8])> = m
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect();
+            let c = self.handle(
+                ti,
+                p,
+                m.offset,
+                m.key.as_deref(),
+                m.payload.as_deref().unwrap_or(&[]),
+                &headers,
+                consumer,
+            );
+            if c.is_some() {
+                return c;
             }
+        }
+        self.apply_flow(consumer);
+        None
+    }
+
+    /// Pauses the re-keyed partitions whose buffer is full, resumes those
+    /// drained.
+    fn apply_flow<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let (pause, resume) = self.merge.take_flow();
+        let list = |lanes: &[Lane]| {
+            let mut tpl = TopicPartitionList::new();
+            for &(ti, p) in lanes {
+                tpl.add_partition(&self.topics[ti], p);
+            }
+            tpl
+        };
+        if !pause.is_empty() {
+            if let Err(e) = consumer.pause(&list(&pause)) {
+                tracing::warn!(error = %e, "cannot pause a re-keyed partition");
+            }
+        }
+        if !resume.is_empty() {
+            if let Err(e) = consumer.resume(&list(&resume)) {
+                tracing::warn!(error = %e, "cannot resume a re-keyed partition");
+            }
+        }
+    }
+
+    /// One message of topic `ti`, partition `p`: decoded, then folded here,
+    /// written to the repartition topic, or dead-lettered; its offset is
+    /// consumed.
+    #[allow(clippy::too_many_arguments)]
+    fn handle<C: ConsumerContext>(
+        &mut self,
+        ti: usize,
+        p: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(&str, &[u8])],
+        consumer: &BaseConsumer<C>,
+    ) -> Option<Control> {
+        self.protocol.consumed(p, ti, offset);
+        // A transaction to open before the first write.
+        if let Some(c) = self.drive(consumer) {
+            return Some(c);
+        }
+        let result = match self.inputs.get(ti) {
+            Some(input) => {
+                let input = *input;
+                decode_message(
+                    &input,
+                    &self.mapping,
+                    key,
+                    headers,
+                    payload,
+                    self.cfg.kafka.max_event_bytes,
+                )
+                .map(|d| {
+                    if let Some(id) = d.schema_id {
+                        self.schema_ids.seen(id);
+                    }
+                    for r in route(d.message) {
+                        // A record of the message's own key stays in this
+                        // partition (a topic keyed by lead: every record
+                        // but an identification's other half).
+                        if input.keyed_by_lead && key == Some(r.key().as_bytes()) {
+                            self.ingest(p, r);
+                        } else {
+                            self.send_routed(&r, ti);
+                        }
+                    }
+                })
+            }
+            None => decode_routed(payload).map(|r| self.ingest(p, r)),
+        };
+        if let Err(e) = result {
+            self.dead_letter(&e, ti, p, offset, key, payload);
         }
         if let Some(part) = self.partitions.get_mut(&p) {
             part.eof_since = None;
         }
+        None
     }
 
-    /// The consumer reached the end of `partition`'s log.
-    pub fn at_end(&mut self, partition: i32) {
-        if let Some(part) = self.partitions.get_mut(&partition) {
-            part.eof_since.get_or_insert_with(Instant::now);
+    /// Folds a record into partition `p`'s engine; its changes are written
+    /// to the status topic, the records it sends on to the repartition topic.
+    fn ingest(&mut self, p: i32, r: Routed<'_>) {
+        let Some(part) = self.partitions.get_mut(&p) else {
+            return;
+        };
+        self.folds += 1;
+        let counters = &mut self.counters;
+        let model = &self.model;
+        let each = |e: &crate::Event<'_>, o| counters.folded(model, &e.event_type, o);
+        if self.folds.is_multiple_of(64) {
+            let t = Instant::now();
+            part.engine
+                .ingest(r, &mut self.changes, &mut self.sends, each);
+            tm::fold_time(t.elapsed());
+        } else {
+            part.engine
+                .ingest(r, &mut self.changes, &mut self.sends, each);
+        }
+        if !self.changes.is_empty() {
+            self.emit_changes();
+        }
+        if !self.sends.is_empty() {
+            let from = self.repartition.as_ref().map_or(0, |r| r.index);
+            for s in std::mem::take(&mut self.sends) {
+                self.send_routed(&s, from);
+            }
+        }
+    }
+
+    /// Writes a record to the repartition topic, in its key's partition.
+    /// `from` is the index of the topic it came from (for the metric).
+    fn send_routed(&mut self, r: &Routed<'_>, from: usize) {
+        let Some(rp) = &self.repartition else {
+            // `Config::rekeys` covers every format that routes across
+            // partitions; a record here would mean it does not.
+            tracing::error!(
+                topic = %self.topics[from],
+                "a record for another partition, but the service does not re-key this topic; not routed"
+            );
+            return;
+        };
+        let topic = rp.topic.clone();
+        let q = partition_for(r.key().as_bytes(), rp.partitions);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        encode_routed(r, &mut buf);
+        self.send(&topic, Some(q), r.key().as_bytes(), &buf, None);
+        self.buf = buf;
+        self.routed[from].increment(1);
+    }
+
+    fn dead_letter(
+        &mut self,
+        e: &DecodeError,
+        ti: usize,
+        p: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: &[u8],
+    ) {
+        tm::dead_letter(e.code());
+        let source = dead_letter::Source {
+            topic: &self.topics[ti],
+            partition: p,
+            offset,
+        };
+        let headers =
+            dead_letter::headers(e, source)
+                .iter()
+                .fold(OwnedHeaders::new(), |h, (key, value)| {
+                    h.insert(Header {
+                        key,
+                        value: Some(value.as_bytes()),
+                    })
+                });
+        let dlq = self.cfg.kafka.dead_letter_topic.clone();
+        self.send(&dlq, None, key.unwrap_or(&[]), payload, Some(headers));
+    }
+
+    /// The consumer reached the end of partition `partition` of one of its
+    /// topics (librdkafka does not say which): the wall-clock advance may
+    /// start, and a re-keyed partition that is truly at its end stops
+    /// holding the others back.
+    pub fn at_end<C: ConsumerContext>(&mut self, partition: i32, consumer: &BaseConsumer<C>) {
+        let Some(part) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        part.eof_since.get_or_insert_with(Instant::now);
+        for ti in 0..self.inputs.len() {
+            let lane = (ti, partition);
+            if self.inputs[ti].keyed_by_lead || !self.merge.has(lane) {
+                continue;
+            }
+            // A local look-up would do, but rdkafka does not expose the
+            // cached one; a query to the partition leader is rare enough
+            // (once per end of a partition).
+            match consumer.fetch_watermarks(&self.topics[ti], partition, Duration::from_secs(2)) {
+                Ok((low, high)) => {
+                    let skip = part.skip_below[ti];
+                    let next = self
+                        .merge
+                        .next_offset(lane)
+                        .unwrap_or_else(|| skip.max(low));
+                    if high <= next {
+                        self.merge.at_end(lane);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "end of a re-keyed partition not confirmed"),
+            }
         }
     }
 
@@ -469,17 +745,22 @@ impl Processor {
             }
             Action::Rewind(partitions) => {
                 let result = self.rewind(&partitions, consumer);
+                self.apply_flow(consumer);
                 self.protocol.rewound(result);
             }
             Action::Restore(partitions) => {
                 let result = self.restore(&partitions);
+                self.apply_flow(consumer);
                 self.protocol.restored(result);
             }
             Action::Drop(partitions) => {
                 for p in partitions {
                     self.partitions.remove(&p);
+                    self.merge.drop_partition(p);
                     tm::partition_dropped(p);
                 }
+                self.apply_flow(consumer);
+                self.report_visitors();
                 tm::ready(self.restored(), self.partitions.len());
             }
             Action::Rejoin => return Some(Control::Rejoin),
@@ -521,11 +802,7 @@ impl Processor {
         for (&p, next) in offsets {
             for (ti, &n) in next.iter().enumerate() {
                 if n >= 0 {
-                    let _ = tpl.add_partition_offset(
-                        &self.cfg.kafka.input_topics[ti],
-                        p,
-                        Offset::Offset(n),
-                    );
+                    let _ = tpl.add_partition_offset(&self.topics[ti], p, Offset::Offset(n));
                 }
             }
         }
@@ -552,14 +829,18 @@ impl Processor {
     /// Writes the leads changed since the last write, and the given
     /// partitions' checkpoints, to the changelog.
     fn write_changelog(&mut self, checkpoints: &[CheckpointAt]) {
-        let topics = &self.cfg.kafka.input_topics;
-        let mut records: Vec<(i32, Vec<u8>, Vec<u8>)> = Vec::new();
+        let topics = &self.topics;
+        let mut records: Vec<(i32, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for (&p, part) in &mut self.partitions {
             let model = &self.model;
             part.engine.drain_dirty(|lead| {
                 let mut v = Vec::with_capacity(256);
                 changelog::encode_lead(lead, model, &mut v);
-                records.push((p, lead.id().as_bytes().to_vec(), v));
+                records.push((p, lead.id().as_bytes().to_vec(), Some(v)));
+            });
+            // Visitors and held records; `None` deletes one.
+            part.engine.drain_dirty_aux(|key, value| {
+                records.push((p, key.to_vec(), value.map(<[u8]>::to_vec)));
             });
         }
         for cp in checkpoints {
@@ -570,7 +851,7 @@ impl Processor {
             records.push((
                 cp.partition,
                 CHECKPOINT_KEY.to_vec(),
-                changelog::encode_checkpoint(w, topics, &cp.next),
+                Some(changelog::encode_checkpoint(w, topics, &cp.next)),
             ));
             tm::partition_state(
                 cp.partition,
@@ -581,8 +862,26 @@ impl Processor {
         }
         let topic = self.changelog.clone();
         for (p, k, v) in records {
-            produce(&self.producer, &topic, Some(p), &k, &v, None);
+            produce_value(&self.producer, &topic, Some(p), &k, v.as_deref(), None);
         }
+        if self.repartition.is_some() {
+            self.report_visitors();
+        }
+    }
+
+    /// The visitor metrics: what the engines' counts moved by since the
+    /// last report, and how many visitors are held.
+    fn report_visitors(&mut self) {
+        let (mut held, mut identified, mut forwarded, mut expired) = (0, 0, 0, 0);
+        for part in self.partitions.values_mut() {
+            let now = part.engine.visitor_stats();
+            let was = std::mem::replace(&mut part.visitors, now);
+            held += now.in_state;
+            identified += now.identifications.saturating_sub(was.identifications);
+            forwarded += now.forwarded.saturating_sub(was.forwarded);
+            expired += now.expired.saturating_sub(was.expired);
+        }
+        tm::visitors(held, identified, forwarded, expired);
     }
 
     /// Aborts the open transaction, retrying while the broker is away.
@@ -627,8 +926,15 @@ impl Processor {
                 }
                 RestoreError::Kafka { .. } => Failure::Retriable(e.to_string()),
             })?;
-        let topics = &self.cfg.kafka.input_topics;
+        let topics = &self.topics;
+        let now = self.now();
         for (p, r) in restored {
+            // Whatever was buffered for the partition is read again.
+            for (ti, input) in self.inputs.iter().enumerate() {
+                if !input.keyed_by_lead {
+                    self.merge.reset((ti, p), now);
+                }
+            }
             let skip_below = topics
                 .iter()
                 .map(|t| {
@@ -641,6 +947,7 @@ impl Processor {
             self.partitions.insert(
                 p,
                 Partition {
+                    visitors: r.engine.visitor_stats(),
                     engine: r.engine,
                     skip_below,
                     eof_since: None,
@@ -669,7 +976,7 @@ impl Processor {
         let seek = || -> Result<(), KafkaError> {
             let mut tpl = TopicPartitionList::new();
             for &p in partitions {
-                for t in &self.cfg.kafka.input_topics {
+                for t in &self.topics {
                     tpl.add_partition(t, p);
                 }
             }
@@ -720,4 +1027,17 @@ impl Processor {
             serde_json::to_string_pretty(&e).ok()
         })
     }
+}
+
+/// The CloudEvents binary-mode headers of a status record.
+fn envelope(c: &StatusChange, source: &str, body: Format) -> OwnedHeaders {
+    cloudevents_headers(c, source, body).iter().fold(
+        OwnedHeaders::new_with_capacity(7),
+        |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        },
+    )
 }

@@ -79,6 +79,8 @@ struct LaneState {
     /// Empty since (the merge's clock).
     empty_since: Duration,
     paused: bool,
+    /// The offset of the last message buffered since the reset.
+    last: Option<i64>,
 }
 
 /// The re-keyed partitions an instance owns, merged in timestamp order.
@@ -112,6 +114,7 @@ impl Merge {
                 at_end: false,
                 empty_since: now,
                 paused: false,
+                last: None,
             },
         );
         if old.is_some_and(|o| o.paused) {
@@ -145,6 +148,7 @@ impl Merge {
         let Some(s) = self.lanes.get_mut(&lane) else {
             return;
         };
+        s.last = Some(msg.offset);
         s.buf.push_back(msg);
         s.at_end = false;
         if !s.paused && s.buf.len() >= self.bound {
@@ -153,9 +157,10 @@ impl Merge {
         }
     }
 
-    /// The next offset the lane expects (after its last buffered message).
+    /// The next offset the lane expects: after the last message buffered
+    /// since its reset (routed or not), if any.
     pub fn next_offset(&self, lane: Lane) -> Option<i64> {
-        self.lanes.get(&lane)?.buf.back().map(|m| m.offset + 1)
+        self.lanes.get(&lane)?.last.map(|o| o + 1)
     }
 
     /// The lane's log ended with what is buffered (checked by the caller).
@@ -248,7 +253,10 @@ mod tests {
             (b"foobar", -790_332_482),
             (b"a-little-bit-long-string", -985_981_536),
             (b"a-little-bit-longer-string", -1_486_304_829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
             (b"abc", 479_470_107),
             (b"1", -1_993_445_489),
             (b"12", 126_087_238),
@@ -264,7 +272,10 @@ mod tests {
     #[test]
     fn partitions_follow_the_java_default_partitioner() {
         // toPositive(murmur2) % n, never negative, and spread.
-        assert_eq!(partition_for(b"21", 8), ((-973_932_308i32 & 0x7fff_ffff) % 8));
+        assert_eq!(
+            partition_for(b"21", 8),
+            ((-973_932_308i32 & 0x7fff_ffff) % 8)
+        );
         let mut seen = [0u32; 8];
         for i in 0..8000 {
             let p = partition_for(format!("L-{i}").as_bytes(), 8);
@@ -327,7 +338,11 @@ mod tests {
         assert_eq!(m.next(ms(149)), None);
         assert_eq!(m.wake(ms(149)), Some(ms(1)));
         assert_eq!(order(&mut m, ms(150)), [((0, 0), 7)]);
-        assert_eq!(m.wake(ms(150)), None, "nothing buffered, nothing to wait for");
+        assert_eq!(
+            m.wake(ms(150)),
+            None,
+            "nothing buffered, nothing to wait for"
+        );
     }
 
     #[test]
@@ -365,7 +380,11 @@ mod tests {
         assert_eq!(m.buffered(), 0);
         assert!(!m.has((0, 1)) && m.has((0, 0)));
         m.push((0, 1), msg(2, 3));
-        assert_eq!(m.buffered(), 0, "a revoked partition's messages are not kept");
+        assert_eq!(
+            m.buffered(),
+            0,
+            "a revoked partition's messages are not kept"
+        );
     }
 
     #[test]
@@ -383,5 +402,9 @@ mod tests {
             "partition 0, topic 0 first"
         );
         assert_eq!(m.next_offset((1, 0)), Some(4));
+        order(&mut m, ms(1));
+        assert_eq!(m.next_offset((1, 0)), Some(4), "routed, still seen");
+        m.reset((1, 0), ms(2));
+        assert_eq!(m.next_offset((1, 0)), None);
     }
 }

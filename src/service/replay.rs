@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
@@ -35,7 +35,10 @@ use super::kafka::{
 };
 use super::restore::{restore_partition, RestoreError, Restored};
 use crate::change::{Stage, StatusChange};
-use crate::codec::{decode_keyed, encode_change_json, encode_change_proto, Format};
+use crate::codec::{
+    cloudevents_headers, decode_message, encode_change_json, encode_change_proto, Decoded, Format,
+    Mapping, TopicInput,
+};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::model::{Model, ModelError};
@@ -188,6 +191,23 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
     let new_model = Arc::clone(&opts.model);
     let lateness = cfg.kafka.allowed_lateness;
     let topics = &cfg.kafka.input_topics;
+    if cfg.rekeys() {
+        // The service routes such a topic's events through the repartition
+        // topic; a replay that folded each input partition on its own would
+        // not give the service's result.
+        let which: Vec<&str> = topics
+            .iter()
+            .filter(|t| {
+                let i = cfg.topic_input(t);
+                !i.keyed_by_lead || i.format == crate::codec::InputFormat::Segment
+            })
+            .map(String::as_str)
+            .collect();
+        return Err(options(format!(
+            "replay of a re-keyed topic is not supported yet ({}: not keyed by lead, or Segment)",
+            which.join(", ")
+        )));
+    }
     match &opts.target {
         Target::Live if new_model.version == current_model.version => {
             return Err(options(format!(
@@ -363,8 +383,16 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, n);
+    let ce_source = (cfg.kafka.output_envelope == crate::config::OutputEnvelope::Cloudevents)
+        .then(|| cfg.cloudevents_source());
     let ctx = Worker {
         cfg,
+        inputs: topics
+            .iter()
+            .map(|t| (t.clone(), cfg.topic_input(t)))
+            .collect(),
+        mapping: cfg.input.mapping(),
+        ce_source: ce_source.as_deref(),
         consumer: &cc,
         out_topic: &out_topic,
         suffix: suffix.as_deref(),
@@ -538,6 +566,11 @@ impl Counts {
 /// What the readers share.
 struct Worker<'a> {
     cfg: &'a Config,
+    /// How each input topic is read.
+    inputs: Vec<(String, TopicInput)>,
+    mapping: Mapping,
+    /// The CloudEvents `source` of the changes written, with the envelope.
+    ce_source: Option<&'a str>,
     consumer: &'a rdkafka::ClientConfig,
     out_topic: &'a str,
     suffix: Option<&'a str>,
@@ -666,15 +699,37 @@ impl Worker<'_> {
         }
         let counts = &mut fold.counts;
         let mut events = Vec::with_capacity(run.len());
+        let mut headers: Vec<(&str, &[u8])> = Vec::new();
         for msg in run.iter() {
-            match decode_keyed(
-                self.cfg.kafka.input_format.native().unwrap_or(Format::Json),
+            let Some(input) = self
+                .inputs
+                .iter()
+                .find(|(t, _)| t == msg.topic())
+                .map(|(_, i)| i)
+            else {
+                continue;
+            };
+            headers.clear();
+            if input.format == crate::codec::InputFormat::Cloudevents {
+                if let Some(h) = msg.headers() {
+                    headers.extend(h.iter().map(|h| (h.key, h.value.unwrap_or_default())));
+                }
+            }
+            // Only topics keyed by lead get here (a re-keyed one is refused
+            // up front): each message is an event of a lead of this partition.
+            match decode_message(
+                input,
+                &self.mapping,
                 msg.key(),
+                &headers,
                 msg.payload().unwrap_or(&[]),
                 self.cfg.kafka.max_event_bytes,
             ) {
-                Ok(e) => events.push(e),
-                Err(_) => counts.invalid += 1,
+                Ok(Decoded {
+                    message: crate::event::Message::Lead(e),
+                    ..
+                }) => events.push(e),
+                Ok(_) | Err(_) => counts.invalid += 1,
             }
         }
         counts.events += events.len() as u64;
@@ -693,7 +748,17 @@ impl Worker<'_> {
                     Format::Json => encode_change_json(&c, buf),
                     Format::Protobuf => encode_change_proto(&c, buf),
                 }
-                produce(p, self.out_topic, None, c.lead_id.as_bytes(), buf, None);
+                let headers = self.ce_source.map(|source| {
+                    cloudevents_headers(&c, source, self.cfg.kafka.output_format)
+                        .iter()
+                        .fold(OwnedHeaders::new_with_capacity(7), |h, (key, value)| {
+                            h.insert(Header {
+                                key,
+                                value: Some(value.as_bytes()),
+                            })
+                        })
+                });
+                produce(p, self.out_topic, None, c.lead_id.as_bytes(), buf, headers);
                 counts.written += 1;
             }
         }

@@ -1,6 +1,9 @@
 //! Restore: a partition's state read back from its changelog partition into
-//! a fresh engine, on partition assignment and after an aborted transaction.
+//! a fresh engine, on partition assignment and after an aborted transaction:
+//! its leads, its checkpoint, and the state that is not a lead's (visitors,
+//! records held for an identification; keys that start with a NUL byte).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +17,7 @@ use super::changelog::{self, ChangelogError, Checkpoint, Record};
 use super::kafka::{self, ReaderCtx, CALL_TIMEOUT};
 use super::telemetry as tm;
 use crate::config::Config;
-use crate::engine::{Engine, NO_TIME};
+use crate::engine::{is_aux_key, Engine, NO_TIME};
 use crate::model::Model;
 
 /// Why a partition could not be restored.
@@ -70,6 +73,7 @@ pub fn restore_partition(
     let mut engine = Engine::with_lateness(Arc::clone(model), cfg.kafka.allowed_lateness);
     let mut checkpoint = None;
     let mut leads = 0u64;
+    let mut aux: BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)> = BTreeMap::new();
     if high > low {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(changelog, p, Offset::Beginning)
@@ -80,7 +84,12 @@ pub fn restore_partition(
             match consumer.poll(Duration::from_millis(500)) {
                 Some(Ok(m)) => {
                     last_progress = Instant::now();
-                    if let Some(value) = m.payload() {
+                    let key = m.key().unwrap_or(&[]);
+                    if is_aux_key(key) {
+                        // Visitors and held records can be deleted (a
+                        // tombstone): only each key's last record counts.
+                        aux.insert(key.to_vec(), (m.offset(), m.payload().map(<[u8]>::to_vec)));
+                    } else if let Some(value) = m.payload() {
                         match changelog::decode(m.key().unwrap_or(&[]), value, model) {
                             Ok(Record::Checkpoint(cp)) => checkpoint = Some(cp),
                             Ok(Record::Lead(lead)) => {
@@ -119,6 +128,19 @@ pub fn restore_partition(
         }
     }
     kafka::close(consumer);
+    for (key, (offset, value)) in aux {
+        if let Some(value) = value {
+            engine
+                .restore_aux(&key, &value)
+                .map_err(|source| RestoreError::Unreadable {
+                    topic: changelog.to_string(),
+                    partition: p,
+                    offset,
+                    model: model.version.clone(),
+                    source: source.into(),
+                })?;
+        }
+    }
     if let Some(cp) = &checkpoint {
         if cp.watermark != NO_TIME {
             engine.set_watermark(cp.watermark);

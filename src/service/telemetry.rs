@@ -29,6 +29,17 @@ pub const REBALANCES: &str = "leadscore_rebalances_total";
 pub const READY: &str = "leadscore_ready";
 pub const ASSIGNED: &str = "leadscore_assigned_partitions";
 pub const BROKER_ERRORS: &str = "leadscore_broker_errors_total";
+pub const ROUTED: &str = "leadscore_routed_records_total";
+pub const SCHEMA_IDS: &str = "leadscore_schema_ids_total";
+pub const VISITORS: &str = "leadscore_visitors";
+pub const IDENTIFICATIONS: &str = "leadscore_identifications_total";
+pub const FORWARDED: &str = "leadscore_forwarded_events_total";
+pub const VISITORS_EXPIRED: &str = "leadscore_visitors_expired_total";
+
+/// `leadscore_schema_ids_total{schema_id}`: at most this many distinct ids
+/// get a series of their own; the others count under [`OTHER_SCHEMA`].
+pub const SCHEMA_ID_LABELS: usize = 100;
+pub const OTHER_SCHEMA: &str = "other";
 
 /// `leadscore_transactions_total{result}`.
 pub const COMMITTED: &str = "committed";
@@ -136,6 +147,11 @@ fn register() {
         counter!(BROKER_ERRORS, "kind" => kind).increment(0);
     }
     counter!(RESTORED_LEADS).increment(0);
+    counter!(SCHEMA_IDS, "schema_id" => OTHER_SCHEMA).increment(0);
+    gauge!(VISITORS).set(0.0);
+    for c in [IDENTIFICATIONS, FORWARDED, VISITORS_EXPIRED] {
+        counter!(c).increment(0);
+    }
     for h in [FOLD_SECONDS, EMIT_LATENCY, RESTORE_SECONDS] {
         let _ = histogram!(h);
     }
@@ -201,6 +217,74 @@ fn describe() {
         BROKER_ERRORS,
         "Errors reported by the Kafka client, by kind"
     );
+    describe_counter!(
+        ROUTED,
+        "Records written to the repartition topic, by the topic they came from"
+    );
+    describe_counter!(
+        SCHEMA_IDS,
+        "Schema Registry-framed messages, by schema id (past 100 ids: other)"
+    );
+    describe_gauge!(VISITORS, "Anonymous visitors held in state");
+    describe_counter!(
+        IDENTIFICATIONS,
+        "Visitors identified as a lead (identify or alias)"
+    );
+    describe_counter!(
+        FORWARDED,
+        "Events of identified visitors forwarded to their lead"
+    );
+    describe_counter!(
+        VISITORS_EXPIRED,
+        "Visitors dropped after their time to live"
+    );
+}
+
+/// The routing counters of the given topics, at 0 (the input topics'
+/// names are bounded: they come from the config).
+pub fn routed_counters(topics: &[String]) -> Vec<Counter> {
+    topics
+        .iter()
+        .map(|t| {
+            let c = counter!(ROUTED, "topic" => t.clone());
+            c.increment(0);
+            c
+        })
+        .collect()
+}
+
+/// Counts a Schema Registry schema id; ids past the first
+/// [`SCHEMA_ID_LABELS`] seen count as [`OTHER_SCHEMA`].
+#[derive(Default)]
+pub struct SchemaIds {
+    seen: std::collections::HashMap<u32, Counter>,
+    other: Option<Counter>,
+}
+
+impl SchemaIds {
+    pub fn seen(&mut self, id: u32) {
+        if let Some(c) = self.seen.get(&id) {
+            return c.increment(1);
+        }
+        if self.seen.len() < SCHEMA_ID_LABELS {
+            let c = counter!(SCHEMA_IDS, "schema_id" => id.to_string());
+            c.increment(1);
+            self.seen.insert(id, c);
+        } else {
+            self.other
+                .get_or_insert_with(|| counter!(SCHEMA_IDS, "schema_id" => OTHER_SCHEMA))
+                .increment(1);
+        }
+    }
+}
+
+/// What the visitors did since the last call (differences of the engines'
+/// counts), and how many are held now.
+pub fn visitors(in_state: u64, identifications: u64, forwarded: u64, expired: u64) {
+    gauge!(VISITORS).set(in_state as f64);
+    counter!(IDENTIFICATIONS).increment(identifications);
+    counter!(FORWARDED).increment(forwarded);
+    counter!(VISITORS_EXPIRED).increment(expired);
 }
 
 /// A bounded label for an event type: the model's and the reserved ones, else `other`.
@@ -452,6 +536,27 @@ mod tests {
                 "{p} missing once a partition is assigned"
             );
         }
+    }
+
+    #[test]
+    fn schema_ids_past_the_cap_count_as_other() {
+        let recorder = recorder();
+        metrics::with_local_recorder(&recorder, || {
+            register();
+            let mut ids = SchemaIds::default();
+            for id in 0..(SCHEMA_ID_LABELS as u32 + 5) {
+                ids.seen(id);
+            }
+            ids.seen(3);
+        });
+        let rendered = recorder.handle().render();
+        let lines: Vec<&str> = rendered
+            .lines()
+            .filter(|l| l.starts_with(SCHEMA_IDS))
+            .collect();
+        assert_eq!(lines.len(), SCHEMA_ID_LABELS + 1, "{rendered}");
+        assert!(lines.contains(&"leadscore_schema_ids_total{schema_id=\"other\"} 5"));
+        assert!(lines.contains(&"leadscore_schema_ids_total{schema_id=\"3\"} 2"));
     }
 
     #[test]
