@@ -66,10 +66,12 @@ pub struct KafkaConfig {
     /// Larger messages go to the dead-letter topic.
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
-    /// Re-keyed input partitions are routed in record-timestamp order; a
-    /// partition with nothing buffered holds the others back for at most
-    /// this long (Kafka Streams' `max.task.idle.ms`), unless it is known to
-    /// be at the end of its log.
+    /// Re-keyed input partitions are routed in record-timestamp order (as
+    /// Kafka Streams does with `max.task.idle.ms`): a partition with nothing
+    /// buffered holds the others back until it has a message or is known to
+    /// be at the end of its log, which is checked every this long; one whose
+    /// end cannot be confirmed (an input written in transactions) holds
+    /// them back for 20 times this at most.
     #[serde(default = "default_max_task_idle")]
     pub max_task_idle_ms: u64,
     /// The envelope of the status records: `none` (the bare change), or

@@ -390,7 +390,7 @@ fn turn(shared: &Shared, consumer: &BaseConsumer<ConsumerCtx>) -> Option<Control
                 return c;
             }
         }
-        Some(Err(KafkaError::PartitionEOF(partition))) => p.at_end(partition, consumer),
+        Some(Err(KafkaError::PartitionEOF(partition))) => p.at_end(partition),
         Some(Err(_)) if instance_fenced(consumer) => {
             if let Some(c) = p.instance_fenced(consumer) {
                 return Some(c);

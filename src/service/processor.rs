@@ -342,6 +342,9 @@ impl Processor {
         consumer: &BaseConsumer<C>,
     ) -> Option<Control> {
         let now = self.now();
+        for lane in self.merge.due_checks(now) {
+            self.check_end(lane);
+        }
         while let Some(((ti, p), m)) = self.merge.next(now) {
             let headers: Vec<(&str, &[u8])> = m
                 .headers
@@ -529,32 +532,50 @@ impl Processor {
     /// topics (librdkafka does not say which): the wall-clock advance may
     /// start, and a re-keyed partition that is truly at its end stops
     /// holding the others back.
-    pub fn at_end<C: ConsumerContext>(&mut self, partition: i32, consumer: &BaseConsumer<C>) {
+    pub fn at_end(&mut self, partition: i32) {
         let Some(part) = self.partitions.get_mut(&partition) else {
             return;
         };
         part.eof_since.get_or_insert_with(Instant::now);
         for ti in 0..self.inputs.len() {
-            let lane = (ti, partition);
-            if self.inputs[ti].keyed_by_lead || !self.merge.has(lane) {
-                continue;
+            if !self.inputs[ti].keyed_by_lead {
+                self.check_end((ti, partition));
             }
-            // A local look-up would do, but rdkafka does not expose the
-            // cached one; a query to the partition leader is rare enough
-            // (once per end of a partition).
-            match consumer.fetch_watermarks(&self.topics[ti], partition, Duration::from_secs(2)) {
-                Ok((low, high)) => {
-                    let skip = part.skip_below[ti];
-                    let next = self
-                        .merge
-                        .next_offset(lane)
-                        .unwrap_or_else(|| skip.max(low));
-                    if high <= next {
-                        self.merge.at_end(lane);
-                    }
+        }
+    }
+
+    /// Marks a re-keyed partition that holds the others back at its end if
+    /// its log has nothing past what was buffered. A local look-up would do,
+    /// but rdkafka does not expose the cached end; a query to the partition
+    /// leader is rare enough (when a partition reaches its end, and once per
+    /// idle period while an empty partition holds the others back).
+    fn check_end(&mut self, lane: Lane) {
+        let (ti, p) = lane;
+        let Some(part) = self.partitions.get(&p) else {
+            return;
+        };
+        if !self.merge.blocks_now(lane, self.now()) {
+            // Not holding the others back (it has messages, or its end is
+            // known): the periodic check covers it once it runs dry.
+            return;
+        }
+        // Asked through the producer's connection: the consumer's waits
+        // behind its own long-polling fetch (up to `fetch.wait.max.ms`).
+        let r =
+            self.producer
+                .client()
+                .fetch_watermarks(&self.topics[ti], p, Duration::from_secs(2));
+        match r {
+            Ok((low, high)) => {
+                let next = self
+                    .merge
+                    .next_offset(lane)
+                    .unwrap_or_else(|| part.skip_below[ti].max(low));
+                if high <= next {
+                    self.merge.at_end(lane);
                 }
-                Err(e) => tracing::debug!(error = %e, "end of a re-keyed partition not confirmed"),
             }
+            Err(e) => tracing::debug!(error = %e, "end of a re-keyed partition not confirmed"),
         }
     }
 

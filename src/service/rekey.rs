@@ -8,11 +8,29 @@
 //! the partitions this instance owns, as Kafka Streams merges the
 //! partitions of a task, a topic written in order keeps its order. A
 //! partition with nothing buffered holds the others back until it has a
-//! message, is known to be at the end of its log, or has been empty for
-//! `max_task_idle` (Kafka Streams' `max.task.idle.ms`).
+//! message or is known to be at the end of its log (`idle` is Kafka
+//! Streams' `max.task.idle.ms`, in the role described below).
+//!
+//! Even a topic keyed by another stable id needs this order: the events of
+//! other leads move the watermark of the repartition partition a lead
+//! shares with them, and one input partition running ahead would fire the
+//! lead's timers before its own older events arrive.
+//!
+//! "Known to be at the end" is checked by the caller (the log's end offset
+//! against the next offset the partition expects) when the consumer
+//! reports an end, and then once per idle period while an empty partition
+//! holds the others back: as Kafka Streams waits while a partition's lag is
+//! unknown or above zero, a partition still being fetched is waited for.
+//! One whose end cannot be confirmed (a transactionally written input,
+//! whose commit markers leave the end past its last record; a leader that
+//! does not answer) holds the others back for [`IDLE_LIMIT`] idle periods.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+
+/// An empty partition whose end is not confirmed holds the others back for
+/// this many idle periods at most.
+pub const IDLE_LIMIT: u32 = 20;
 
 /// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), the hash
 /// of the Java clients' default partitioner.
@@ -81,6 +99,8 @@ struct LaneState {
     paused: bool,
     /// The offset of the last message buffered since the reset.
     last: Option<i64>,
+    /// When its end was last checked.
+    checked: Duration,
 }
 
 /// The re-keyed partitions an instance owns, merged in timestamp order.
@@ -115,6 +135,7 @@ impl Merge {
                 empty_since: now,
                 paused: false,
                 last: None,
+                checked: now,
             },
         );
         if old.is_some_and(|o| o.paused) {
@@ -180,7 +201,28 @@ impl Merge {
     }
 
     fn blocks(&self, s: &LaneState, now: Duration) -> bool {
-        s.buf.is_empty() && !s.at_end && now.saturating_sub(s.empty_since) < self.idle
+        s.buf.is_empty() && !s.at_end && now.saturating_sub(s.empty_since) < self.idle * IDLE_LIMIT
+    }
+
+    /// Whether the lane holds the others back (it is empty, its end not known).
+    pub fn blocks_now(&self, lane: Lane, now: Duration) -> bool {
+        self.lanes.get(&lane).is_some_and(|s| self.blocks(s, now))
+    }
+
+    /// The blocking lanes whose end is due to be checked (once per idle
+    /// period); they are marked checked.
+    pub fn due_checks(&mut self, now: Duration) -> Vec<Lane> {
+        let idle = self.idle;
+        let limit = idle * IDLE_LIMIT;
+        let mut due = Vec::new();
+        for (&lane, s) in &mut self.lanes {
+            let blocks = s.buf.is_empty() && !s.at_end && now.saturating_sub(s.empty_since) < limit;
+            if blocks && now.saturating_sub(s.checked) >= idle {
+                s.checked = now;
+                due.push(lane);
+            }
+        }
+        due
     }
 
     /// The buffered message to route next, if the merge may go on: the one
@@ -213,8 +255,8 @@ impl Merge {
         Some((lane, msg))
     }
 
-    /// When the merge must be looked at again although nothing arrives:
-    /// the earliest moment a blocking lane's idle time runs out.
+    /// When the merge must be looked at again although nothing arrives: a
+    /// blocking lane's next check, or the end of its wait.
     pub fn wake(&self, now: Duration) -> Option<Duration> {
         if self.lanes.values().all(|s| s.buf.is_empty()) {
             return None;
@@ -222,7 +264,11 @@ impl Merge {
         self.lanes
             .values()
             .filter(|s| self.blocks(s, now))
-            .map(|s| (s.empty_since + self.idle).saturating_sub(now))
+            .map(|s| {
+                let check = s.checked + self.idle;
+                let limit = s.empty_since + self.idle * IDLE_LIMIT;
+                check.min(limit).saturating_sub(now)
+            })
             .min()
     }
 
@@ -330,16 +376,23 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_partition_holds_the_others_back_only_for_the_idle_time() {
+    fn an_empty_partition_is_checked_each_idle_period_and_holds_back_for_a_limited_time() {
         let mut m = Merge::new(ms(100), 100);
         m.reset((0, 0), ms(0));
         m.reset((0, 1), ms(50));
         m.push((0, 0), msg(7, 5));
         assert_eq!(m.next(ms(149)), None);
-        assert_eq!(m.wake(ms(149)), Some(ms(1)));
-        assert_eq!(order(&mut m, ms(150)), [((0, 0), 7)]);
+        assert_eq!(m.wake(ms(149)), Some(ms(1)), "its first check");
+        assert!(m.due_checks(ms(149)).is_empty());
+        assert_eq!(m.due_checks(ms(150)), [(0, 1)]);
+        assert!(m.due_checks(ms(150)).is_empty(), "once per period");
+        assert_eq!(m.wake(ms(150)), Some(ms(100)));
+        // A lane whose end is never confirmed lets go after the limit.
+        let limit = 50 + 100 * u64::from(IDLE_LIMIT);
+        assert_eq!(m.next(ms(limit - 1)), None);
+        assert_eq!(order(&mut m, ms(limit)), [((0, 0), 7)]);
         assert_eq!(
-            m.wake(ms(150)),
+            m.wake(ms(limit)),
             None,
             "nothing buffered, nothing to wait for"
         );

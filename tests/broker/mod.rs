@@ -405,6 +405,63 @@ pub fn produce(p: &BaseProducer, topic: &str, records: &[(Option<i32>, Vec<u8>, 
     }
 }
 
+/// A record to produce with its own timestamp: partition (else by key), key
+/// (else none), value, record timestamp (ms).
+pub type Timed = (Option<i32>, Option<Vec<u8>>, Vec<u8>, i64);
+
+/// Produces records in order, each with its given timestamp.
+pub fn produce_timed(p: &BaseProducer, topic: &str, records: &[Timed]) {
+    for (n, (part, k, v, ts)) in records.iter().enumerate() {
+        let mut r: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(topic).payload(&v[..]).timestamp(*ts);
+        if let Some(k) = k {
+            r = r.key(&k[..]);
+        }
+        if let Some(part) = part {
+            r = r.partition(*part);
+        }
+        send_retrying(p, r);
+        if n % 1024 == 0 {
+            p.poll(Duration::ZERO);
+        }
+    }
+    let start = Instant::now();
+    while let Err(e) = p.flush(Duration::from_secs(10)) {
+        assert!(start.elapsed() < Duration::from_secs(180), "flush: {e}");
+    }
+}
+
+/// A record timestamp (ms) for the `i`-th record of a stream: the wall
+/// clock an hour ago plus `i` ms, so that a stream of a million records
+/// stays within what a broker accepts and keeps (its retention counts from
+/// record timestamps).
+pub fn stream_timestamp(i: usize) -> i64 {
+    static BASE: OnceLock<i64> = OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        now - 3_600_000
+    });
+    base + i as i64
+}
+
+/// One lead id per partition of the repartition topic (`prefix-N` ids
+/// whose murmur2 partition is each of `0..partitions`), for the events that
+/// move every partition's watermark to the same final time.
+pub fn ids_per_partition(prefix: &str, partitions: i32) -> Vec<String> {
+    let mut ids = vec![None; partitions as usize];
+    let mut i = 0;
+    while ids.iter().any(Option::is_none) {
+        let id = format!("{prefix}-{i}");
+        let q = leadscore::service::rekey::partition_for(id.as_bytes(), partitions as usize);
+        ids[q as usize].get_or_insert(id);
+        i += 1;
+    }
+    ids.into_iter().map(Option::unwrap).collect()
+}
+
 /// A record as read back.
 #[derive(Debug, Clone)]
 pub struct Record {

@@ -1,0 +1,267 @@
+//! Re-keying on a real broker: a topic that is not keyed by lead (keyed by
+//! the lead id but not declared so, keyed by another stable id, or not keyed
+//! at all) goes through the repartition topic, and the service's status
+//! changes equal `leadscore score`'s on the same events, change by change.
+
+mod broker;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use broker::{ids_per_partition, produce_timed, read_all, stream_timestamp, Broker, Record, Timed};
+use leadscore::codec::encode_event_json;
+use leadscore::config::Config;
+use leadscore::gen::{GenConfig, Generator};
+use leadscore::service::{self, Shutdown};
+use leadscore::time::DAY;
+use leadscore::Event;
+
+const PARTITIONS: i32 = 4;
+
+/// What the input's message keys are.
+#[derive(Clone, Copy, PartialEq)]
+enum Keys {
+    /// The lead id, on a topic not declared keyed by lead.
+    Lead,
+    /// Another stable id per lead (an account id: here the lead id reversed).
+    Account,
+    /// No key; the records go round the partitions, in file order, with
+    /// increasing record timestamps.
+    Null,
+}
+
+struct Topics {
+    input: String,
+    status: String,
+    dlq: String,
+    repartition: String,
+}
+
+fn topics(b: &Broker, name: &str) -> Topics {
+    let t = Topics {
+        input: format!("{name}-events"),
+        status: format!("{name}-status"),
+        dlq: format!("{name}-dlq"),
+        repartition: format!("{name}-repartition"),
+    };
+    b.create_topic(&t.input, PARTITIONS, false);
+    b.create_topic(&t.status, PARTITIONS, false);
+    b.create_topic(&t.dlq, 1, false);
+    t
+}
+
+fn config(b: &Broker, t: &Topics, name: &str, extra: &str) -> Config {
+    let text = format!(
+        r#"
+[kafka]
+brokers = "{}"
+group_id = "{name}"
+instance_id = "{name}-0"
+input_topics = ["{}"]
+status_topic = "{}"
+dead_letter_topic = "{}"
+idle_advance_ms = 0
+{extra}
+
+[input.topics."{}"]
+keyed_by_lead = false
+
+[http]
+listen = "127.0.0.1:0"
+"#,
+        b.bootstrap, t.input, t.status, t.dlq, t.input
+    );
+    Config::from_toml_with_env(&text, std::iter::empty()).expect("test config is valid")
+}
+
+/// Generated events in time order, then one event per repartition partition
+/// that moves every partition's watermark to the same final time.
+fn events(seed: u64) -> Vec<Event<'static>> {
+    let mut v: Vec<Event<'static>> = Generator::new(GenConfig {
+        seed,
+        leads: 300,
+        events: 6_000,
+        late_rate: 0.0,
+        span: 120 * DAY,
+        ..GenConfig::default()
+    })
+    .collect();
+    let end = v.iter().map(|e| e.occurred_at).max().unwrap() + DAY;
+    for (i, id) in ids_per_partition("tick", PARTITIONS)
+        .into_iter()
+        .enumerate()
+    {
+        v.push(Event::new(format!("tick-e{i}"), id, "tick", end));
+    }
+    v
+}
+
+fn records(events: &[Event<'static>], keys: Keys) -> Vec<Timed> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut body = Vec::new();
+            encode_event_json(e, &mut body);
+            let lead = e.lead_id.as_bytes();
+            let (partition, key) = match keys {
+                Keys::Lead => (None, Some(lead.to_vec())),
+                Keys::Account => (None, Some(lead.iter().rev().copied().collect())),
+                Keys::Null => (Some(i as i32 % PARTITIONS), None),
+            };
+            (partition, key, body, stream_timestamp(i))
+        })
+        .collect()
+}
+
+/// `leadscore score` on the same events: changes by lead, in sequence order.
+fn score(name: &str, events: &[Event<'static>]) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let path = std::env::temp_dir().join(format!("leadscore-{name}-{}.jsonl", std::process::id()));
+    let mut body = Vec::new();
+    for e in events {
+        encode_event_json(e, &mut body);
+        body.push(b'\n');
+    }
+    std::fs::write(&path, body).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args(["score", "--input", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&path);
+    group(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap()),
+    )
+}
+
+fn group(
+    changes: impl Iterator<Item = serde_json::Value>,
+) -> BTreeMap<String, Vec<serde_json::Value>> {
+    let mut by_lead: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for v in changes {
+        by_lead
+            .entry(v["lead_id"].as_str().unwrap().to_string())
+            .or_default()
+            .push(v);
+    }
+    for v in by_lead.values_mut() {
+        v.sort_by_key(|c| c["sequence"].as_u64());
+    }
+    by_lead
+}
+
+/// Runs the service in a thread until the status topic holds `n` records.
+fn run_until_changes(b: &Broker, t: &Topics, cfg: Config, n: usize) {
+    let shutdown = Shutdown::new();
+    let (tx, rx) = mpsc::channel();
+    let s2 = shutdown.clone();
+    let h = thread::spawn(move || service::run(cfg, s2, |r| tx.send(r.http_addr).unwrap()));
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("service started");
+    broker::wait_until("the service's output", Duration::from_secs(180), || {
+        read_all(
+            &b.bootstrap,
+            &t.status,
+            Duration::from_millis(300),
+            Duration::from_secs(10),
+        )
+        .len()
+            >= n
+    });
+    shutdown.trigger();
+    h.join()
+        .expect("service thread")
+        .expect("service ran without error");
+}
+
+fn read(b: &Broker, topic: &str) -> Vec<Record> {
+    read_all(
+        &b.bootstrap,
+        topic,
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+    )
+}
+
+fn rekeyed_equals_score(name: &str, keys: Keys, extra: &str) -> Vec<Record> {
+    let b = Broker::shared();
+    let t = topics(b, name);
+    let evs = events(31);
+    let expected = score(name, &evs);
+    let total: usize = expected.values().map(Vec::len).sum();
+    assert!(total > 300, "the scenario has changes to compare ({total})");
+    produce_timed(&b.producer(), &t.input, &records(&evs, keys));
+    run_until_changes(b, &t, config(b, &t, name, extra), total);
+    let status = read(b, &t.status);
+    let got = group(status.iter().map(|r| {
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(r.key, v["lead_id"].as_str().unwrap().as_bytes());
+        v
+    }));
+    for (lead, want) in &expected {
+        assert_eq!(got.get(lead), Some(want), "{name}: changes of {lead}");
+    }
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "{name}: no changes for other leads"
+    );
+    assert!(read(b, &t.dlq).is_empty(), "{name}: nothing dead-lettered");
+    // Every event went through the repartition topic, in its lead's
+    // partition (Kafka's default partitioner), keyed by the lead.
+    let routed = read(b, &t.repartition);
+    assert_eq!(
+        routed.len(),
+        evs.len(),
+        "{name}: one routed record per event"
+    );
+    for r in &routed {
+        assert_eq!(
+            r.partition,
+            leadscore::service::rekey::partition_for(&r.key, PARTITIONS as usize),
+            "{name}: routed by murmur2"
+        );
+    }
+    status
+}
+
+#[test]
+fn a_topic_keyed_by_lead_but_not_declared_so_is_re_keyed_exactly() {
+    let status = rekeyed_equals_score(
+        "rekey-lead",
+        Keys::Lead,
+        "output_envelope = \"cloudevents\"\ncloudevents_source = \"leadscore/test\"",
+    );
+    // The status records carry the CloudEvents binary-mode headers.
+    for r in &status {
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        let h = &r.headers;
+        assert_eq!(h["ce_specversion"], "1.0");
+        assert_eq!(h["ce_id"], v["change_id"].as_str().unwrap());
+        assert_eq!(h["ce_subject"], v["lead_id"].as_str().unwrap());
+        assert_eq!(h["ce_type"], "com.leadscore.status.stage_changed");
+        assert_eq!(h["ce_source"], "leadscore/test");
+        assert_eq!(h["ce_time"], v["occurred_at"].as_str().unwrap());
+        assert_eq!(h["content-type"], "application/json");
+    }
+}
+
+#[test]
+fn a_topic_keyed_by_another_id_is_re_keyed_exactly() {
+    rekeyed_equals_score("rekey-account", Keys::Account, "");
+}
+
+#[test]
+fn a_topic_without_keys_written_in_order_is_re_keyed_exactly() {
+    rekeyed_equals_score("rekey-null", Keys::Null, "");
+}
