@@ -530,35 +530,25 @@ impl Processor {
 
     /// The consumer reached the end of partition `partition` of one of its
     /// topics (librdkafka does not say which): the wall-clock advance may
-    /// start, and a re-keyed partition that is truly at its end stops
-    /// holding the others back.
+    /// start. (A re-keyed partition's end is not taken from here: the
+    /// report does not name the topic, and it is old news by the time the
+    /// merge asks; see [`Processor::check_end`].)
     pub fn at_end(&mut self, partition: i32) {
-        let Some(part) = self.partitions.get_mut(&partition) else {
-            return;
-        };
-        part.eof_since.get_or_insert_with(Instant::now);
-        for ti in 0..self.inputs.len() {
-            if !self.inputs[ti].keyed_by_lead {
-                self.check_end((ti, partition));
-            }
+        if let Some(part) = self.partitions.get_mut(&partition) {
+            part.eof_since.get_or_insert_with(Instant::now);
         }
     }
 
-    /// Marks a re-keyed partition that holds the others back at its end if
-    /// its log has nothing past what was buffered. A local look-up would do,
-    /// but rdkafka does not expose the cached end; a query to the partition
-    /// leader is rare enough (when a partition reaches its end, and once per
-    /// idle period while an empty partition holds the others back).
+    /// Tells the merge whether a re-keyed partition it waits on has nothing
+    /// in its log past what was buffered. A local look-up would do, but
+    /// rdkafka does not expose the cached end; a query to the partition
+    /// leader is rare enough (once per idle period while an empty partition
+    /// holds others back).
     fn check_end(&mut self, lane: Lane) {
         let (ti, p) = lane;
         let Some(part) = self.partitions.get(&p) else {
             return;
         };
-        if !self.merge.blocks_now(lane, self.now()) {
-            // Not holding the others back (it has messages, or its end is
-            // known): the periodic check covers it once it runs dry.
-            return;
-        }
         // Asked through the producer's connection: the consumer's waits
         // behind its own long-polling fetch (up to `fetch.wait.max.ms`).
         let r =
@@ -948,12 +938,11 @@ impl Processor {
                 RestoreError::Kafka { .. } => Failure::Retriable(e.to_string()),
             })?;
         let topics = &self.topics;
-        let now = self.now();
         for (p, r) in restored {
             // Whatever was buffered for the partition is read again.
             for (ti, input) in self.inputs.iter().enumerate() {
                 if !input.keyed_by_lead {
-                    self.merge.reset((ti, p), now);
+                    self.merge.reset((ti, p));
                 }
             }
             let skip_below = topics

@@ -8,22 +8,23 @@
 //! the partitions this instance owns, as Kafka Streams merges the
 //! partitions of a task, a topic written in order keeps its order. A
 //! partition with nothing buffered holds the others back until it has a
-//! message or is known to be at the end of its log (`idle` is Kafka
-//! Streams' `max.task.idle.ms`, in the role described below).
+//! message or is known to be at the end of its log (`idle` plays the role
+//! of Kafka Streams' `max.task.idle.ms`).
 //!
 //! Even a topic keyed by another stable id needs this order: the events of
 //! other leads move the watermark of the repartition partition a lead
 //! shares with them, and one input partition running ahead would fire the
 //! lead's timers before its own older events arrive.
 //!
-//! "Known to be at the end" is checked by the caller (the log's end offset
-//! against the next offset the partition expects) when the consumer
-//! reports an end, and then once per idle period while an empty partition
-//! holds the others back: as Kafka Streams waits while a partition's lag is
-//! unknown or above zero, a partition still being fetched is waited for.
-//! One whose end cannot be confirmed (a transactionally written input,
-//! whose commit markers leave the end past its last record; a leader that
-//! does not answer) holds the others back for [`IDLE_LIMIT`] idle periods.
+//! An empty partition is waited on from the moment another has a message:
+//! for `idle` at least (producers do not append to all partitions at the
+//! same instant), then until a check of the log's end offset against the
+//! next offset the partition expects finds nothing more, as Kafka Streams
+//! waits while a partition's lag is unknown or above zero. The checks are
+//! the caller's, once per `idle` while the partition is waited on. One
+//! whose end cannot be confirmed (a transactionally written input, whose
+//! commit markers leave the end past its last record; a leader that does
+//! not answer) is waited on for [`IDLE_LIMIT`] idle periods at most.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -92,15 +93,29 @@ pub type Lane = (usize, i32);
 #[derive(Debug)]
 struct LaneState {
     buf: VecDeque<Buffered>,
-    /// Nothing beyond the buffer was in the log when last checked.
-    at_end: bool,
-    /// Empty since (the merge's clock).
-    empty_since: Duration,
     paused: bool,
     /// The offset of the last message buffered since the reset.
     last: Option<i64>,
+    /// Since when this lane, empty, holds back others that have messages.
+    waiting: Option<Duration>,
+    /// A check made after the first idle period of the wait found nothing
+    /// past what was buffered.
+    confirmed: bool,
     /// When its end was last checked.
-    checked: Duration,
+    checked: Option<Duration>,
+}
+
+impl LaneState {
+    fn new() -> LaneState {
+        LaneState {
+            buf: VecDeque::new(),
+            paused: false,
+            last: None,
+            waiting: None,
+            confirmed: false,
+            checked: None,
+        }
+    }
 }
 
 /// The re-keyed partitions an instance owns, merged in timestamp order.
@@ -126,18 +141,8 @@ impl Merge {
     }
 
     /// Starts (or restarts, after a rewind) a lane with nothing buffered.
-    pub fn reset(&mut self, lane: Lane, now: Duration) {
-        let old = self.lanes.insert(
-            lane,
-            LaneState {
-                buf: VecDeque::new(),
-                at_end: false,
-                empty_since: now,
-                paused: false,
-                last: None,
-                checked: now,
-            },
-        );
+    pub fn reset(&mut self, lane: Lane) {
+        let old = self.lanes.insert(lane, LaneState::new());
         if old.is_some_and(|o| o.paused) {
             self.to_resume.push(lane);
         }
@@ -171,7 +176,8 @@ impl Merge {
         };
         s.last = Some(msg.offset);
         s.buf.push_back(msg);
-        s.at_end = false;
+        s.waiting = None;
+        s.confirmed = false;
         if !s.paused && s.buf.len() >= self.bound {
             s.paused = true;
             self.to_pause.push(lane);
@@ -184,41 +190,49 @@ impl Merge {
         self.lanes.get(&lane)?.last.map(|o| o + 1)
     }
 
-    /// The lane's log ended with what is buffered (checked by the caller).
+    /// The caller's check (asked by [`Merge::due_checks`]) found nothing in
+    /// the lane's log past what was buffered.
     pub fn at_end(&mut self, lane: Lane) {
         if let Some(s) = self.lanes.get_mut(&lane) {
-            s.at_end = true;
+            s.confirmed = s.buf.is_empty() && s.waiting.is_some();
         }
+    }
+
+    /// An empty lane may be passed over: its end was confirmed after it
+    /// had been waited on for an idle period, or it was waited on for
+    /// [`IDLE_LIMIT`] periods.
+    fn passable(&self, s: &LaneState, now: Duration) -> bool {
+        !s.buf.is_empty()
+            || s.waiting
+                .is_some_and(|w| s.confirmed || now.saturating_sub(w) >= self.idle * IDLE_LIMIT)
     }
 
     /// The empty lanes that hold the others back at `now`.
     pub fn blocking(&self, now: Duration) -> Vec<Lane> {
         self.lanes
             .iter()
-            .filter(|(_, s)| self.blocks(s, now))
+            .filter(|(_, s)| !self.passable(s, now))
             .map(|(l, _)| *l)
             .collect()
     }
 
-    fn blocks(&self, s: &LaneState, now: Duration) -> bool {
-        s.buf.is_empty() && !s.at_end && now.saturating_sub(s.empty_since) < self.idle * IDLE_LIMIT
-    }
-
-    /// Whether the lane holds the others back (it is empty, its end not known).
-    pub fn blocks_now(&self, lane: Lane, now: Duration) -> bool {
-        self.lanes.get(&lane).is_some_and(|s| self.blocks(s, now))
-    }
-
-    /// The blocking lanes whose end is due to be checked (once per idle
-    /// period); they are marked checked.
+    /// The lanes whose end is due to be checked: waited on for an idle
+    /// period at least, not confirmed, not checked in the last period.
+    /// They are marked checked.
     pub fn due_checks(&mut self, now: Duration) -> Vec<Lane> {
         let idle = self.idle;
         let limit = idle * IDLE_LIMIT;
         let mut due = Vec::new();
         for (&lane, s) in &mut self.lanes {
-            let blocks = s.buf.is_empty() && !s.at_end && now.saturating_sub(s.empty_since) < limit;
-            if blocks && now.saturating_sub(s.checked) >= idle {
-                s.checked = now;
+            let Some(w) = s.waiting else { continue };
+            let waited = now.saturating_sub(w);
+            if !s.buf.is_empty() || s.confirmed || waited < idle || waited >= limit {
+                continue;
+            }
+            if s.checked
+                .is_none_or(|c| c < w + idle || now.saturating_sub(c) >= idle)
+            {
+                s.checked = Some(now);
                 due.push(lane);
             }
         }
@@ -227,13 +241,19 @@ impl Merge {
 
     /// The buffered message to route next, if the merge may go on: the one
     /// with the smallest (timestamp, partition, topic, offset) once every
-    /// lane has a message, is at its end, or has been idle long enough.
+    /// lane has a message or may be passed over. An empty lane starts to
+    /// be waited on when another has a message.
     pub fn next(&mut self, now: Duration) -> Option<(Lane, Buffered)> {
+        if self.lanes.values().all(|s| s.buf.is_empty()) {
+            return None;
+        }
         let mut best: Option<(Lane, (i64, i32, usize, i64))> = None;
-        for (&lane, s) in &self.lanes {
+        let mut blocked = false;
+        for (&lane, s) in &mut self.lanes {
             match s.buf.front() {
-                None if self.blocks(s, now) => return None,
-                None => {}
+                None => {
+                    s.waiting.get_or_insert(now);
+                }
                 Some(m) => {
                     let rank = (m.timestamp, lane.1, lane.0, m.offset);
                     if best.is_none_or(|(_, b)| rank < b) {
@@ -242,12 +262,15 @@ impl Merge {
                 }
             }
         }
+        for s in self.lanes.values() {
+            blocked |= !self.passable(s, now);
+        }
+        if blocked {
+            return None;
+        }
         let (lane, _) = best?;
         let s = self.lanes.get_mut(&lane).expect("found above");
         let msg = s.buf.pop_front().expect("non-empty");
-        if s.buf.is_empty() {
-            s.empty_since = now;
-        }
         if s.paused && s.buf.len() <= self.bound / 2 {
             s.paused = false;
             self.to_resume.push(lane);
@@ -256,18 +279,19 @@ impl Merge {
     }
 
     /// When the merge must be looked at again although nothing arrives: a
-    /// blocking lane's next check, or the end of its wait.
+    /// waited-on lane's next check, or the end of its wait.
     pub fn wake(&self, now: Duration) -> Option<Duration> {
-        if self.lanes.values().all(|s| s.buf.is_empty()) {
-            return None;
-        }
         self.lanes
             .values()
-            .filter(|s| self.blocks(s, now))
-            .map(|s| {
-                let check = s.checked + self.idle;
-                let limit = s.empty_since + self.idle * IDLE_LIMIT;
-                check.min(limit).saturating_sub(now)
+            .filter(|s| !self.passable(s, now))
+            .filter_map(|s| {
+                let w = s.waiting?;
+                let first = w + self.idle;
+                let check = match s.checked {
+                    Some(c) if c >= first => c + self.idle,
+                    _ => first,
+                };
+                Some(check.min(w + self.idle * IDLE_LIMIT).saturating_sub(now))
             })
             .min()
     }
@@ -353,40 +377,45 @@ mod tests {
     #[test]
     fn routes_in_timestamp_order_once_every_partition_has_a_message() {
         let mut m = Merge::new(ms(100), 100);
-        m.reset((0, 0), ms(0));
-        m.reset((0, 1), ms(0));
+        m.reset((0, 0));
+        m.reset((0, 1));
         m.push((0, 0), msg(0, 10));
         m.push((0, 0), msg(1, 30));
         assert_eq!(m.next(ms(1)), None, "partition 1 may still have older ones");
         m.push((0, 1), msg(0, 20));
         m.push((0, 1), msg(1, 30));
-        // Ties go by partition; partition 1 then runs dry and holds back.
+        // Ties go by partition; partition 0 then runs dry and holds back.
         assert_eq!(
             order(&mut m, ms(2)),
             [((0, 0), 0), ((0, 1), 0), ((0, 0), 1)]
         );
         assert_eq!(m.blocking(ms(2)), [(0, 0)]);
-        // Once partition 0 is known to be at its end, 1 goes on.
+        // Waited on for an idle period, then its end is checked.
+        assert!(m.due_checks(ms(101)).is_empty());
+        assert_eq!(m.due_checks(ms(102)), [(0, 0)]);
+        assert_eq!(m.next(ms(102)), None, "not confirmed yet");
         m.at_end((0, 0));
-        assert_eq!(order(&mut m, ms(3)), [((0, 1), 1)]);
+        assert_eq!(order(&mut m, ms(102)), [((0, 1), 1)]);
         // A new message takes a lane off its end.
         m.push((0, 0), msg(2, 50));
         m.push((0, 1), msg(2, 60));
-        assert_eq!(order(&mut m, ms(4)), [((0, 0), 2)]);
+        assert_eq!(order(&mut m, ms(103)), [((0, 0), 2)]);
+        assert_eq!(m.blocking(ms(103)), [(0, 0)]);
     }
 
     #[test]
-    fn an_empty_partition_is_checked_each_idle_period_and_holds_back_for_a_limited_time() {
+    fn a_check_that_finds_more_keeps_the_wait_and_checks_again_each_period() {
         let mut m = Merge::new(ms(100), 100);
-        m.reset((0, 0), ms(0));
-        m.reset((0, 1), ms(50));
+        m.reset((0, 0));
+        m.reset((0, 1));
         m.push((0, 0), msg(7, 5));
-        assert_eq!(m.next(ms(149)), None);
-        assert_eq!(m.wake(ms(149)), Some(ms(1)), "its first check");
-        assert!(m.due_checks(ms(149)).is_empty());
+        assert_eq!(m.next(ms(50)), None, "the wait on partition 1 starts");
+        assert_eq!(m.wake(ms(50)), Some(ms(100)), "its first check");
         assert_eq!(m.due_checks(ms(150)), [(0, 1)]);
         assert!(m.due_checks(ms(150)).is_empty(), "once per period");
         assert_eq!(m.wake(ms(150)), Some(ms(100)));
+        assert_eq!(m.next(ms(249)), None);
+        assert_eq!(m.due_checks(ms(250)), [(0, 1)]);
         // A lane whose end is never confirmed lets go after the limit.
         let limit = 50 + 100 * u64::from(IDLE_LIMIT);
         assert_eq!(m.next(ms(limit - 1)), None);
@@ -399,11 +428,21 @@ mod tests {
     }
 
     #[test]
+    fn an_end_confirmed_before_the_wait_does_not_count() {
+        let mut m = Merge::new(ms(100), 100);
+        m.reset((0, 0));
+        m.reset((0, 1));
+        // Nothing is waited on while nothing is buffered.
+        m.at_end((0, 1));
+        m.push((0, 0), msg(1, 5));
+        assert_eq!(m.next(ms(10)), None);
+        assert_eq!(m.blocking(ms(10)), [(0, 1)]);
+    }
+
+    #[test]
     fn a_full_partition_is_paused_and_resumed_at_half() {
         let mut m = Merge::new(ms(100), 4);
-        m.reset((0, 0), ms(0));
-        m.reset((1, 0), ms(0));
-        m.at_end((1, 0));
+        m.reset((0, 0));
         for o in 0..4 {
             m.push((0, 0), msg(o, o));
         }
@@ -420,14 +459,14 @@ mod tests {
     #[test]
     fn a_reset_or_revocation_drops_the_buffer_and_resumes_a_paused_lane() {
         let mut m = Merge::new(ms(100), 2);
-        m.reset((0, 0), ms(0));
-        m.reset((0, 1), ms(0));
+        m.reset((0, 0));
+        m.reset((0, 1));
         m.push((0, 0), msg(0, 1));
         m.push((0, 0), msg(1, 2));
         m.push((0, 1), msg(0, 1));
         m.push((0, 1), msg(1, 2));
         m.take_flow();
-        m.reset((0, 0), ms(10));
+        m.reset((0, 0));
         m.drop_partition(1);
         assert_eq!(m.take_flow(), (vec![], vec![(0, 0), (0, 1)]));
         assert_eq!(m.buffered(), 0);
@@ -444,7 +483,7 @@ mod tests {
     fn topics_merge_too_and_ties_go_by_partition_topic_offset() {
         let mut m = Merge::new(ms(100), 100);
         for lane in [(0, 0), (1, 0), (0, 1)] {
-            m.reset(lane, ms(0));
+            m.reset(lane);
         }
         m.push((1, 0), msg(3, 10));
         m.push((0, 1), msg(1, 10));
@@ -457,7 +496,7 @@ mod tests {
         assert_eq!(m.next_offset((1, 0)), Some(4));
         order(&mut m, ms(1));
         assert_eq!(m.next_offset((1, 0)), Some(4), "routed, still seen");
-        m.reset((1, 0), ms(2));
+        m.reset((1, 0));
         assert_eq!(m.next_offset((1, 0)), None);
     }
 }
