@@ -562,7 +562,7 @@ impl Processor {
                     .next_offset(lane)
                     .unwrap_or_else(|| part.skip_below[ti].max(low));
                 if high <= next {
-                    self.merge.at_end(lane);
+                    self.merge.at_end(lane, self.started.elapsed());
                 }
             }
             Err(e) => tracing::debug!(error = %e, "end of a re-keyed partition not confirmed"),

@@ -98,9 +98,10 @@ struct LaneState {
     last: Option<i64>,
     /// Since when this lane, empty, holds back others that have messages.
     waiting: Option<Duration>,
-    /// A check made after the first idle period of the wait found nothing
-    /// past what was buffered.
-    confirmed: bool,
+    /// When a check made after the first idle period of the wait found
+    /// nothing past what was buffered. It holds for one idle period: the
+    /// log may grow again.
+    confirmed: Option<Duration>,
     /// When its end was last checked.
     checked: Option<Duration>,
 }
@@ -112,7 +113,7 @@ impl LaneState {
             paused: false,
             last: None,
             waiting: None,
-            confirmed: false,
+            confirmed: None,
             checked: None,
         }
     }
@@ -177,7 +178,7 @@ impl Merge {
         s.last = Some(msg.offset);
         s.buf.push_back(msg);
         s.waiting = None;
-        s.confirmed = false;
+        s.confirmed = None;
         if !s.paused && s.buf.len() >= self.bound {
             s.paused = true;
             self.to_pause.push(lane);
@@ -190,21 +191,29 @@ impl Merge {
         self.lanes.get(&lane)?.last.map(|o| o + 1)
     }
 
-    /// The caller's check (asked by [`Merge::due_checks`]) found nothing in
-    /// the lane's log past what was buffered.
-    pub fn at_end(&mut self, lane: Lane) {
+    /// The caller's check (asked by [`Merge::due_checks`] at `now`) found
+    /// nothing in the lane's log past what was buffered.
+    pub fn at_end(&mut self, lane: Lane, now: Duration) {
         if let Some(s) = self.lanes.get_mut(&lane) {
-            s.confirmed = s.buf.is_empty() && s.waiting.is_some();
+            if s.buf.is_empty() && s.waiting.is_some() {
+                s.confirmed = Some(now);
+            }
         }
     }
 
-    /// An empty lane may be passed over: its end was confirmed after it
-    /// had been waited on for an idle period, or it was waited on for
-    /// [`IDLE_LIMIT`] periods.
+    fn fresh(&self, s: &LaneState, now: Duration) -> bool {
+        s.confirmed
+            .is_some_and(|c| now.saturating_sub(c) < self.idle)
+    }
+
+    /// An empty lane may be passed over: its end was confirmed within the
+    /// last idle period, after it had been waited on for one, or it was
+    /// waited on for [`IDLE_LIMIT`] periods.
     fn passable(&self, s: &LaneState, now: Duration) -> bool {
         !s.buf.is_empty()
-            || s.waiting
-                .is_some_and(|w| s.confirmed || now.saturating_sub(w) >= self.idle * IDLE_LIMIT)
+            || s.waiting.is_some_and(|w| {
+                self.fresh(s, now) || now.saturating_sub(w) >= self.idle * IDLE_LIMIT
+            })
     }
 
     /// The empty lanes that hold the others back at `now`.
@@ -226,7 +235,8 @@ impl Merge {
         for (&lane, s) in &mut self.lanes {
             let Some(w) = s.waiting else { continue };
             let waited = now.saturating_sub(w);
-            if !s.buf.is_empty() || s.confirmed || waited < idle || waited >= limit {
+            let fresh = s.confirmed.is_some_and(|c| now.saturating_sub(c) < idle);
+            if !s.buf.is_empty() || fresh || waited < idle || waited >= limit {
                 continue;
             }
             if s.checked
@@ -245,6 +255,12 @@ impl Merge {
     /// be waited on when another has a message.
     pub fn next(&mut self, now: Duration) -> Option<(Lane, Buffered)> {
         if self.lanes.values().all(|s| s.buf.is_empty()) {
+            // Nobody waits: the next message starts new waits, with checks
+            // made after it arrived.
+            for s in self.lanes.values_mut() {
+                s.waiting = None;
+                s.confirmed = None;
+            }
             return None;
         }
         let mut best: Option<(Lane, (i64, i32, usize, i64))> = None;
@@ -394,7 +410,7 @@ mod tests {
         assert!(m.due_checks(ms(101)).is_empty());
         assert_eq!(m.due_checks(ms(102)), [(0, 0)]);
         assert_eq!(m.next(ms(102)), None, "not confirmed yet");
-        m.at_end((0, 0));
+        m.at_end((0, 0), ms(102));
         assert_eq!(order(&mut m, ms(102)), [((0, 1), 1)]);
         // A new message takes a lane off its end.
         m.push((0, 0), msg(2, 50));
@@ -433,10 +449,37 @@ mod tests {
         m.reset((0, 0));
         m.reset((0, 1));
         // Nothing is waited on while nothing is buffered.
-        m.at_end((0, 1));
+        m.at_end((0, 1), ms(0));
         m.push((0, 0), msg(1, 5));
         assert_eq!(m.next(ms(10)), None);
         assert_eq!(m.blocking(ms(10)), [(0, 1)]);
+    }
+
+    #[test]
+    fn an_end_holds_for_one_idle_period_and_not_past_a_lull() {
+        let mut m = Merge::new(ms(100), 100);
+        m.reset((0, 0));
+        m.reset((0, 1));
+        for o in 0..3 {
+            m.push((0, 0), msg(o, o));
+        }
+        assert_eq!(m.next(ms(0)), None);
+        assert_eq!(m.due_checks(ms(100)), [(0, 1)]);
+        m.at_end((0, 1), ms(100));
+        assert_eq!(m.next(ms(150)).map(|(_, b)| b.offset), Some(0));
+        // The confirmation is old: check again before going on.
+        assert_eq!(m.next(ms(200)), None);
+        assert_eq!(m.due_checks(ms(200)), [(0, 1)]);
+        m.at_end((0, 1), ms(200));
+        assert_eq!(order(&mut m, ms(201)).len(), 2);
+        // Everything routed: the next burst waits afresh, even at once.
+        assert_eq!(m.next(ms(202)), None);
+        m.push((0, 0), msg(3, 3));
+        assert_eq!(
+            m.next(ms(202)),
+            None,
+            "partition 1's part may be on its way"
+        );
     }
 
     #[test]

@@ -13,20 +13,43 @@ use leadscore::gen::{GenConfig, Generator};
 use leadscore::time::DAY;
 use leadscore::Event;
 
-use super::{produce, read_all, wait_until, Broker};
+use super::{ids_per_partition, produce_timed, read_all, stream_timestamp, wait_until, Broker};
 
 pub const PARTITIONS: i32 = 4;
+
+/// How a scenario's input is keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keying {
+    /// By lead id (the native form).
+    Lead,
+    /// By another stable id per lead (an account id: the lead id reversed),
+    /// on a topic the service re-keys through its repartition topic.
+    Account,
+}
 
 pub struct Setup {
     pub name: String,
     pub input: String,
     pub status: String,
     pub config: PathBuf,
+    /// (partition, key, value) in file order; produced with increasing
+    /// record timestamps.
     pub events: Vec<(Option<i32>, Vec<u8>, Vec<u8>)>,
     pub expected: BTreeMap<String, Vec<serde_json::Value>>,
 }
 
 pub fn setup(b: &Broker, name: &str, guarantee: &str, n: u64, seed: u64) -> Setup {
+    setup_keyed(b, name, guarantee, n, seed, Keying::Lead)
+}
+
+pub fn setup_keyed(
+    b: &Broker,
+    name: &str,
+    guarantee: &str,
+    n: u64,
+    seed: u64,
+    keying: Keying,
+) -> Setup {
     let input = format!("{name}-events");
     let status = format!("{name}-status");
     let dlq = format!("{name}-dlq");
@@ -55,8 +78,12 @@ listen = "127.0.0.1:0"
 
 [log]
 level = "info"
-"#,
-            b.bootstrap
+{}"#,
+            b.bootstrap,
+            match keying {
+                Keying::Lead => String::new(),
+                Keying::Account => format!("\n[input.topics.\"{input}\"]\nkeyed_by_lead = false\n"),
+            }
         ),
     )
     .unwrap();
@@ -71,10 +98,16 @@ level = "info"
     .map(|e| (None, e))
     .collect();
     let end = evs.iter().map(|(_, e)| e.occurred_at).max().unwrap() + DAY;
-    for p in 0..PARTITIONS {
+    // One last event per partition of the engines (the input's, or the
+    // repartition topic's) moves every watermark to the same final time.
+    let ticks: Vec<String> = match keying {
+        Keying::Lead => (0..PARTITIONS).map(|p| format!("tick-{p}")).collect(),
+        Keying::Account => ids_per_partition("tick", PARTITIONS),
+    };
+    for (p, id) in ticks.into_iter().enumerate() {
         evs.push((
-            Some(p),
-            Event::new(format!("tick-{p}"), format!("tick-{p}"), "tick", end),
+            Some(p as i32),
+            Event::new(format!("tick-{p}"), id, "tick", end),
         ));
     }
     // The uninterrupted output: `leadscore score` on the same events.
@@ -86,7 +119,11 @@ level = "info"
         encode_event_json(e, &mut b);
         body.extend_from_slice(&b);
         body.push(b'\n');
-        events.push((*p, e.lead_id.as_bytes().to_vec(), b));
+        let key = match keying {
+            Keying::Lead => e.lead_id.as_bytes().to_vec(),
+            Keying::Account => e.lead_id.as_bytes().iter().rev().copied().collect(),
+        };
+        events.push((*p, key, b));
     }
     std::fs::write(&file, body).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_leadscore"))
@@ -191,8 +228,20 @@ pub fn feed(b: &Broker, s: &Setup, over: Duration) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let chunks = 40;
         let size = events.len().div_ceil(chunks);
-        for chunk in events.chunks(size) {
-            produce(&producer, &input, chunk);
+        for (i, chunk) in events.chunks(size).enumerate() {
+            let timed: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, (p, k, v))| {
+                    (
+                        *p,
+                        Some(k.clone()),
+                        v.clone(),
+                        stream_timestamp(i * size + j),
+                    )
+                })
+                .collect();
+            produce_timed(&producer, &input, &timed);
             thread::sleep(over / chunks as u32);
         }
     })
