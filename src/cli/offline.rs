@@ -271,7 +271,7 @@ fn fold_counted(
         Outcome::Duplicate => stats.duplicates += 1,
         Outcome::Late => stats.late += 1,
         Outcome::Stale => stats.stale += 1,
-        Outcome::Applied => {}
+        Outcome::Applied | Outcome::Held => {}
     });
     stats.changes += (changes.len() - before) as u64;
 }

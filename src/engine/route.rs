@@ -10,13 +10,18 @@
 //! order, so the offline result is the reference for the service.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 
+use fnv::{FnvHashMap, FnvHashSet};
+use prost::encoding::{decode_varint, encode_varint};
+
+use super::snapshot::SnapshotError;
+use super::{hash64, Engine, Outcome};
 use crate::change::StatusChange;
-use crate::event::{Event, Message};
+use crate::codec::{decode_proto, encode_event_proto};
+use crate::event::{Event, Kind, Message};
 use crate::time::{Micros, DAY};
-
-use super::{Engine, Outcome};
 
 /// A record for the engine that owns its key.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,10 +164,122 @@ pub fn is_aux_key(key: &[u8]) -> bool {
     key.first() == Some(&0)
 }
 
+/// Changelog key of a visitor's state.
+fn visitor_key(id: &str) -> Box<[u8]> {
+    [&[0, b'v'][..], id.as_bytes()].concat().into_boxed_slice()
+}
+
+/// Changelog key of the records a lead holds while it waits for handoffs.
+fn waiting_key(lead: &str) -> Box<[u8]> {
+    [&[0, b'w'][..], lead.as_bytes()]
+        .concat()
+        .into_boxed_slice()
+}
+
+/// An anonymous visitor.
+#[derive(Debug, Clone, PartialEq)]
+struct Visitor {
+    /// The latest event time it has seen: its time to live runs from here.
+    last: Micros,
+    /// Events that match an engagement rule, in the order received.
+    events: VecDeque<Event<'static>>,
+    /// The lead it identified as: its later events go there.
+    link: Option<Box<str>>,
+}
+
+/// What a waiting lead keeps, in the order it arrived.
+#[derive(Debug, Clone, PartialEq)]
+enum Held {
+    /// An identification whose handoff has not arrived (or has, behind an
+    /// earlier one that has not).
+    Barrier {
+        visitor_id: Box<str>,
+        identify_id: Box<str>,
+        handoff: Option<Handoff>,
+    },
+    /// A record of the lead that arrived while it waited, with the
+    /// partition's watermark then (timers due by it fire before it).
+    Record {
+        forwarded: bool,
+        watermark: Micros,
+        event: Event<'static>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Handoff {
+    events: Vec<Event<'static>>,
+    identify: Event<'static>,
+    alias: bool,
+}
+
+/// The visitors of a partition, and its leads that wait for a handoff.
+#[derive(Default)]
+pub(super) struct Visitors {
+    limits: VisitorLimits,
+    map: FnvHashMap<Box<str>, Visitor>,
+    /// (last + ttl, visitor): entries go stale when a visitor's last event
+    /// moves; they are checked when they come due.
+    expiry: BinaryHeap<Reverse<(Micros, Box<str>)>>,
+    waiting: FnvHashMap<Box<str>, VecDeque<Held>>,
+    /// Changelog keys changed since the last drain.
+    dirty: FnvHashSet<Box<[u8]>>,
+    stats: VisitorStats,
+}
+
+impl Visitors {
+    /// Whether the lead waits for a visitor's handoff (one branch when no
+    /// lead does: the keyed path pays nothing else).
+    #[inline]
+    pub(super) fn is_waiting(&self, lead: &str) -> bool {
+        !self.waiting.is_empty() && self.waiting.contains_key(lead)
+    }
+
+    fn touch(&mut self, key: Box<[u8]>) {
+        self.dirty.insert(key);
+    }
+
+    fn schedule(&mut self, id: &str, last: Micros) {
+        self.expiry
+            .push(Reverse((last.saturating_add(self.limits.ttl), id.into())));
+    }
+
+    /// Drops the visitor if its time to live has run out by `t`.
+    fn expire_if_due(&mut self, id: &str, t: Micros) {
+        let ttl = self.limits.ttl;
+        if self
+            .map
+            .get(id)
+            .is_some_and(|v| v.last.saturating_add(ttl) <= t)
+        {
+            self.map.remove(id);
+            self.stats.expired += 1;
+            self.touch(visitor_key(id));
+        }
+    }
+}
+
 impl Engine {
+    /// Sets how much of an anonymous visitor is kept.
+    pub fn set_visitor_limits(&mut self, limits: VisitorLimits) {
+        self.visitors.limits = limits;
+    }
+
+    pub fn visitor_limits(&self) -> VisitorLimits {
+        self.visitors.limits
+    }
+
+    /// Counts of what visitors did (cumulative), and how many are in state.
+    pub fn visitor_stats(&self) -> VisitorStats {
+        VisitorStats {
+            in_state: self.visitors.map.len() as u64,
+            ..self.visitors.stats
+        }
+    }
+
     /// Folds one routed record. Changes go to `out`; records for other keys
     /// (a handoff, a forwarded event) to `send`; `each` sees every event
-    /// folded into a lead, with its outcome.
+    /// applied to a lead (or held for one), with its outcome.
     pub fn ingest(
         &mut self,
         record: Routed<'_>,
@@ -170,36 +287,521 @@ impl Engine {
         send: &mut Vec<Routed<'static>>,
         mut each: impl FnMut(&Event<'_>, Outcome),
     ) {
-        // Scaffold: visitors are being built; leads fold as before.
-        let _ = send;
         match record {
-            Routed::Lead(e) | Routed::Forward(e) => {
+            Routed::Lead(e) => {
                 let o = self.fold(&e, out);
                 each(&e, o);
             }
-            _ => {}
+            Routed::Forward(e) => {
+                if self.visitors.is_waiting(&e.lead_id) {
+                    each(&e, Outcome::Held);
+                    self.hold_record(true, e.into_owned(), out);
+                } else {
+                    let o = self.fold_hashed(&e, hash64(e.lead_id.as_bytes()) as u32, out);
+                    each(&e, o);
+                }
+            }
+            Routed::Visitor(e) => self.visitor_event(e, out, send),
+            Routed::Identify {
+                visitor_id,
+                event,
+                alias,
+            } => self.identify_visitor(&visitor_id, event, alias, out, send),
+            Routed::Barrier { visitor_id, event } => {
+                self.advance_to(event.occurred_at.saturating_sub(self.lateness), out);
+                let lead: Box<str> = event.lead_id.as_ref().into();
+                self.visitors.touch(waiting_key(&lead));
+                self.visitors
+                    .waiting
+                    .entry(lead)
+                    .or_default()
+                    .push_back(Held::Barrier {
+                        visitor_id: visitor_id.as_ref().into(),
+                        identify_id: event.event_id.as_ref().into(),
+                        handoff: None,
+                    });
+            }
+            Routed::Handoff {
+                visitor_id,
+                events,
+                identify,
+                alias,
+            } => {
+                let handoff = Handoff {
+                    events: events.into_iter().map(Event::into_owned).collect(),
+                    identify: identify.into_owned(),
+                    alias,
+                };
+                let lead: &str = &handoff.identify.lead_id.clone();
+                let slot = self.visitors.waiting.get_mut(lead).and_then(|q| {
+                    q.iter_mut().find_map(|h| match h {
+                        Held::Barrier {
+                            visitor_id: v,
+                            identify_id,
+                            handoff: slot @ None,
+                        } if **v == *visitor_id && **identify_id == *handoff.identify.event_id => {
+                            Some(slot)
+                        }
+                        _ => None,
+                    })
+                });
+                match slot {
+                    Some(slot) => *slot = Some(handoff),
+                    // No barrier waits for it (it cannot be lost: the barrier
+                    // is written before the identification that makes this):
+                    // apply it as it comes.
+                    None => {
+                        self.visitors
+                            .waiting
+                            .entry(lead.into())
+                            .or_default()
+                            .push_front(Held::Barrier {
+                                visitor_id: visitor_id.as_ref().into(),
+                                identify_id: "".into(),
+                                handoff: Some(handoff),
+                            });
+                    }
+                }
+                self.visitors.touch(waiting_key(lead));
+                self.release(lead, out, &mut each);
+            }
         }
     }
 
-    /// Takes the visitor and held-record state changed since the last call,
+    /// Keeps a record of a waiting lead (its watermark move happens now, as
+    /// for any event that arrives).
+    pub(super) fn hold(&mut self, record: Routed<'static>, out: &mut Vec<StatusChange>) -> Outcome {
+        match record {
+            Routed::Lead(e) => self.hold_record(false, e, out),
+            Routed::Forward(e) => self.hold_record(true, e, out),
+            _ => unreachable!("only a lead's own records are held"),
+        }
+    }
+
+    fn hold_record(
+        &mut self,
+        forwarded: bool,
+        event: Event<'static>,
+        out: &mut Vec<StatusChange>,
+    ) -> Outcome {
+        self.advance_to(event.occurred_at.saturating_sub(self.lateness), out);
+        let lead: &str = &event.lead_id;
+        self.visitors.dirty.insert(waiting_key(lead));
+        let watermark = self.watermark;
+        if let Some(q) = self.visitors.waiting.get_mut(lead) {
+            q.push_back(Held::Record {
+                forwarded,
+                watermark,
+                event,
+            });
+        }
+        Outcome::Held
+    }
+
+    /// Folds what the lead holds, up to the first identification whose
+    /// handoff has not arrived.
+    fn release(
+        &mut self,
+        lead: &str,
+        out: &mut Vec<StatusChange>,
+        each: &mut impl FnMut(&Event<'_>, Outcome),
+    ) {
+        let Some(mut queue) = self.visitors.waiting.remove(lead) else {
+            return;
+        };
+        while let Some(front) = queue.front() {
+            if matches!(front, Held::Barrier { handoff: None, .. }) {
+                break;
+            }
+            match queue.pop_front().expect("checked above") {
+                Held::Barrier {
+                    handoff: Some(h), ..
+                } => {
+                    for e in &h.events {
+                        let o = self.fold_hashed(e, hash64(e.lead_id.as_bytes()) as u32, out);
+                        each(e, o);
+                    }
+                    if !h.alias {
+                        let e = &h.identify;
+                        let o = self.fold_hashed(e, hash64(e.lead_id.as_bytes()) as u32, out);
+                        each(e, o);
+                    }
+                }
+                Held::Record {
+                    watermark, event, ..
+                } => {
+                    self.fire_lead_due(lead, watermark, out);
+                    let o = self.fold_hashed(&event, hash64(event.lead_id.as_bytes()) as u32, out);
+                    each(&event, o);
+                }
+                Held::Barrier { handoff: None, .. } => unreachable!("stopped above"),
+            }
+        }
+        if queue.is_empty() {
+            // Timers skipped while it waited.
+            self.fire_lead_due(lead, self.watermark, out);
+        } else {
+            self.visitors.waiting.insert(lead.into(), queue);
+        }
+    }
+
+    /// Fires the lead's timers due by `by`.
+    fn fire_lead_due(&mut self, lead: &str, by: Micros, out: &mut Vec<StatusChange>) {
+        let Some(idx) = self.find(lead) else {
+            return;
+        };
+        loop {
+            let due = self.leads[idx as usize].next_due(&self.model);
+            if due > by {
+                break;
+            }
+            self.fire(idx, due, out);
+        }
+    }
+
+    /// An event of an anonymous visitor.
+    fn visitor_event(
+        &mut self,
+        e: Event<'_>,
+        out: &mut Vec<StatusChange>,
+        send: &mut Vec<Routed<'static>>,
+    ) {
+        let t = e.occurred_at;
+        self.advance_to(t.saturating_sub(self.lateness), out);
+        let id: Box<str> = e.lead_id.as_ref().into();
+        self.visitors.expire_if_due(&id, t);
+        let retain = e.kind == Kind::Engagement
+            && self
+                .model
+                .rules_for(&e.event_type)
+                .iter()
+                .any(|&ri| super::rule_matches(&self.model.engagement_rules[ri], &e));
+        let max_events = self.visitors.limits.max_events;
+        let v = match self.visitors.map.get_mut(&id) {
+            Some(v) => v,
+            None if retain => self.visitors.map.entry(id.clone()).or_insert(Visitor {
+                last: t,
+                events: VecDeque::new(),
+                link: None,
+            }),
+            // Nothing to keep of a visitor not seen before.
+            None => return,
+        };
+        if v.events.iter().any(|x| x.event_id == e.event_id) {
+            return;
+        }
+        v.last = v.last.max(t);
+        let last = v.last;
+        if let Some(lead) = &v.link {
+            let mut fwd = e.into_owned();
+            fwd.lead_id = Cow::Owned(lead.to_string());
+            send.push(Routed::Forward(fwd));
+            self.visitors.stats.forwarded += 1;
+        } else if retain {
+            v.events.push_back(e.into_owned());
+            if v.events.len() > max_events {
+                v.events.pop_front();
+            }
+        }
+        self.visitors.schedule(&id, last);
+        self.visitors.touch(visitor_key(&id));
+    }
+
+    /// An identification, on the visitor's side: hand its events to the
+    /// lead, and link it.
+    fn identify_visitor(
+        &mut self,
+        visitor_id: &str,
+        event: Event<'_>,
+        alias: bool,
+        out: &mut Vec<StatusChange>,
+        send: &mut Vec<Routed<'static>>,
+    ) {
+        let t = event.occurred_at;
+        self.advance_to(t.saturating_sub(self.lateness), out);
+        self.visitors.expire_if_due(visitor_id, t);
+        let v = self
+            .visitors
+            .map
+            .entry(visitor_id.into())
+            .or_insert(Visitor {
+                last: t,
+                events: VecDeque::new(),
+                link: None,
+            });
+        let events: Vec<Event<'static>> = v
+            .events
+            .drain(..)
+            .map(|mut e| {
+                e.lead_id = Cow::Owned(event.lead_id.to_string());
+                e
+            })
+            .collect();
+        v.link = Some(event.lead_id.as_ref().into());
+        v.last = v.last.max(t);
+        let last = v.last;
+        self.visitors.schedule(visitor_id, last);
+        self.visitors.touch(visitor_key(visitor_id));
+        self.visitors.stats.identifications += 1;
+        send.push(Routed::Handoff {
+            visitor_id: Cow::Owned(visitor_id.to_string()),
+            events,
+            identify: event.into_owned(),
+            alias,
+        });
+    }
+
+    /// Drops the visitors whose time to live has run out by `watermark`.
+    pub(super) fn expire_visitors(&mut self, watermark: Micros) {
+        let v = &mut self.visitors;
+        while let Some(Reverse((due, _))) = v.expiry.peek() {
+            if *due > watermark {
+                break;
+            }
+            let Reverse((due, id)) = v.expiry.pop().expect("peeked");
+            let ttl = v.limits.ttl;
+            if v.map
+                .get(&id)
+                .is_some_and(|x| x.last.saturating_add(ttl) == due)
+            {
+                v.map.remove(&id);
+                v.stats.expired += 1;
+                v.dirty.insert(visitor_key(&id));
+            }
+        }
+    }
+
+    /// Takes the visitor and waiting-lead state changed since the last call,
     /// as changelog records (key, value; `None` is a tombstone).
     pub fn drain_dirty_aux(&mut self, mut f: impl FnMut(&[u8], Option<&[u8]>)) {
-        let _ = &mut f;
+        if self.visitors.dirty.is_empty() {
+            return;
+        }
+        let mut buf = Vec::new();
+        let mut keys: Vec<Box<[u8]>> = self.visitors.dirty.drain().collect();
+        // A stable order: the same state writes the same records.
+        keys.sort_unstable();
+        for key in keys {
+            let id = std::str::from_utf8(&key[2..]).expect("keys are made from ids");
+            buf.clear();
+            let present = match key[1] {
+                b'v' => self
+                    .visitors
+                    .map
+                    .get(id)
+                    .map(|v| encode_visitor(v, &mut buf)),
+                _ => self
+                    .visitors
+                    .waiting
+                    .get(id)
+                    .map(|q| encode_waiting(q, &mut buf)),
+            };
+            f(&key, present.map(|()| buf.as_slice()));
+        }
     }
 
-    /// Puts a restored visitor or held-record state in place (from the changelog).
-    pub fn restore_aux(
-        &mut self,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), super::snapshot::SnapshotError> {
-        let _ = (key, value);
+    /// Puts a restored visitor or waiting-lead state in place (from the
+    /// changelog record `key` → `value`).
+    pub fn restore_aux(&mut self, key: &[u8], value: &[u8]) -> Result<(), SnapshotError> {
+        let bad = SnapshotError::Corrupt("not a visitor or waiting-lead record");
+        let (kind, id) = match key {
+            [0, kind, id @ ..] => (*kind, std::str::from_utf8(id).map_err(|_| bad.clone())?),
+            _ => return Err(bad),
+        };
+        match kind {
+            b'v' => {
+                let v = decode_visitor(value)?;
+                self.visitors.schedule(id, v.last);
+                self.visitors.map.insert(id.into(), v);
+            }
+            b'w' => {
+                let q = decode_waiting(value)?;
+                self.visitors.waiting.insert(id.into(), q);
+            }
+            _ => return Err(bad),
+        }
         Ok(())
     }
+}
 
-    pub fn visitor_stats(&self) -> VisitorStats {
-        VisitorStats::default()
+// The visitor and waiting-lead records. Events inside are in their
+// protobuf form (`proto/leadscore/v1/event.proto`).
+const AUX_VERSION: u8 = 1;
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    encode_varint(b.len() as u64, out);
+    out.extend_from_slice(b);
+}
+
+fn put_event(out: &mut Vec<u8>, e: &Event<'_>) {
+    let mut b = Vec::new();
+    encode_event_proto(e, &mut b);
+    put_bytes(out, &b);
+}
+
+fn put_time(out: &mut Vec<u8>, t: Micros) {
+    encode_varint(((t << 1) ^ (t >> 63)) as u64, out);
+}
+
+fn encode_visitor(v: &Visitor, out: &mut Vec<u8>) {
+    out.push(AUX_VERSION);
+    put_time(out, v.last);
+    put_bytes(out, v.link.as_deref().unwrap_or("").as_bytes());
+    encode_varint(v.events.len() as u64, out);
+    for e in &v.events {
+        put_event(out, e);
     }
+}
+
+fn encode_waiting(q: &VecDeque<Held>, out: &mut Vec<u8>) {
+    out.push(AUX_VERSION);
+    encode_varint(q.len() as u64, out);
+    for h in q {
+        match h {
+            Held::Barrier {
+                visitor_id,
+                identify_id,
+                handoff,
+            } => {
+                out.push(0);
+                put_bytes(out, visitor_id.as_bytes());
+                put_bytes(out, identify_id.as_bytes());
+                match handoff {
+                    None => out.push(0),
+                    Some(h) => {
+                        out.push(if h.alias { 2 } else { 1 });
+                        encode_varint(h.events.len() as u64, out);
+                        for e in &h.events {
+                            put_event(out, e);
+                        }
+                        put_event(out, &h.identify);
+                    }
+                }
+            }
+            Held::Record {
+                forwarded,
+                watermark,
+                event,
+            } => {
+                out.push(if *forwarded { 2 } else { 1 });
+                put_time(out, *watermark);
+                put_event(out, event);
+            }
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn corrupt() -> SnapshotError {
+        SnapshotError::Corrupt("visitor or waiting-lead record ends early or is malformed")
+    }
+
+    fn byte(&mut self) -> Result<u8, SnapshotError> {
+        let (&b, rest) = self.0.split_first().ok_or_else(Self::corrupt)?;
+        self.0 = rest;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> Result<u64, SnapshotError> {
+        decode_varint(&mut self.0).map_err(|_| Self::corrupt())
+    }
+
+    fn time(&mut self) -> Result<Micros, SnapshotError> {
+        let v = self.varint()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], SnapshotError> {
+        let n = usize::try_from(self.varint()?).map_err(|_| Self::corrupt())?;
+        if n > self.0.len() {
+            return Err(Self::corrupt());
+        }
+        let (b, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(b)
+    }
+
+    fn text(&mut self) -> Result<&'a str, SnapshotError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| Self::corrupt())
+    }
+
+    fn event(&mut self) -> Result<Event<'static>, SnapshotError> {
+        decode_proto(self.bytes()?)
+            .map(Event::into_owned)
+            .map_err(|_| Self::corrupt())
+    }
+
+    /// A count of items that each take at least one byte.
+    fn count(&mut self) -> Result<usize, SnapshotError> {
+        let n = usize::try_from(self.varint()?).map_err(|_| Self::corrupt())?;
+        if n > self.0.len() {
+            return Err(Self::corrupt());
+        }
+        Ok(n)
+    }
+
+    fn version(&mut self) -> Result<(), SnapshotError> {
+        match self.byte()? {
+            AUX_VERSION => Ok(()),
+            v => Err(SnapshotError::Version(v)),
+        }
+    }
+}
+
+fn decode_visitor(b: &[u8]) -> Result<Visitor, SnapshotError> {
+    let mut r = Reader(b);
+    r.version()?;
+    let last = r.time()?;
+    let link = r.text()?;
+    let n = r.count()?;
+    let events = (0..n).map(|_| r.event()).collect::<Result<_, _>>()?;
+    Ok(Visitor {
+        last,
+        events,
+        link: (!link.is_empty()).then(|| link.into()),
+    })
+}
+
+fn decode_waiting(b: &[u8]) -> Result<VecDeque<Held>, SnapshotError> {
+    let mut r = Reader(b);
+    r.version()?;
+    let n = r.count()?;
+    let mut q = VecDeque::with_capacity(n);
+    for _ in 0..n {
+        q.push_back(match r.byte()? {
+            0 => {
+                let visitor_id = r.text()?.into();
+                let identify_id = r.text()?.into();
+                let handoff = match r.byte()? {
+                    0 => None,
+                    tag @ (1 | 2) => {
+                        let m = r.count()?;
+                        let events = (0..m).map(|_| r.event()).collect::<Result<_, _>>()?;
+                        Some(Handoff {
+                            events,
+                            identify: r.event()?,
+                            alias: tag == 2,
+                        })
+                    }
+                    _ => return Err(Reader::corrupt()),
+                };
+                Held::Barrier {
+                    visitor_id,
+                    identify_id,
+                    handoff,
+                }
+            }
+            tag @ (1 | 2) => Held::Record {
+                forwarded: tag == 2,
+                watermark: r.time()?,
+                event: r.event()?,
+            },
+            _ => return Err(Reader::corrupt()),
+        });
+    }
+    Ok(q)
 }
 
 /// Drives one engine with every key local (`leadscore score`, `explain`):
@@ -225,6 +827,280 @@ impl Local {
                 engine.ingest(next, out, &mut self.send, &mut each);
                 self.queue.extend(self.send.drain(..));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::event::Value;
+    use crate::model::Model;
+    use crate::time::HOUR;
+
+    const T0: Micros = 1_780_000_000_000_000;
+
+    fn pricing(id: &str, who: &str, t: Micros) -> Event<'static> {
+        let mut e = Event::new(id.to_string(), who.to_string(), "page_view", t);
+        e.attributes
+            .push(("url".into(), Value::Str("https://x.io/pricing".into())));
+        e
+    }
+
+    fn blog(id: &str, who: &str, t: Micros) -> Event<'static> {
+        let mut e = Event::new(id.to_string(), who.to_string(), "page_view", t);
+        e.attributes
+            .push(("url".into(), Value::Str("https://x.io/blog".into())));
+        e
+    }
+
+    /// A profile that fits (fit 25) and is not disqualified.
+    fn profile(id: &str, lead: &str, t: Micros) -> Event<'static> {
+        let mut e = Event::new(id.to_string(), lead.to_string(), "profile_updated", t);
+        for (k, v) in [
+            ("email", Value::Str("ana@acme.nl".into())),
+            ("industry", Value::Str("food".into())),
+            ("employees", Value::Num(120.0)),
+        ] {
+            e.profile.push((k.into(), v));
+        }
+        e
+    }
+
+    fn demo(id: &str, who: &str, t: Micros) -> Event<'static> {
+        Event::new(id.to_string(), who.to_string(), "demo_requested", t)
+    }
+
+    fn identify(visitor: &str, e: Event<'static>) -> Message<'static> {
+        Message::Identify {
+            visitor_id: visitor.to_string().into(),
+            event: e,
+            alias: false,
+        }
+    }
+
+    fn engine() -> Engine {
+        Engine::new(Arc::new(Model::default_model()))
+    }
+
+    fn run(engine: &mut Engine, msgs: Vec<Message<'static>>) -> Vec<StatusChange> {
+        let mut local = Local::default();
+        let mut out = Vec::new();
+        for m in msgs {
+            local.ingest(engine, m, &mut out, |_, _| {});
+        }
+        out
+    }
+
+    fn native(msgs: Vec<Event<'static>>) -> (Engine, Vec<StatusChange>) {
+        let mut e = engine();
+        let out = run(&mut e, msgs.into_iter().map(Message::Lead).collect());
+        (e, out)
+    }
+
+    #[test]
+    fn a_visitor_s_scored_events_reach_the_lead_at_identification_as_if_they_had_been_its_own() {
+        let h = HOUR;
+        let anon = vec![
+            Message::Visitor(pricing("e1", "anon-1", T0)),
+            Message::Visitor(blog("e2", "anon-1", T0 + h)),
+            Message::Visitor(demo("e3", "anon-1", T0 + 2 * h)),
+            Message::Visitor(pricing("e4", "anon-1", T0 + 3 * h)),
+            identify("anon-1", profile("p1", "L-1", T0 + 4 * h)),
+        ];
+        let mut e = engine();
+        let got = run(&mut e, anon);
+        let (n, want) = native(vec![
+            pricing("e1", "L-1", T0),
+            blog("e2", "L-1", T0 + h),
+            demo("e3", "L-1", T0 + 2 * h),
+            pricing("e4", "L-1", T0 + 3 * h),
+            profile("p1", "L-1", T0 + 4 * h),
+        ]);
+        assert_eq!(got.len(), 1, "one change: lead → mql at the identify");
+        assert_eq!(got, want);
+        assert_eq!(got[0].cause_event_id.as_deref(), Some("p1"));
+        let model = Model::default_model();
+        let (a, b) = (e.lead("L-1").unwrap(), n.lead("L-1").unwrap());
+        assert_eq!(a.engagement(&model), b.engagement(&model));
+        // The visitor never emitted anything and is now linked, holding nothing.
+        assert!(e.lead("anon-1").is_none());
+        assert_eq!(e.visitor_stats().in_state, 1);
+        assert_eq!(e.visitor_stats().identifications, 1);
+    }
+
+    #[test]
+    fn a_visitor_keeps_only_scored_events_and_the_most_recent_up_to_its_limit() {
+        let mut e = engine();
+        e.set_visitor_limits(VisitorLimits {
+            max_events: 2,
+            ..VisitorLimits::default()
+        });
+        let mut msgs: Vec<_> = (0..5)
+            .map(|i| Message::Visitor(pricing(&format!("e{i}"), "v", T0 + i * HOUR)))
+            .collect();
+        msgs.push(Message::Visitor(blog("b", "v", T0 + 5 * HOUR)));
+        msgs.push(identify("v", profile("p", "L", T0 + 6 * HOUR)));
+        run(&mut e, msgs);
+        let model = Model::default_model();
+        let lead = e.lead("L").unwrap();
+        // Two pricing views (+5 each) kept: e3 and e4, decayed to the identify.
+        let decay = |t: Micros| 2f64.powf(-((T0 + 6 * HOUR - t) as f64) / (30.0 * DAY as f64));
+        let want = 5.0 * decay(T0 + 3 * HOUR) + 5.0 * decay(T0 + 4 * HOUR);
+        assert!((lead.engagement(&model) - want).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_visitor_quiet_for_its_time_to_live_is_dropped_with_its_events() {
+        let mut e = engine();
+        let ttl = VisitorLimits::default().ttl;
+        run(
+            &mut e,
+            vec![
+                Message::Visitor(demo("d", "v", T0)),
+                Message::Visitor(pricing("x", "v", T0 + ttl / 2)),
+            ],
+        );
+        assert_eq!(e.visitor_stats().in_state, 1);
+        // The last event moved its time to live: at T0 + ttl it is still there.
+        run(&mut e, vec![Message::Lead(blog("o", "other", T0 + ttl))]);
+        assert_eq!(e.visitor_stats().in_state, 1);
+        run(
+            &mut e,
+            vec![Message::Lead(blog("o2", "other", T0 + ttl / 2 + ttl))],
+        );
+        assert_eq!(e.visitor_stats().in_state, 0);
+        assert_eq!(e.visitor_stats().expired, 1);
+        run(&mut e, vec![identify("v", profile("p", "L", T0 + 2 * ttl))]);
+        assert_eq!(
+            e.lead("L").unwrap().engagement(&Model::default_model()),
+            0.0
+        );
+    }
+
+    #[test]
+    fn a_linked_visitor_s_later_events_go_to_its_lead_and_a_second_identification_moves_the_link() {
+        let mut e = engine();
+        let h = HOUR;
+        run(
+            &mut e,
+            vec![
+                identify("v", profile("p", "A", T0)),
+                Message::Visitor(demo("d1", "v", T0 + h)),
+                identify("v", profile("q", "B", T0 + 2 * h)),
+                Message::Visitor(demo("d2", "v", T0 + 3 * h)),
+            ],
+        );
+        let m = Model::default_model();
+        let a = e.lead("A").unwrap().engagement(&m);
+        let b = e.lead("B").unwrap().engagement(&m);
+        // d1 went to A (at its own time), d2 to B; neither went to both.
+        assert_eq!((a, b), (20.0, 20.0));
+        assert_eq!(e.lead("A").unwrap().time(), T0 + h);
+        assert_eq!(e.lead("B").unwrap().time(), T0 + 3 * h);
+        assert_eq!(e.visitor_stats().forwarded, 2);
+    }
+
+    #[test]
+    fn an_alias_hands_over_the_events_without_a_profile() {
+        let mut e = engine();
+        run(
+            &mut e,
+            vec![
+                Message::Visitor(demo("d", "v", T0)),
+                Message::Identify {
+                    visitor_id: "v".into(),
+                    event: Event::new("a1", "L", "alias", T0 + HOUR),
+                    alias: true,
+                },
+            ],
+        );
+        let lead = e.lead("L").unwrap();
+        assert_eq!(
+            lead.time(),
+            T0,
+            "the alias itself is not an event of the lead"
+        );
+        assert!(lead.engagement(&Model::default_model()) > 19.0);
+    }
+
+    /// Two engines joined by a queue that delivers each record only when
+    /// asked: the lead's partition sees its own later events before the
+    /// visitor's handoff, as in the service when the visitor lives elsewhere.
+    #[test]
+    fn a_lead_holds_its_later_events_until_the_handoff_arrives_so_the_order_is_the_input_s() {
+        let h = HOUR;
+        let msgs = vec![
+            Message::Visitor(pricing("e1", "v", T0)),
+            Message::Visitor(demo("e2", "v", T0 + h)),
+            identify("v", profile("p", "L", T0 + 2 * h)),
+            Message::Lead(pricing("e3", "L", T0 + 3 * h)),
+            Message::Lead(demo("e4", "L", T0 + 4 * h)),
+        ];
+        let want = run(&mut engine(), msgs.clone());
+        assert!(!want.is_empty());
+        let (mut lead_side, mut visitor_side) = (engine(), engine());
+        let mut out = Vec::new();
+        let mut to_lead = Vec::new();
+        let mut send = Vec::new();
+        for m in msgs {
+            for r in route(m) {
+                let r = r.into_owned();
+                if r.key() == "v" {
+                    visitor_side.ingest(r, &mut out, &mut send, |_, _| {});
+                    to_lead.append(&mut send);
+                } else {
+                    lead_side.ingest(r, &mut out, &mut send, |_, _| {});
+                }
+            }
+        }
+        assert!(out.is_empty(), "the lead waits: nothing yet");
+        assert_eq!(to_lead.len(), 1);
+        // The state survives a restart while it waits.
+        let mut restored = engine();
+        lead_side.drain_dirty(|l| restored.restore(l.clone()));
+        lead_side.drain_dirty_aux(|k, v| restored.restore_aux(k, v.unwrap()).unwrap());
+        restored.set_watermark(lead_side.watermark());
+        for r in to_lead {
+            restored.ingest(r, &mut out, &mut send, |_, _| {});
+        }
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn visitor_state_round_trips_through_its_changelog_records() {
+        let mut e = engine();
+        run(
+            &mut e,
+            vec![
+                Message::Visitor(pricing("e1", "v", T0)),
+                Message::Visitor(demo("e2", "v", T0 + HOUR)),
+                identify("w", profile("p", "L", T0 + HOUR)),
+            ],
+        );
+        let mut records = Vec::new();
+        e.drain_dirty_aux(|k, v| records.push((k.to_vec(), v.map(<[u8]>::to_vec))));
+        // Visitors v and w, and a tombstone for L's waiting records (it
+        // waited for w's handoff, and has it).
+        assert_eq!(records.len(), 3);
+        assert!(records.iter().all(|(k, _)| is_aux_key(k)));
+        assert_eq!(records.iter().filter(|(_, v)| v.is_none()).count(), 1);
+        let mut r = engine();
+        for (k, v) in &records {
+            if let Some(v) = v {
+                r.restore_aux(k, v).unwrap();
+            }
+        }
+        assert_eq!(r.visitors.map, e.visitors.map);
+        // Nothing changed since: nothing to write.
+        e.drain_dirty_aux(|_, _| panic!("clean"));
+        // Corrupt bytes are an error, not a panic.
+        let (k, v) = records.iter().find(|(_, v)| v.is_some()).unwrap();
+        let v = v.as_ref().unwrap();
+        for cut in 0..v.len() {
+            assert!(r.restore_aux(k, &v[..cut]).is_err());
         }
     }
 }
