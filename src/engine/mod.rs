@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 pub use explain::Explanation;
 pub use lead::{disq, hash64, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
-pub use route::{is_aux_key, route, Local, Routed, VisitorLimits, VisitorStats};
+pub use route::{is_aux_key, route, Local, Routed, VisitorLimits, VisitorStats, VisitorView};
 pub use stage::num as format_number;
 
 use crate::change::{Contribution, Score, Stage, StatusChange};

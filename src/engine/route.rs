@@ -147,6 +147,19 @@ impl Default for VisitorLimits {
     }
 }
 
+/// An anonymous visitor as the engine keeps it (for `explain`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisitorView<'a> {
+    /// The latest event time it has seen.
+    pub last_event: Micros,
+    /// When it is dropped unless another event comes first.
+    pub expires_at: Micros,
+    /// Its retained events, in the order received.
+    pub retained: Vec<&'a Event<'static>>,
+    /// The lead it identified as, if any.
+    pub linked_to: Option<&'a str>,
+}
+
 /// Counts of what visitors did, since the engine started (for metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VisitorStats {
@@ -269,6 +282,16 @@ impl Engine {
 
     pub fn visitor_limits(&self) -> VisitorLimits {
         self.visitors.limits
+    }
+
+    /// What the engine keeps of an anonymous visitor.
+    pub fn visitor(&self, id: &str) -> Option<VisitorView<'_>> {
+        self.visitors.map.get(id).map(|v| VisitorView {
+            last_event: v.last,
+            expires_at: v.last.saturating_add(self.visitors.limits.ttl),
+            retained: v.events.iter().collect(),
+            linked_to: v.link.as_deref(),
+        })
     }
 
     /// Counts of what visitors did (cumulative), and how many are in state.
