@@ -1,16 +1,29 @@
-//! Decoding events and encoding status changes, in JSON or protobuf.
+//! Decoding events and encoding status changes.
+//!
+//! Input topics carry the native JSON or protobuf events (`json.rs`,
+//! `proto.rs`), Segment Spec messages (`segment.rs`) or CloudEvents
+//! (`cloudevents.rs`), optionally behind Confluent Schema Registry framing
+//! (`framing.rs`); [`decode_message`] takes any of them to a
+//! [`Message`](crate::event::Message). Status changes go out in JSON or
+//! protobuf.
 //!
 //! A message that is not a valid event is a value, not a failure: a
 //! [`DecodeError`] carries a short reason code (the dead-letter header) and a
 //! message that says what is wrong. No byte string makes a decoder panic.
 
+mod cloudevents;
+mod framing;
 mod json;
 mod proto;
+mod segment;
 
 use std::fmt;
 
+pub use cloudevents::decode_cloudevent;
+pub use framing::strip as strip_framing;
 pub use json::{decode_json, encode_change_json, encode_event_json};
 pub use proto::{decode_proto, encode_change_proto, encode_event_proto, pb};
+pub use segment::{decode_segment, normalise_event_name};
 
 use crate::event::Event;
 
@@ -145,20 +158,41 @@ pub fn decode_message<'a>(
     bytes: &'a [u8],
     max_bytes: usize,
 ) -> Result<Decoded<'a>, DecodeError> {
-    // Scaffold: the native formats only, until the mappings land.
-    let _ = (mapping, headers);
-    let Some(format) = input.format.native() else {
-        return Err(DecodeError::MissingField("event_id"));
-    };
-    let event = if input.keyed_by_lead {
-        decode_keyed(format, key, bytes, max_bytes)?
+    use crate::event::Message;
+    within_limit(bytes.len(), max_bytes)?;
+    let (schema_id, body) = if input.schema_registry_framing {
+        let (id, body) = framing::strip(bytes, input.format == InputFormat::Protobuf)?;
+        (Some(id), body)
     } else {
-        decode(format, bytes, max_bytes)?
+        (None, bytes)
     };
-    Ok(Decoded {
-        message: crate::event::Message::Lead(event),
-        schema_id: None,
-    })
+    let message = match input.format {
+        InputFormat::Json => Message::Lead(decode_json(body)?),
+        InputFormat::Protobuf => Message::Lead(decode_proto(body)?),
+        InputFormat::Segment => decode_segment(body, &mapping.segment)?,
+        InputFormat::Cloudevents => {
+            Message::Lead(decode_cloudevent(body, headers, &mapping.cloudevents)?)
+        }
+    };
+    if input.keyed_by_lead {
+        // The lead, or the visitor of a visitor's message: the id the
+        // message is routed by, which a keyed topic is partitioned by.
+        check_key(key, &message.event().lead_id)?;
+    }
+    Ok(Decoded { message, schema_id })
+}
+
+fn check_key(key: Option<&[u8]>, lead_id: &str) -> Result<(), DecodeError> {
+    if key != Some(lead_id.as_bytes()) {
+        return Err(DecodeError::KeyMismatch {
+            key: key.map_or_else(
+                || "<none>".into(),
+                |k| String::from_utf8_lossy(k).into_owned(),
+            ),
+            lead_id: lead_id.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Why a message is not a valid event.
@@ -180,6 +214,10 @@ pub enum DecodeError {
     BadTimestamp { value: String, why: String },
     #[error("message key {key:?} does not equal lead_id {lead_id:?}")]
     KeyMismatch { key: String, lead_id: String },
+    #[error("Segment message type {0:?} is not one leadscore takes (track, page, screen, identify, group, alias)")]
+    UnsupportedType(String),
+    #[error("Schema Registry framing is invalid: {0}")]
+    BadFraming(String),
 }
 
 impl DecodeError {
@@ -194,11 +232,13 @@ impl DecodeError {
             DecodeError::BadField { .. } => "bad_field",
             DecodeError::BadTimestamp { .. } => "bad_timestamp",
             DecodeError::KeyMismatch { .. } => "key_mismatch",
+            DecodeError::UnsupportedType(_) => "unsupported_type",
+            DecodeError::BadFraming(_) => "bad_framing",
         }
     }
 
     /// All reason codes, for pre-registering metrics.
-    pub const CODES: [&'static str; 8] = [
+    pub const CODES: [&'static str; 10] = [
         "too_large",
         "bad_json",
         "bad_protobuf",
@@ -207,6 +247,8 @@ impl DecodeError {
         "bad_field",
         "bad_timestamp",
         "key_mismatch",
+        "unsupported_type",
+        "bad_framing",
     ];
 }
 
@@ -241,15 +283,7 @@ pub fn decode_keyed<'a>(
     max_bytes: usize,
 ) -> Result<Event<'a>, DecodeError> {
     let event = decode(format, bytes, max_bytes)?;
-    if key != Some(event.lead_id.as_bytes()) {
-        return Err(DecodeError::KeyMismatch {
-            key: key.map_or_else(
-                || "<none>".into(),
-                |k| String::from_utf8_lossy(k).into_owned(),
-            ),
-            lead_id: event.lead_id.into_owned(),
-        });
-    }
+    check_key(key, &event.lead_id)?;
     Ok(event)
 }
 
@@ -263,6 +297,21 @@ pub(crate) fn required<'a>(
         Some(s) if s.is_empty() => Err(DecodeError::EmptyField(field)),
         Some(s) => Ok(s),
     }
+}
+
+/// A lead or visitor id, checked: one that starts with a NUL byte is
+/// refused, as the changelog keeps its own state under such keys.
+pub(crate) fn lead_id<'a>(
+    field: &'static str,
+    id: std::borrow::Cow<'a, str>,
+) -> Result<std::borrow::Cow<'a, str>, DecodeError> {
+    if id.starts_with('\0') {
+        return Err(DecodeError::BadField {
+            field,
+            why: "starts with a NUL byte (reserved for internal state)".into(),
+        });
+    }
+    Ok(id)
 }
 
 pub(crate) fn parse_time(s: &str) -> Result<crate::time::Micros, DecodeError> {
