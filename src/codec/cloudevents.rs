@@ -216,3 +216,143 @@ fn fields<'a>(field: &'static str, v: Value<'a>) -> Result<Fields<'a>, DecodeErr
         _ => Err(bad(field, "must be an object")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Kind;
+    use crate::time::parse_rfc3339;
+
+    fn prefixed() -> CloudEventsMapping {
+        CloudEventsMapping {
+            type_prefix: "com.example.leads.".into(),
+        }
+    }
+
+    const STRUCTURED: &str = r#"{"specversion":"1.0","id":"ce-1","source":"/crm","type":"com.example.leads.webinar_attended",
+        "subject":"L-1","time":"2026-03-02T14:00:00Z","datacontenttype":"application/json",
+        "data":{"attributes":{"webinar":"w-7","utm":{"source":"ads"}},"profile":{"employees":300},
+                "criteria":{"budget":true},"reason":"r"}}"#;
+
+    #[test]
+    fn structured_mode_maps_the_attributes_and_data() {
+        let e = decode_cloudevent(STRUCTURED.as_bytes(), &[], &prefixed()).unwrap();
+        assert_eq!(e.event_id, "ce-1");
+        assert_eq!(e.lead_id, "L-1");
+        assert_eq!(e.event_type, "webinar_attended");
+        assert_eq!(
+            e.occurred_at,
+            parse_rfc3339("2026-03-02T14:00:00Z").unwrap()
+        );
+        assert_eq!(e.attribute("webinar"), Some(&Value::Str("w-7".into())));
+        assert_eq!(e.attribute("utm.source"), Some(&Value::Str("ads".into())));
+        assert_eq!(e.profile, vec![("employees".into(), Value::Num(300.0))]);
+        assert_eq!(e.criteria, vec![("budget".into(), true)]);
+        assert_eq!(e.reason.as_deref(), Some("r"));
+        // Without the prefix configured, the type stays whole; a type
+        // without the prefix is kept as it is.
+        let e =
+            decode_cloudevent(STRUCTURED.as_bytes(), &[], &CloudEventsMapping::default()).unwrap();
+        assert_eq!(e.event_type, "com.example.leads.webinar_attended");
+        let b = STRUCTURED.replace("com.example.leads.webinar_attended", "deal_won");
+        let e = decode_cloudevent(b.as_bytes(), &[], &prefixed()).unwrap();
+        assert_eq!(e.kind, Kind::DealWon);
+    }
+
+    #[test]
+    fn binary_mode_reads_ce_headers_and_the_body_as_data() {
+        let headers: [(&str, &[u8]); 7] = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", b"ce-2"),
+            ("ce_source", b"/web"),
+            ("ce_type", b"com.example.leads.page_view"),
+            ("ce_subject", b"L-2"),
+            ("ce_time", b"2026-03-02T15:00:00+01:00"),
+            ("content-type", b"application/json; charset=utf-8"),
+        ];
+        let body = br#"{"attributes":{"url":"/pricing"}}"#;
+        let e = decode_cloudevent(body, &headers, &prefixed()).unwrap();
+        assert_eq!((e.event_id.as_ref(), e.lead_id.as_ref()), ("ce-2", "L-2"));
+        assert_eq!(e.event_type, "page_view");
+        assert_eq!(
+            e.occurred_at,
+            parse_rfc3339("2026-03-02T14:00:00Z").unwrap()
+        );
+        assert_eq!(e.attribute("url"), Some(&Value::Str("/pricing".into())));
+        // An empty body: no data.
+        let e = decode_cloudevent(b"", &headers, &prefixed()).unwrap();
+        assert!(e.attributes.is_empty());
+        // A header that is not UTF-8, a content type that is not JSON.
+        let mut h = headers;
+        h[4] = ("ce_subject", b"\xff");
+        assert_eq!(
+            decode_cloudevent(body, &h, &prefixed()).unwrap_err().code(),
+            "bad_field"
+        );
+        let mut h = headers;
+        h[6] = ("content-type", b"application/avro");
+        assert_eq!(
+            decode_cloudevent(body, &h, &prefixed()).unwrap_err().code(),
+            "bad_field"
+        );
+        let mut h = headers;
+        h[6] = ("content-type", b"application/vnd.example+json");
+        assert!(decode_cloudevent(body, &h, &prefixed()).is_ok());
+        // A missing attribute header.
+        let e = decode_cloudevent(body, &headers[..4], &prefixed()).unwrap_err();
+        assert_eq!(e, DecodeError::MissingField("subject"));
+        assert_eq!(
+            decode_cloudevent(b"{", &headers, &prefixed())
+                .unwrap_err()
+                .code(),
+            "bad_json"
+        );
+    }
+
+    #[test]
+    fn every_failure_has_its_reason() {
+        let with = |from: &str, to: &str| STRUCTURED.replace(from, to);
+        let cases = [
+            (
+                with(r#""specversion":"1.0""#, r#""specversion":"0.3""#),
+                "bad_field",
+            ),
+            (with(r#""specversion":"1.0","#, ""), "missing_field"),
+            (with(r#""id":"ce-1","#, ""), "missing_field"),
+            (with(r#""source":"/crm","#, ""), "missing_field"),
+            (with(r#""subject":"L-1","#, ""), "missing_field"),
+            (
+                with(r#""time":"2026-03-02T14:00:00Z","#, ""),
+                "missing_field",
+            ),
+            (with(r#""id":"ce-1""#, r#""id":"""#), "empty_field"),
+            (with(r#""id":"ce-1""#, r#""id":1"#), "bad_field"),
+            (with("2026-03-02T14:00:00Z", "later"), "bad_timestamp"),
+            (with("application/json", "text/plain"), "bad_field"),
+            (
+                with(r#""subject":"L-1""#, r#""subject":"\u0000L""#),
+                "bad_field",
+            ),
+            (with(r#""data":{"#, r#""data":[1],"x":{"#), "bad_field"),
+            (with(r#""budget":true"#, r#""budget":"yes""#), "bad_field"),
+            (with(r#""reason":"r""#, r#""reason":1"#), "bad_field"),
+            (
+                with(r#""profile":{"employees":300}"#, r#""profile":3"#),
+                "bad_field",
+            ),
+            (
+                with(r#""data":{"#, r#""data_base64":"AA==","x":{"#),
+                "bad_field",
+            ),
+            (
+                with("com.example.leads.webinar_attended", "com.example.leads."),
+                "empty_field",
+            ),
+            ("3".to_string(), "bad_json"),
+        ];
+        for (body, code) in cases {
+            let err = decode_cloudevent(body.as_bytes(), &[], &prefixed()).unwrap_err();
+            assert_eq!(err.code(), code, "{body}: {err}");
+        }
+    }
+}

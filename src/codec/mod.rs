@@ -343,3 +343,232 @@ mod tests {
         assert_eq!(err.code(), "key_mismatch");
     }
 }
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+    use crate::event::{Message, Value};
+    use prost::Message as _;
+
+    fn input(format: InputFormat, keyed_by_lead: bool, framing: bool) -> TopicInput {
+        TopicInput {
+            format,
+            keyed_by_lead,
+            schema_registry_framing: framing,
+        }
+    }
+
+    const NATIVE: &[u8] =
+        br#"{"event_id":"e","lead_id":"L-1","type":"page_view","occurred_at":"2026-01-01T00:00:00Z"}"#;
+    const SEGMENT_VISITOR: &[u8] = br#"{"type":"page","messageId":"m","timestamp":"2026-01-01T00:00:00Z","anonymousId":"a-1"}"#;
+    const SEGMENT_IDENTIFY: &[u8] = br#"{"type":"identify","messageId":"m","timestamp":"2026-01-01T00:00:00Z","userId":"L-1","anonymousId":"a-1"}"#;
+
+    fn dec<'a>(
+        input: TopicInput,
+        key: Option<&[u8]>,
+        headers: &[(&str, &'a [u8])],
+        bytes: &'a [u8],
+    ) -> Result<Decoded<'a>, DecodeError> {
+        decode_message(&input, &Mapping::default(), key, headers, bytes, 1024)
+    }
+
+    #[test]
+    fn every_format_decodes_and_keyed_topics_check_the_key() {
+        let json = input(InputFormat::Json, true, false);
+        assert!(matches!(
+            dec(json, Some(b"L-1"), &[], NATIVE).unwrap().message,
+            Message::Lead(_)
+        ));
+        assert_eq!(
+            dec(json, Some(b"L-2"), &[], NATIVE).unwrap_err().code(),
+            "key_mismatch"
+        );
+        assert!(dec(input(InputFormat::Json, false, false), None, &[], NATIVE).is_ok());
+
+        let mut proto = Vec::new();
+        encode_event_proto(&decode_json(NATIVE).unwrap(), &mut proto);
+        let d = dec(
+            input(InputFormat::Protobuf, true, false),
+            Some(b"L-1"),
+            &[],
+            &proto,
+        )
+        .unwrap();
+        assert_eq!(d.message.event().lead_id, "L-1");
+
+        // Segment: a visitor's message is keyed by the anonymous id, an
+        // identification by the userId.
+        let seg = input(InputFormat::Segment, true, false);
+        assert!(matches!(
+            dec(seg, Some(b"a-1"), &[], SEGMENT_VISITOR)
+                .unwrap()
+                .message,
+            Message::Visitor(_)
+        ));
+        assert_eq!(
+            dec(seg, Some(b"L-1"), &[], SEGMENT_VISITOR)
+                .unwrap_err()
+                .code(),
+            "key_mismatch"
+        );
+        assert!(matches!(
+            dec(seg, Some(b"L-1"), &[], SEGMENT_IDENTIFY)
+                .unwrap()
+                .message,
+            Message::Identify { .. }
+        ));
+        assert_eq!(
+            dec(seg, Some(b"a-1"), &[], SEGMENT_IDENTIFY)
+                .unwrap_err()
+                .code(),
+            "key_mismatch"
+        );
+        assert!(dec(
+            input(InputFormat::Segment, false, false),
+            None,
+            &[],
+            SEGMENT_VISITOR
+        )
+        .is_ok());
+
+        let ce = input(InputFormat::Cloudevents, true, false);
+        let h: [(&str, &[u8]); 6] = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", b"c"),
+            ("ce_source", b"s"),
+            ("ce_type", b"page_view"),
+            ("ce_subject", b"L-1"),
+            ("ce_time", b"2026-01-01T00:00:00Z"),
+        ];
+        assert!(matches!(
+            dec(ce, Some(b"L-1"), &h, b"").unwrap().message,
+            Message::Lead(_)
+        ));
+        assert_eq!(dec(ce, None, &h, b"").unwrap_err().code(), "key_mismatch");
+    }
+
+    #[test]
+    fn size_limit_comes_first_then_framing() {
+        let big = vec![b' '; 2000];
+        for f in [
+            InputFormat::Json,
+            InputFormat::Protobuf,
+            InputFormat::Segment,
+            InputFormat::Cloudevents,
+        ] {
+            let e = dec(input(f, false, true), None, &[], &big).unwrap_err();
+            assert_eq!(e.code(), "too_large", "{f}");
+            let e = dec(input(f, false, true), None, &[], b"{}").unwrap_err();
+            assert_eq!(e.code(), "bad_framing", "{f}");
+        }
+    }
+
+    #[test]
+    fn framing_gives_the_schema_id_for_every_format() {
+        let framed = |body: &[u8], protobuf: bool| {
+            let mut b = vec![0, 0, 0, 1, 44];
+            if protobuf {
+                b.push(0);
+            }
+            b.extend_from_slice(body);
+            b
+        };
+        let b = framed(NATIVE, false);
+        let d = dec(input(InputFormat::Json, false, true), None, &[], &b).unwrap();
+        assert_eq!(d.schema_id, Some(300));
+        let mut proto = Vec::new();
+        encode_event_proto(&decode_json(NATIVE).unwrap(), &mut proto);
+        let b = framed(&proto, true);
+        let d = dec(input(InputFormat::Protobuf, false, true), None, &[], &b).unwrap();
+        assert_eq!(
+            (d.schema_id, d.message.event().event_id.as_ref()),
+            (Some(300), "e")
+        );
+        let b = framed(SEGMENT_VISITOR, false);
+        assert_eq!(
+            dec(input(InputFormat::Segment, false, true), None, &[], &b)
+                .unwrap()
+                .schema_id,
+            Some(300)
+        );
+        // Unframed: no schema id.
+        assert_eq!(
+            dec(input(InputFormat::Json, false, false), None, &[], NATIVE)
+                .unwrap()
+                .schema_id,
+            None
+        );
+    }
+
+    #[test]
+    fn native_lead_ids_starting_with_nul_are_refused() {
+        let body = br#"{"event_id":"e","lead_id":"\u0000x","type":"t","occurred_at":"2026-01-01T00:00:00Z"}"#;
+        assert_eq!(decode_json(body).unwrap_err().code(), "bad_field");
+        let mut proto = Vec::new();
+        pb::Event {
+            event_id: "e".into(),
+            lead_id: "\0x".into(),
+            r#type: "t".into(),
+            occurred_at: "2026-01-01T00:00:00Z".into(),
+            ..Default::default()
+        }
+        .encode(&mut proto)
+        .unwrap();
+        assert_eq!(decode_proto(&proto).unwrap_err().code(), "bad_field");
+    }
+
+    #[test]
+    fn nested_objects_round_trip_and_resolve_by_path() {
+        let body = br#"{"event_id":"e","lead_id":"L","type":"page_view","occurred_at":"2026-01-01T00:00:00Z",
+            "attributes":{"context":{"campaign":{"source":"news","n":3},"tags":[1]},"a.b":"flat","url":"/x"}}"#;
+        let e = decode_json(body).unwrap();
+        assert_eq!(
+            e.attribute("context.campaign.source"),
+            Some(&Value::Str("news".into()))
+        );
+        assert_eq!(e.attribute("context.campaign.n"), Some(&Value::Num(3.0)));
+        assert!(matches!(
+            e.attribute("context.campaign"),
+            Some(Value::Map(_))
+        ));
+        assert_eq!(e.attribute("context.tags"), Some(&Value::Other));
+        assert_eq!(e.attribute("context.tags.0"), None);
+        assert_eq!(e.attribute("url.x"), None);
+        assert_eq!(e.attribute("context.missing"), None);
+        // A flat key with a dot is found by its whole name.
+        assert_eq!(e.attribute("a.b"), Some(&Value::Str("flat".into())));
+
+        let sorted = |e: &crate::event::Event<'_>| {
+            fn sort(f: &mut crate::event::Fields<'_>) {
+                f.sort_by(|a, b| a.0.cmp(&b.0));
+                for (_, v) in f.iter_mut() {
+                    if let Value::Map(m) = v {
+                        sort(m);
+                    }
+                }
+            }
+            let mut e = e.clone().into_owned();
+            sort(&mut e.attributes);
+            e
+        };
+        let mut json = Vec::new();
+        encode_event_json(&e, &mut json);
+        assert_eq!(sorted(&decode_json(&json).unwrap()), sorted(&e));
+        let mut proto = Vec::new();
+        encode_event_proto(&e, &mut proto);
+        let back = decode_proto(&proto).unwrap();
+        // Arrays have no protobuf form.
+        let mut want = sorted(&e);
+        if let Some((_, Value::Map(ctx))) = want.attributes.iter_mut().find(|(k, _)| k == "context")
+        {
+            ctx.retain(|(k, _)| k != "tags");
+        }
+        assert_eq!(sorted(&back), want);
+        // prost decodes it the same (the borrowing decoder's reference).
+        let m = pb::Event::decode(proto.as_slice()).unwrap();
+        assert!(matches!(
+            m.attributes["context"].kind,
+            Some(pb::value::Kind::StructValue(_))
+        ));
+    }
+}

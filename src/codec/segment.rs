@@ -433,3 +433,375 @@ fn attributes<'a>(mut props: Fields<'a>, context: Option<Fields<'a>>, page: bool
     }
     props
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Kind as EventKind;
+    use crate::time::parse_rfc3339;
+
+    fn decode(json: &str) -> Result<Message<'_>, DecodeError> {
+        decode_segment(json.as_bytes(), &SegmentMapping::default())
+    }
+
+    fn lead(json: &str) -> Event<'static> {
+        match decode(json).unwrap() {
+            Message::Lead(e) => e.into_owned(),
+            other => panic!("not a lead's message: {other:?}"),
+        }
+    }
+
+    const HEAD: &str = r#""messageId":"m-1","timestamp":"2026-03-02T14:00:00.000Z","userId":"L-1""#;
+
+    #[test]
+    fn track_maps_ids_time_and_normalised_name() {
+        let e = lead(&format!(
+            r#"{{"type":"track","event":"Demo Requested","properties":{{"plan":"pro"}},{HEAD}}}"#
+        ));
+        assert_eq!(e.event_id, "m-1");
+        assert_eq!(e.lead_id, "L-1");
+        assert_eq!(e.event_type, "demo_requested");
+        assert_eq!(
+            e.occurred_at,
+            parse_rfc3339("2026-03-02T14:00:00Z").unwrap()
+        );
+        assert_eq!(e.attribute("plan"), Some(&Value::Str("pro".into())));
+        // originalTimestamp when timestamp is absent.
+        let e = lead(
+            r#"{"type":"track","event":"x","messageId":"m","originalTimestamp":"2026-01-01T00:00:00Z","userId":"L"}"#,
+        );
+        assert_eq!(
+            e.occurred_at,
+            parse_rfc3339("2026-01-01T00:00:00Z").unwrap()
+        );
+    }
+
+    #[test]
+    fn event_names_normalise() {
+        for (raw, want) in [
+            ("Demo Requested", "demo_requested"),
+            ("  Signed-Up!! (v2) ", "signed_up_v2"),
+            ("already_fine", "already_fine"),
+            ("__a__b__", "a_b"),
+            ("Überblick Geöffnet", "überblick_geöffnet"),
+            ("デモ 依頼", "デモ_依頼"),
+            ("CamelCase", "camelcase"),
+            ("!!", ""),
+        ] {
+            assert_eq!(normalise_event_name(raw), want, "{raw:?}");
+        }
+        assert!(matches!(
+            normalise_event_name("page_view"),
+            Cow::Borrowed(_)
+        ));
+        let err = decode(&format!(r#"{{"type":"track","event":"?!",{HEAD}}}"#)).unwrap_err();
+        assert_eq!(err.code(), "bad_field");
+    }
+
+    #[test]
+    fn the_events_table_maps_raw_then_normalised_names() {
+        let mut m = SegmentMapping::default();
+        m.events.insert("Order Completed".into(), "deal_won".into());
+        m.events.insert("trial_started".into(), "signup".into());
+        let body = |name: &str| format!(r#"{{"type":"track","event":"{name}",{HEAD}}}"#);
+        let ty = |name: &str| {
+            let b = body(name);
+            decode_segment(b.as_bytes(), &m)
+                .unwrap()
+                .event()
+                .event_type
+                .to_string()
+        };
+        assert_eq!(ty("Order Completed"), "deal_won");
+        assert_eq!(ty("Trial Started"), "signup");
+        assert_eq!(ty("Order completed"), "order_completed");
+    }
+
+    #[test]
+    fn reserved_types_from_track_take_their_fields_from_properties() {
+        let mut m = SegmentMapping::default();
+        m.events
+            .insert("Qualified".into(), "qualification_updated".into());
+        m.events.insert("Rejected".into(), "sales_rejected".into());
+        m.events.insert("Profile".into(), "profile_updated".into());
+        let dec = |name: &str, props: &str| {
+            let b = format!(r#"{{"type":"track","event":"{name}","properties":{props},{HEAD}}}"#);
+            decode_segment(b.as_bytes(), &m).map(|msg| msg.event().clone().into_owned())
+        };
+        let e = dec("Qualified", r#"{"criteria":{"budget":true,"need":false}}"#).unwrap();
+        assert_eq!(e.kind, EventKind::QualificationUpdated);
+        assert_eq!(
+            e.criteria,
+            vec![("budget".into(), true), ("need".into(), false)]
+        );
+        for bad in [r#"{"criteria":{"budget":"yes"}}"#, r#"{"criteria":[true]}"#] {
+            assert_eq!(
+                dec("Qualified", bad).unwrap_err().code(),
+                "bad_field",
+                "{bad}"
+            );
+        }
+        let e = dec("Rejected", r#"{"reason":"disqualified"}"#).unwrap();
+        assert_eq!(e.reason.as_deref(), Some("disqualified"));
+        assert_eq!(
+            dec("Rejected", r#"{"reason":3}"#).unwrap_err().code(),
+            "bad_field"
+        );
+        let e = dec("Profile", r#"{"employees":300}"#).unwrap();
+        assert_eq!(e.kind, EventKind::ProfileUpdated);
+        assert_eq!(e.profile, vec![("employees".into(), Value::Num(300.0))]);
+    }
+
+    #[test]
+    fn page_and_screen_with_url_and_context() {
+        let e = lead(&format!(
+            r#"{{"type":"page","name":"Pricing","properties":{{"path":"/pricing"}},
+            "context":{{"page":{{"url":"https://x.example/pricing"}},"campaign":{{"source":"newsletter"}}}},{HEAD}}}"#
+        ));
+        assert_eq!(e.event_type, "page_view");
+        assert_eq!(
+            e.attribute("url"),
+            Some(&Value::Str("https://x.example/pricing".into()))
+        );
+        assert_eq!(
+            e.attribute("context.campaign.source"),
+            Some(&Value::Str("newsletter".into()))
+        );
+        // properties.url wins over the context's; a `context` property wins
+        // over the message's context.
+        let e = lead(&format!(
+            r#"{{"type":"page","properties":{{"url":"/own","context":"mine"}},"context":{{"page":{{"url":"/ctx"}}}},{HEAD}}}"#
+        ));
+        assert_eq!(e.attribute("url"), Some(&Value::Str("/own".into())));
+        assert_eq!(e.attribute("context"), Some(&Value::Str("mine".into())));
+        // A screen takes no url from the context.
+        let e = lead(&format!(
+            r#"{{"type":"screen","context":{{"page":{{"url":"/ctx"}}}},{HEAD}}}"#
+        ));
+        assert_eq!(e.event_type, "screen_view");
+        assert_eq!(e.attribute("url"), None);
+        assert!(e.attribute("context.page").is_some());
+        for bad in [
+            r#""properties":[1]"#,
+            r#""properties":"x""#,
+            r#""context":5"#,
+        ] {
+            let err = decode(&format!(r#"{{"type":"page",{bad},{HEAD}}}"#)).unwrap_err();
+            assert_eq!(err.code(), "bad_field", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_lead_is_user_id_else_the_visitor_is_anonymous_id() {
+        let body = |ids: &str| {
+            format!(
+                r#"{{"type":"track","event":"x","messageId":"m","timestamp":"2026-01-01T00:00:00Z",{ids}}}"#
+            )
+        };
+        let b = body(r#""userId":"L-1","anonymousId":"a-1""#);
+        assert!(matches!(decode(&b).unwrap(), Message::Lead(e) if e.lead_id == "L-1"));
+        let b = body(r#""userId":12345,"anonymousId":"a-1""#);
+        assert!(matches!(decode(&b).unwrap(), Message::Lead(e) if e.lead_id == "12345"));
+        for ids in [
+            r#""anonymousId":"a-1""#,
+            r#""userId":"","anonymousId":"a-1""#,
+            r#""userId":null,"anonymousId":"a-1""#,
+        ] {
+            let b = body(ids);
+            assert!(
+                matches!(decode(&b).unwrap(), Message::Visitor(e) if e.lead_id == "a-1"),
+                "{ids}"
+            );
+        }
+        for (ids, code) in [
+            ("\"x\":1", "missing_field"),
+            (r#""userId":"","anonymousId":"""#, "missing_field"),
+            (r#""userId":1.5"#, "bad_field"),
+            (r#""userId":1e300"#, "bad_field"),
+            (r#""userId":["L"]"#, "bad_field"),
+            (r#""userId":"\u0000L""#, "bad_field"),
+            (r#""anonymousId":"\u0000v""#, "bad_field"),
+        ] {
+            let err = decode(&body(ids)).unwrap_err();
+            assert_eq!(err.code(), code, "{ids}: {err}");
+        }
+        let err = decode(&body("\"x\":1")).unwrap_err();
+        assert_eq!(err, DecodeError::MissingField("userId"));
+    }
+
+    #[test]
+    fn required_fields_and_types() {
+        let cases: [(&str, &str); 9] = [
+            ("not json", "bad_json"),
+            (
+                r#"{"messageId":"m","timestamp":"2026-01-01T00:00:00Z","userId":"L"}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"type":"flush","messageId":"m","timestamp":"2026-01-01T00:00:00Z","userId":"L"}"#,
+                "unsupported_type",
+            ),
+            (
+                r#"{"type":7,"messageId":"m","timestamp":"2026-01-01T00:00:00Z","userId":"L"}"#,
+                "bad_field",
+            ),
+            (
+                r#"{"type":"page","timestamp":"2026-01-01T00:00:00Z","userId":"L"}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"type":"page","messageId":"m","userId":"L"}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"type":"page","messageId":"m","timestamp":"soon","userId":"L"}"#,
+                "bad_timestamp",
+            ),
+            (
+                r#"{"type":"track","messageId":"m","timestamp":"2026-01-01T00:00:00Z","userId":"L"}"#,
+                "missing_field",
+            ),
+            (
+                r#"{"type":"group","messageId":"m","timestamp":"2026-01-01T00:00:00Z","userId":"L"}"#,
+                "missing_field",
+            ),
+        ];
+        for (body, code) in cases {
+            let err = decode(body).unwrap_err();
+            assert_eq!(err.code(), code, "{body}: {err}");
+        }
+        let err = decode(r#"{"type":"page","messageId":"m","userId":"L"}"#).unwrap_err();
+        assert_eq!(err, DecodeError::MissingField("timestamp"));
+        let err = decode(r#"{"type":"page","timestamp":"2026-01-01T00:00:00Z","userId":"L"}"#)
+            .unwrap_err();
+        assert_eq!(err, DecodeError::MissingField("messageId"));
+    }
+
+    #[test]
+    fn identify_maps_traits_to_the_profile() {
+        let e = lead(&format!(
+            r#"{{"type":"identify","traits":{{"email":"a@b.example","company":{{"name":"Acme","employee_count":300,"industry":"Food"}},
+            "title":"CTO","job_title":"ignored","address":{{"country":"DE"}},"country":"FR","is_customer":false,
+            "plan":"pro","industry":null,"tags":["a"],"nested":{{"x":1}}}},{HEAD}}}"#
+        ));
+        assert_eq!(e.kind, EventKind::ProfileUpdated);
+        let mut got = e.profile.clone();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let want: Fields<'_> = vec![
+            ("company".into(), Value::Str("Acme".into())),
+            ("country".into(), Value::Str("DE".into())),
+            ("email".into(), Value::Str("a@b.example".into())),
+            ("employees".into(), Value::Num(300.0)),
+            // The trait's own null is the first source, but company.industry is not null.
+            ("industry".into(), Value::Str("Food".into())),
+            ("is_customer".into(), Value::Bool(false)),
+            ("job_title".into(), Value::Str("CTO".into())),
+            ("plan".into(), Value::Str("pro".into())),
+        ];
+        assert_eq!(got, want);
+        // Second sources, a null that removes, and only what is present.
+        let e = lead(&format!(
+            r#"{{"type":"identify","traits":{{"company":"Initech","employees":12,"job_title":"VP","country":"FR","email":null}},{HEAD}}}"#
+        ));
+        let mut got = e.profile.clone();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            vec![
+                ("company".into(), Value::Str("Initech".into())),
+                ("country".into(), Value::Str("FR".into())),
+                ("email".into(), Value::Null),
+                ("employees".into(), Value::Num(12.0)),
+                ("job_title".into(), Value::Str("VP".into())),
+            ]
+        );
+        let err = decode(&format!(r#"{{"type":"identify","traits":"x",{HEAD}}}"#)).unwrap_err();
+        assert_eq!(err.code(), "bad_field");
+    }
+
+    #[test]
+    fn identify_with_both_ids_identifies_with_one_updates_the_profile() {
+        let t = r#""type":"identify","messageId":"m","timestamp":"2026-01-01T00:00:00Z","traits":{"email":"a@b.example"}"#;
+        match decode(&format!(r#"{{{t},"userId":"L-1","anonymousId":"a-1"}}"#)).unwrap() {
+            Message::Identify {
+                visitor_id,
+                event,
+                alias,
+            } => {
+                assert_eq!(visitor_id, "a-1");
+                assert_eq!(event.lead_id, "L-1");
+                assert_eq!(event.kind, EventKind::ProfileUpdated);
+                assert_eq!(event.profile.len(), 1);
+                assert!(!alias);
+            }
+            other => panic!("{other:?}"),
+        }
+        let b = format!(r#"{{{t},"userId":"L-1"}}"#);
+        assert!(
+            matches!(decode(&b).unwrap(), Message::Lead(e) if e.kind == EventKind::ProfileUpdated)
+        );
+        let b = format!(r#"{{{t},"anonymousId":"a-1"}}"#);
+        assert!(
+            matches!(decode(&b).unwrap(), Message::Visitor(e) if e.kind == EventKind::ProfileUpdated && e.lead_id == "a-1")
+        );
+    }
+
+    #[test]
+    fn group_sets_company_fields_and_account_id() {
+        let e = lead(&format!(
+            r#"{{"type":"group","groupId":"acct-9","traits":{{"name":"Acme","company":"other","employees":50,"industry":"Food","plan":"x"}},{HEAD}}}"#
+        ));
+        assert_eq!(e.kind, EventKind::ProfileUpdated);
+        assert_eq!(
+            e.profile,
+            vec![
+                ("company".into(), Value::Str("Acme".into())),
+                ("employees".into(), Value::Num(50.0)),
+                ("industry".into(), Value::Str("Food".into())),
+                ("account_id".into(), Value::Str("acct-9".into())),
+            ]
+        );
+        let e = lead(&format!(
+            r#"{{"type":"group","groupId":77,"traits":{{"company":{{"name":"Initech","employee_count":5}}}},{HEAD}}}"#
+        ));
+        assert_eq!(
+            e.profile,
+            vec![
+                ("company".into(), Value::Str("Initech".into())),
+                ("employees".into(), Value::Num(5.0)),
+                ("account_id".into(), Value::Str("77".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn alias_links_previous_id_to_user_id() {
+        let b = r#"{"type":"alias","previousId":"a-1","userId":"L-1","messageId":"m","timestamp":"2026-01-01T00:00:00Z"}"#;
+        match decode(b).unwrap() {
+            Message::Identify {
+                visitor_id,
+                event,
+                alias,
+            } => {
+                assert_eq!(visitor_id, "a-1");
+                assert_eq!(event.lead_id, "L-1");
+                assert_eq!(event.event_type, "alias");
+                assert_eq!(event.event_id, "m");
+                assert!(alias);
+            }
+            other => panic!("{other:?}"),
+        }
+        let no_prev = r#"{"type":"alias","userId":"L-1","anonymousId":"a","messageId":"m","timestamp":"2026-01-01T00:00:00Z"}"#;
+        assert_eq!(
+            decode(no_prev).unwrap_err(),
+            DecodeError::MissingField("previousId")
+        );
+        let no_user = r#"{"type":"alias","previousId":"a-1","anonymousId":"a","messageId":"m","timestamp":"2026-01-01T00:00:00Z"}"#;
+        assert_eq!(
+            decode(no_user).unwrap_err(),
+            DecodeError::MissingField("userId")
+        );
+        let nul = r#"{"type":"alias","previousId":"\u0000a","userId":"L","messageId":"m","timestamp":"2026-01-01T00:00:00Z"}"#;
+        assert_eq!(decode(nul).unwrap_err().code(), "bad_field");
+    }
+}
