@@ -73,6 +73,8 @@ pub struct Engine {
     /// Leads changed since the last [`Engine::drain_dirty`].
     dirty: Vec<u32>,
     scratch: Vec<u32>,
+    /// How much of an anonymous visitor is kept ([`Engine::set_visitor_limits`]).
+    visitor_limits: route::VisitorLimits,
 }
 
 impl Engine {
@@ -91,6 +93,7 @@ impl Engine {
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
             scratch: Vec::new(),
+            visitor_limits: route::VisitorLimits::default(),
         }
     }
 

@@ -197,6 +197,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Sets how much of an anonymous visitor is kept (the config's
+    /// `visitor_max_events` and `visitor_ttl`).
+    pub fn set_visitor_limits(&mut self, limits: VisitorLimits) {
+        // Scaffold: stored for the visitor logic, which reads it.
+        self.visitor_limits = limits;
+    }
+
     pub fn visitor_stats(&self) -> VisitorStats {
         VisitorStats::default()
     }
