@@ -82,7 +82,9 @@ fn segment(e: &Event<'_>) -> serde_json::Value {
         "timestamp": format_rfc3339(e.occurred_at),
     });
     let extra = match e.kind {
-        Kind::ProfileUpdated => serde_json::json!({"type": "identify", "traits": fields(&e.profile)}),
+        Kind::ProfileUpdated => {
+            serde_json::json!({"type": "identify", "traits": fields(&e.profile)})
+        }
         _ if e.event_type == "page_view" => {
             // The url from the page context, as analytics.js sends it.
             let mut props = e.attributes.clone();
@@ -175,12 +177,16 @@ fn write_formats(dir: &Path) -> (String, String, String) {
         n += 1;
     }
     assert!(n > 1000);
-    let paths = [("native.jsonl", native), ("segment.jsonl", seg.into_bytes()), ("ce.jsonl", ce.into_bytes())]
-        .map(|(name, body)| {
-            let p = dir.join(name);
-            std::fs::write(&p, body).unwrap();
-            p.to_str().unwrap().to_string()
-        });
+    let paths = [
+        ("native.jsonl", native),
+        ("segment.jsonl", seg.into_bytes()),
+        ("ce.jsonl", ce.into_bytes()),
+    ]
+    .map(|(name, body)| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    });
     let [a, b, c] = paths;
     (a, b, c)
 }
@@ -199,14 +205,38 @@ fn segment_and_cloudevents_files_score_as_their_native_form() {
     let until = "2027-01-01T00:00:00Z";
     let want = stdout_of(&["score", "--input", &native, "--until", until]);
     assert!(want.lines().count() > 50, "the stream makes changes");
-    let got = stdout_of(&["score", "--input-format", "segment", "--input", &seg, "--until", until]);
+    let got = stdout_of(&[
+        "score",
+        "--input-format",
+        "segment",
+        "--input",
+        &seg,
+        "--until",
+        until,
+    ]);
     assert_eq!(got, want, "segment");
     let got = stdout_of(&[
-        "score", "--input-format", "cloudevents", "--config", config, "--input", &ce, "--until", until,
+        "score",
+        "--input-format",
+        "cloudevents",
+        "--config",
+        config,
+        "--input",
+        &ce,
+        "--until",
+        until,
     ]);
     assert_eq!(got, want, "cloudevents");
     // Without the config's prefix the types do not match the model's rules.
-    let got = stdout_of(&["score", "--input-format", "cloudevents", "--input", &ce, "--until", until]);
+    let got = stdout_of(&[
+        "score",
+        "--input-format",
+        "cloudevents",
+        "--input",
+        &ce,
+        "--until",
+        until,
+    ]);
     assert_ne!(got, want);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -225,11 +255,23 @@ fn bad_lines_are_reported_with_their_line_and_skipped() {
         ),
     )
     .unwrap();
-    let out = leadscore(&["score", "--input-format", "segment", "--input", path.to_str().unwrap()]);
+    let out = leadscore(&[
+        "score",
+        "--input-format",
+        "segment",
+        "--input",
+        path.to_str().unwrap(),
+    ]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("segment.jsonl:2:") && err.contains("flush"), "{err}");
-    assert!(err.contains("segment.jsonl:4:") && err.contains("userId"), "{err}");
+    assert!(
+        err.contains("segment.jsonl:2:") && err.contains("flush"),
+        "{err}"
+    );
+    assert!(
+        err.contains("segment.jsonl:4:") && err.contains("userId"),
+        "{err}"
+    );
     assert!(err.contains("1 events, 2 bad lines"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -253,7 +295,14 @@ fn the_config_maps_track_names_and_is_checked() {
     std::fs::write(&events, text).unwrap();
     let explain = |config: Option<&Path>| {
         let opts = InputOptions::load(InputFormat::Segment, config).unwrap();
-        explain_input(Model::default_model(), events.to_str().unwrap(), &opts, "L-1", None).unwrap()
+        explain_input(
+            Model::default_model(),
+            events.to_str().unwrap(),
+            &opts,
+            "L-1",
+            None,
+        )
+        .unwrap()
     };
     let demo_points = |config: Option<&Path>| -> f64 {
         explain(config)
