@@ -222,7 +222,6 @@ pub fn score_input(
         stats.changes += changes.len() as u64;
         write(&mut changes)?;
     }
-    drop(write);
     w.flush().context("cannot write to stdout")?;
     std::mem::forget(engine);
     Ok(stats)
