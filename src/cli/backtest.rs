@@ -14,7 +14,9 @@ use crate::backtest::{
 use crate::engine::Outcome;
 use crate::model::Model;
 
-use super::offline::{read_events, ScoreStats};
+use super::offline::{read_events, read_messages, InputOptions, ScoreStats};
+use crate::codec::InputFormat;
+use crate::event::Message;
 
 /// `backtest --help`: what it does, before the options.
 pub(super) const ABOUT: &str = "\
@@ -73,9 +75,11 @@ pub(super) struct BacktestArgs {
     /// A second model, reported side by side (e.g. the one live now).
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
-    /// The event file, JSON lines (`-` for stdin).
+    /// The event file, one event a line (`-` for stdin).
     #[arg(long, value_name = "FILE")]
     events: String,
+    #[command(flatten)]
+    format: super::InputArgs,
     /// Deal outcomes, one per line, JSON or CSV.
     #[arg(
         long,
@@ -103,6 +107,8 @@ pub struct BacktestOptions {
     pub baseline: Option<PathBuf>,
     pub events: String,
     pub outcomes: Option<PathBuf>,
+    /// The event file's format and mappings.
+    pub input: InputOptions,
 }
 
 /// A model to test: its role, the model, and where it came from.
@@ -160,17 +166,35 @@ pub fn backtest(opts: &BacktestOptions) -> Result<BacktestReport> {
     let mut stats = ScoreStats::default();
     let mut duplicates = 0;
     let input = opts.events.as_str();
-    read_events(
-        input,
-        &mut stats,
-        |event| {
-            if bt.event(event) == Outcome::Duplicate {
-                duplicates += 1;
-            }
-            Ok(())
-        },
-        |line, e| eprintln!("{input}:{line}: {e}"),
-    )?;
+    let mut fold = |event: &crate::event::Event<'_>| {
+        if bt.event(event) == Outcome::Duplicate {
+            duplicates += 1;
+        }
+        Ok(())
+    };
+    let on_bad = |line, e: &dyn std::fmt::Display| eprintln!("{input}:{line}: {e}");
+    if opts.input.format == InputFormat::Json {
+        read_events(input, &mut stats, fold, on_bad)?;
+    } else {
+        // The backtest folds leads only: a visitor's events are not
+        // carried into the lead it identifies as (an identification's
+        // profile update is applied to the lead).
+        read_messages(
+            input,
+            &opts.input,
+            &mut stats,
+            |msg| match msg {
+                Message::Lead(e)
+                | Message::Identify {
+                    event: e,
+                    alias: false,
+                    ..
+                } => fold(&e),
+                Message::Visitor(_) | Message::Identify { alias: true, .. } => Ok(()),
+            },
+            on_bad,
+        )?;
+    }
     if stats.events == 0 {
         bail!("no events in {input}");
     }
@@ -245,6 +269,7 @@ pub(super) fn main(args: BacktestArgs) -> Result<ExitCode> {
         baseline: args.baseline,
         events: args.events,
         outcomes: args.outcomes,
+        input: args.format.options()?,
     };
     let (report_dir, json) = (args.report, args.json);
     let result = backtest(&opts)?;

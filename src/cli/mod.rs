@@ -16,7 +16,9 @@ use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 pub use backtest::{backtest, BacktestOptions};
-pub use offline::{check, explain, generate, score, ScoreStats};
+pub use offline::{
+    check, explain, explain_input, generate, score, score_input, InputOptions, ScoreStats,
+};
 
 use crate::demo::DemoOptions;
 use crate::gen::GenConfig;
@@ -165,9 +167,11 @@ struct ScoreArgs {
     /// The model file (default: the embedded default model).
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
-    /// The event file, JSON lines (`-` for stdin).
+    /// The event file, one event a line (`-` for stdin).
     #[arg(long, value_name = "FILE", default_value = "-")]
     input: String,
+    #[command(flatten)]
+    format: InputArgs,
     /// Advance the clock to TIME (RFC 3339) at the end, so that due timers fire.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     until: Option<Micros>,
@@ -178,9 +182,11 @@ struct ExplainArgs {
     /// The model file (default: the embedded default model).
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
-    /// The event file, JSON lines (`-` for stdin).
+    /// The event file, one event a line (`-` for stdin).
     #[arg(long, value_name = "FILE")]
     input: String,
+    #[command(flatten)]
+    format: InputArgs,
     /// The lead to explain.
     #[arg(long, value_name = "ID")]
     lead: String,
@@ -194,6 +200,42 @@ struct CheckArgs {
     /// The config or model file (TOML).
     #[arg(value_name = "FILE")]
     file: PathBuf,
+}
+
+/// The format of an offline command's event file.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+enum FileFormat {
+    /// leadscore's JSON events, one a line.
+    #[default]
+    Json,
+    /// Segment Spec messages (RudderStack's too), one a line.
+    Segment,
+    /// CloudEvents 1.0 in structured mode (JSON), one a line.
+    Cloudevents,
+}
+
+/// `--input-format` and `--config`, shared by `score`, `explain` and `backtest`.
+#[derive(Debug, Args)]
+struct InputArgs {
+    /// The event file's format.
+    #[arg(long, value_enum, default_value_t = FileFormat::Json)]
+    input_format: FileFormat,
+    /// A service config whose `[input]` section (Segment event mapping,
+    /// CloudEvents type prefix, visitor limits) applies; only that
+    /// section is read.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl InputArgs {
+    fn options(&self) -> Result<InputOptions> {
+        let format = match self.input_format {
+            FileFormat::Json => crate::codec::InputFormat::Json,
+            FileFormat::Segment => crate::codec::InputFormat::Segment,
+            FileFormat::Cloudevents => crate::codec::InputFormat::Cloudevents,
+        };
+        InputOptions::load(format, self.config.as_deref())
+    }
 }
 
 /// The wire format of generated events.
@@ -325,9 +367,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Score(a) => {
-            let stats = score(
+            let stats = score_input(
                 load_model(a.model.as_ref())?,
                 &a.input,
+                &a.format.options()?,
                 a.until,
                 &mut std::io::stdout(),
             )?;
@@ -335,7 +378,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(a) => {
-            let e = explain(load_model(a.model.as_ref())?, &a.input, &a.lead, a.at)?;
+            let e = explain_input(
+                load_model(a.model.as_ref())?,
+                &a.input,
+                &a.format.options()?,
+                &a.lead,
+                a.at,
+            )?;
             println!("{}", serde_json::to_string_pretty(&e)?);
             Ok(ExitCode::SUCCESS)
         }
