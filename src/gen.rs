@@ -506,4 +506,48 @@ mod tests {
             .count();
         assert!(late > 50, "late events: {late}");
     }
+
+    /// The leads chosen to browse first do so: only page views and
+    /// downloads come before their first profile, at most 8 of them, all
+    /// within 45 days of the first; the other leads start with their
+    /// profile.
+    #[test]
+    fn a_share_of_leads_browse_before_their_first_profile() {
+        let cfg = GenConfig {
+            events: 20_000,
+            leads: 500,
+            anonymous_share: 0.3,
+            late_rate: 0.0,
+            duplicate_rate: 0.0,
+            ..GenConfig::default()
+        };
+        let gen = Generator::new(cfg);
+        let chosen: std::collections::HashSet<String> = gen.anonymous_leads().collect();
+        assert!((100..200).contains(&chosen.len()), "{}", chosen.len());
+        let mut before: std::collections::HashMap<String, Vec<Event<'static>>> = Default::default();
+        let mut profiled = std::collections::HashSet::new();
+        for e in gen {
+            let lead = e.lead_id.to_string();
+            if profiled.contains(&lead) {
+                continue;
+            }
+            if e.kind == Kind::ProfileUpdated {
+                profiled.insert(lead);
+            } else {
+                before.entry(lead).or_default().push(e);
+            }
+        }
+        let browsed: std::collections::HashSet<_> = before.keys().cloned().collect();
+        assert_eq!(browsed, chosen);
+        for events in before.values() {
+            assert!((1..=8).contains(&events.len()));
+            for e in events {
+                assert!(e.occurred_at - events[0].occurred_at < BROWSE_SPAN);
+                assert!(
+                    ["page_view", "content_download"].contains(&e.event_type.as_ref()),
+                    "{e:?}"
+                );
+            }
+        }
+    }
 }
