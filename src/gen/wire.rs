@@ -381,7 +381,8 @@ fn value(v: &Value<'_>) -> Json {
         Value::Num(n) if n.fract() == 0.0 && n.abs() < 9e15 => (*n as i64).into(),
         Value::Num(n) => serde_json::Number::from_f64(*n).map_or(Json::Null, Json::Number),
         Value::Str(s) => s.as_ref().into(),
-        Value::Other => Json::Object(Map::new()),
+        // Arrays and nested objects: the generator makes none.
+        _ => Json::Object(Map::new()),
     }
 }
 
