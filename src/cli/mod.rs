@@ -110,7 +110,8 @@ Example:
         verbatim_doc_comment,
         after_help = "\
 Example:
-  leadscore generate --events 1000000 --leads 100000 --seed 7 --out events.jsonl"
+  leadscore generate --events 1000000 --leads 100000 --seed 7 --out events.jsonl
+  leadscore generate --events 100000 --format segment --anonymous-share 0.5 --out tracking.jsonl"
     )]
     Generate(GenerateArgs),
 

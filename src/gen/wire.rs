@@ -214,8 +214,8 @@ impl SegmentWriter {
 /// - it has at least one event before its first profile, and all of them
 ///   are engagement (a CRM event names the lead, so it is known);
 /// - the visitor keeps them all: at most `limits.max_events` of them, and
-///   the watermark never gets within a day of `limits.ttl` past the first
-///   of them before the profile arrives;
+///   the watermark never gets within a day (at most half the TTL) of
+///   `limits.ttl` past the first of them before the profile arrives;
 /// - none of them is later than the profile (so folding them at the
 ///   profile leaves the lead's time where the native stream puts it);
 /// - a duplicate of one of them that arrives after the profile comes
@@ -260,9 +260,11 @@ pub fn anonymous_leads(cfg: &GenConfig, limits: VisitorLimits) -> HashSet<String
             }
             continue;
         }
+        // A margin, so that whether expiry counts from the first or the
+        // last event, at the watermark or past it, the visitor is there.
         let too_long = p
             .first_at
-            .is_some_and(|t| watermark.saturating_sub(t) >= limits.ttl - DAY);
+            .is_some_and(|t| watermark.saturating_sub(t) >= limits.ttl - DAY.min(limits.ttl / 2));
         match e.kind {
             Kind::ProfileUpdated => {
                 p.identified = true;
