@@ -21,6 +21,7 @@ pub use offline::{
 };
 
 use crate::demo::DemoOptions;
+use crate::gen::wire::GenFormat;
 use crate::gen::GenConfig;
 use crate::time::Micros;
 
@@ -103,13 +104,16 @@ Example:
 
     /// Write a realistic, seeded event stream for tests and benchmarks
     ///
-    /// JSON lines or length-delimited protobuf, with duplicates, late
-    /// events and deal outcomes; the same seed writes the same stream.
+    /// JSON lines, length-delimited protobuf, Segment messages or
+    /// CloudEvents, with duplicates, late events, deal outcomes and leads
+    /// that browse anonymously first; the same seed writes the same stream
+    /// in every format.
     #[command(
         verbatim_doc_comment,
         after_help = "\
 Example:
-  leadscore generate --events 1000000 --leads 100000 --seed 7 --out events.jsonl"
+  leadscore generate --events 1000000 --leads 100000 --seed 7 --out events.jsonl
+  leadscore generate --events 100000 --format segment --anonymous-share 0.5 --out tracking.jsonl"
     )]
     Generate(GenerateArgs),
 
@@ -245,14 +249,28 @@ enum WireFormat {
     Json,
     /// Length-delimited protobuf.
     Protobuf,
+    /// Segment messages (track, page, identify), JSON lines.
+    Segment,
+    /// CloudEvents 1.0, structured mode, JSON lines.
+    Cloudevents,
 }
 
-impl From<WireFormat> for crate::codec::Format {
+impl From<WireFormat> for GenFormat {
     fn from(f: WireFormat) -> Self {
         match f {
-            WireFormat::Json => crate::codec::Format::Json,
-            WireFormat::Protobuf => crate::codec::Format::Protobuf,
+            WireFormat::Json => GenFormat::Json,
+            WireFormat::Protobuf => GenFormat::Protobuf,
+            WireFormat::Segment => GenFormat::Segment,
+            WireFormat::Cloudevents => GenFormat::Cloudevents,
         }
+    }
+}
+
+/// `generate --anonymous-share`: a fraction in [0, 1].
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err("expected a fraction from 0 to 1, such as 0.3".into()),
     }
 }
 
@@ -279,6 +297,11 @@ struct GenerateArgs {
     /// Write no late events (by default some arrive after later ones).
     #[arg(long)]
     no_late: bool,
+    /// Share of leads that browse anonymously before their first profile
+    /// (default: 0.3 for segment, 0 otherwise). In segment, their events
+    /// until then carry only an anonymousId.
+    #[arg(long, value_name = "FRACTION", value_parser = parse_share)]
+    anonymous_share: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -393,10 +416,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate(a) => {
+            let format = GenFormat::from(a.format);
             let mut gen = GenConfig {
                 events: a.events,
                 leads: a.leads,
                 seed: a.seed,
+                anonymous_share: a
+                    .anonymous_share
+                    .unwrap_or(format.default_anonymous_share()),
                 ..GenConfig::default()
             };
             if a.no_duplicates {
@@ -405,7 +432,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if a.no_late {
                 gen.late_rate = 0.0;
             }
-            let format = a.format.into();
             let n = match &a.out {
                 Some(p) => {
                     let f = std::fs::File::create(p)

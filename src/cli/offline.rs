@@ -11,13 +11,14 @@ use anyhow::{Context, Result};
 
 use super::detached::Detached;
 use crate::codec::{
-    decode, decode_json_text, decode_message, encode_change_json, encode_event_json,
-    encode_event_proto, Format, InputFormat, Mapping, TopicInput, DEFAULT_MAX_EVENT_BYTES,
+    decode, decode_json_text, decode_message, encode_change_json, Format, InputFormat, Mapping,
+    TopicInput, DEFAULT_MAX_EVENT_BYTES,
 };
 use crate::config::InputConfig;
 use crate::engine::{Engine, Explanation, Local, Outcome, VisitorLimits};
 use crate::event::{Event, Message};
-use crate::gen::{GenConfig, Generator};
+use crate::gen::wire::GenFormat;
+use crate::gen::GenConfig;
 use crate::model::Model;
 use crate::time::Micros;
 
@@ -710,30 +711,9 @@ pub fn check(path: &Path) -> Result<String> {
     ))
 }
 
-/// `leadscore generate`: writes a generated stream; returns the event count.
-pub fn generate(cfg: GenConfig, format: Format, out: &mut dyn Write) -> Result<u64> {
-    let mut w = BufWriter::with_capacity(1 << 16, out);
-    let mut buf = Vec::with_capacity(512);
-    let mut n = 0;
-    for e in Generator::new(cfg) {
-        buf.clear();
-        match format {
-            Format::Json => {
-                encode_event_json(&e, &mut buf);
-                buf.push(b'\n');
-            }
-            Format::Protobuf => {
-                let mut body = Vec::with_capacity(256);
-                encode_event_proto(&e, &mut body);
-                prost::encoding::encode_varint(body.len() as u64, &mut buf);
-                buf.extend_from_slice(&body);
-            }
-        }
-        w.write_all(&buf).context("cannot write events")?;
-        n += 1;
-    }
-    w.flush().context("cannot write events")?;
-    Ok(n)
+/// `leadscore generate`: writes a generated stream; returns the message count.
+pub fn generate(cfg: GenConfig, format: GenFormat, out: &mut dyn Write) -> Result<u64> {
+    crate::gen::wire::write_stream(cfg, format, out).context("cannot write events")
 }
 
 #[cfg(test)]
