@@ -16,7 +16,6 @@ use crate::model::Model;
 
 use super::offline::{read_events, read_messages, InputOptions, ScoreStats};
 use crate::codec::InputFormat;
-use crate::event::Message;
 
 /// `backtest --help`: what it does, before the options.
 pub(super) const ABOUT: &str = "\
@@ -166,7 +165,7 @@ pub fn backtest(opts: &BacktestOptions) -> Result<BacktestReport> {
     let mut stats = ScoreStats::default();
     let mut duplicates = 0;
     let input = opts.events.as_str();
-    let mut fold = |event: &crate::event::Event<'_>| {
+    let fold = |event: &crate::event::Event<'_>| {
         if bt.event(event) == Outcome::Duplicate {
             duplicates += 1;
         }
@@ -176,21 +175,15 @@ pub fn backtest(opts: &BacktestOptions) -> Result<BacktestReport> {
     if opts.input.format == InputFormat::Json {
         read_events(input, &mut stats, fold, on_bad)?;
     } else {
-        // The backtest folds leads only: a visitor's events are not
-        // carried into the lead it identifies as (an identification's
-        // profile update is applied to the lead).
         read_messages(
             input,
             &opts.input,
             &mut stats,
-            |msg| match msg {
-                Message::Lead(e)
-                | Message::Identify {
-                    event: e,
-                    alias: false,
-                    ..
-                } => fold(&e),
-                Message::Visitor(_) | Message::Identify { alias: true, .. } => Ok(()),
+            |msg| {
+                if bt.message(msg) == Outcome::Duplicate {
+                    duplicates += 1;
+                }
+                Ok(())
             },
             on_bad,
         )?;
