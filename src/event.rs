@@ -15,8 +15,13 @@ pub enum Value<'a> {
     Bool(bool),
     Num(f64),
     Str(Cow<'a, str>),
-    /// An array or object: kept as present, never matched by a rule.
+    /// An array (or, in a profile, nothing a rule can test): kept as
+    /// present, never matched by a text, number or bool test.
     Other,
+    /// A JSON object (protobuf `struct_value`): its fields, in message order.
+    /// A rule reaches inside it by a dotted path ([`Event::attribute`]); the
+    /// map itself matches only `exists`.
+    Map(Fields<'a>),
 }
 
 impl Value<'_> {
@@ -27,6 +32,7 @@ impl Value<'_> {
             Value::Num(n) => Value::Num(n),
             Value::Str(s) => Value::Str(Cow::Owned(s.into_owned())),
             Value::Other => Value::Other,
+            Value::Map(m) => Value::Map(own_fields(m)),
         }
     }
 
@@ -40,6 +46,18 @@ impl Value<'_> {
 
 /// A list of named values, in message order.
 pub type Fields<'a> = Vec<(Cow<'a, str>, Value<'a>)>;
+
+fn own_fields(f: Fields<'_>) -> Fields<'static> {
+    f.into_iter()
+        .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
+        .collect()
+}
+
+/// The value named `name` among `fields` (the first, as the decoders keep
+/// one per name).
+fn field<'f, 'a>(fields: &'f [(Cow<'a, str>, Value<'a>)], name: &str) -> Option<&'f Value<'a>> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
 
 /// What an event does, from its `type`: the reserved CRM and profile types,
 /// or engagement (an open set, scored by the model's rules).
@@ -107,11 +125,29 @@ impl<'a> Event<'a> {
         }
     }
 
-    pub fn attribute(&self, name: &str) -> Option<&Value<'a>> {
-        self.attributes
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v)
+    /// The attribute at `path`: a name, or a dotted path
+    /// (`context.campaign.source`) that descends through nested objects.
+    ///
+    /// An attribute whose own name is the whole path (a flat key with dots,
+    /// as events had before nested values) is found first, so rules written
+    /// for those keep matching; the descent costs nothing for a path
+    /// without a dot.
+    pub fn attribute(&self, path: &str) -> Option<&Value<'a>> {
+        if let Some(v) = field(&self.attributes, path) {
+            return Some(v);
+        }
+        if !path.contains('.') {
+            return None;
+        }
+        let mut segments = path.split('.');
+        let mut v = field(&self.attributes, segments.next()?)?;
+        for s in segments {
+            match v {
+                Value::Map(m) => v = field(m, s)?,
+                _ => return None,
+            }
+        }
+        Some(v)
     }
 
     pub fn into_owned(self) -> Event<'static> {
@@ -122,16 +158,8 @@ impl<'a> Event<'a> {
             event_type: own(self.event_type),
             kind: self.kind,
             occurred_at: self.occurred_at,
-            attributes: self
-                .attributes
-                .into_iter()
-                .map(|(k, v)| (own(k), v.into_owned()))
-                .collect(),
-            profile: self
-                .profile
-                .into_iter()
-                .map(|(k, v)| (own(k), v.into_owned()))
-                .collect(),
+            attributes: own_fields(self.attributes),
+            profile: own_fields(self.profile),
             criteria: self
                 .criteria
                 .into_iter()

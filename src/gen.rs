@@ -6,6 +6,13 @@
 //! engages, what it does (pricing pages and demos for high intent), and how
 //! sales and deals turn out, so a model that scores the right signals
 //! separates won from lost deals.
+//!
+//! A share of leads (`anonymous_share`) first browse the site before they
+//! fill in a form: a few page views and downloads, then their first
+//! profile. [`wire`] writes the stream in each input format; in Segment's,
+//! those first events carry only the visitor's anonymous id.
+
+pub mod wire;
 
 use std::borrow::Cow;
 
@@ -67,6 +74,9 @@ pub struct GenConfig {
     pub late_by: Micros,
     /// Emit `deal_won`/`deal_lost` outcomes.
     pub outcomes: bool,
+    /// Share of leads, in [0, 1], that browse (page views, downloads)
+    /// before their first profile. At 0 the stream is what it always was.
+    pub anonymous_share: f64,
 }
 
 impl Default for GenConfig {
@@ -81,9 +91,15 @@ impl Default for GenConfig {
             late_rate: 0.01,
             late_by: 6 * 3600 * SECOND,
             outcomes: true,
+            anonymous_share: 0.0,
         }
     }
 }
+
+/// The longest a lead browses before its first profile, in event time: well
+/// within a visitor's time to live (`VisitorLimits::ttl`, 90 days by
+/// default), so that the visitor is still there when it identifies.
+const BROWSE_SPAN: Micros = 45 * DAY;
 
 #[derive(Debug, Clone, Default)]
 struct LeadSim {
@@ -93,6 +109,12 @@ struct LeadSim {
     accepted: bool,
     closed: bool,
     profiled: bool,
+    /// Chosen to browse before its first profile.
+    anonymous: bool,
+    /// Browsing events still to come before the first profile.
+    browse_left: u32,
+    /// When it first browsed.
+    first_browse: Option<Micros>,
 }
 
 const INDUSTRIES: [&str; 8] = [
@@ -154,13 +176,24 @@ pub struct Generator {
 impl Generator {
     pub fn new(cfg: GenConfig) -> Generator {
         let mut rng = Rng::new(cfg.seed);
-        let sims = (0..cfg.leads)
+        let mut sims: Vec<LeadSim> = (0..cfg.leads)
             .map(|_| LeadSim {
                 // Skewed: most leads browse, a few are ready to buy.
                 intent: rng.f64().powi(2),
                 ..LeadSim::default()
             })
             .collect();
+        if cfg.anonymous_share > 0.0 {
+            // A generator of its own, so that the main one draws the same
+            // numbers whatever the share.
+            let mut anon = Rng::new(cfg.seed ^ 0xA404_5EED_0B5E_55ED);
+            for s in &mut sims {
+                if anon.chance(cfg.anonymous_share) {
+                    s.anonymous = true;
+                    s.browse_left = 1 + anon.below(8) as u32;
+                }
+            }
+        }
         Generator {
             cfg,
             rng,
@@ -214,26 +247,50 @@ impl Generator {
         e
     }
 
+    fn page_view(&mut self, lead: u64, at: Micros) -> Event<'static> {
+        let intent = self.sims[lead as usize].intent;
+        let mut e = self.event(lead, "page_view", at);
+        let url = if self.rng.chance(0.1 + 0.6 * intent) {
+            "/pricing"
+        } else {
+            *self.rng.pick(&URLS)
+        };
+        e.attributes = vec![("url".into(), Value::Str(url.into()))];
+        e
+    }
+
+    fn content_download(&mut self, lead: u64, at: Micros) -> Event<'static> {
+        let mut e = self.event(lead, "content_download", at);
+        let a = *self.rng.pick(&ASSETS);
+        e.attributes = vec![("asset_type".into(), Value::Str(a.into()))];
+        e
+    }
+
+    /// What a lead does on the site before it gives its name: only what a
+    /// browser sees (no e-mail opens, no webinars, nothing from the CRM).
+    fn browse(&mut self, lead: u64, at: Micros) -> Event<'static> {
+        let e = if self.rng.chance(0.75) {
+            self.page_view(lead, at)
+        } else {
+            self.content_download(lead, at)
+        };
+        let s = &mut self.sims[lead as usize];
+        s.engaged += 1;
+        s.browse_left -= 1;
+        s.first_browse.get_or_insert(at);
+        e
+    }
+
     /// The next engagement event of a lead, chosen by its intent.
     fn engagement(&mut self, lead: u64, at: Micros) -> Event<'static> {
         let intent = self.sims[lead as usize].intent;
         let roll = self.rng.f64();
         let e = if roll < 0.35 {
-            let mut e = self.event(lead, "page_view", at);
-            let url = if self.rng.chance(0.1 + 0.6 * intent) {
-                "/pricing"
-            } else {
-                *self.rng.pick(&URLS)
-            };
-            e.attributes = vec![("url".into(), Value::Str(url.into()))];
-            e
+            self.page_view(lead, at)
         } else if roll < 0.65 {
             self.event(lead, "email_opened", at)
         } else if roll < 0.80 {
-            let mut e = self.event(lead, "content_download", at);
-            let a = *self.rng.pick(&ASSETS);
-            e.attributes = vec![("asset_type".into(), Value::Str(a.into()))];
-            e
+            self.content_download(lead, at)
         } else if roll < 0.88 {
             let mut e = self.event(lead, "webinar_attended", at);
             e.attributes = vec![(
@@ -293,6 +350,15 @@ impl Generator {
     pub fn all(self) -> Vec<Event<'static>> {
         self.collect()
     }
+
+    /// The ids of the leads chosen to browse before their first profile.
+    pub fn anonymous_leads(&self) -> impl Iterator<Item = String> + '_ {
+        self.sims
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.anonymous)
+            .map(|(n, _)| lead_id(n as u64))
+    }
 }
 
 /// The generator's lead id for a lead number.
@@ -345,9 +411,18 @@ impl Iterator for Generator {
                     break l;
                 }
             };
-            let e = if !self.sims[lead as usize].profiled {
-                self.sims[lead as usize].profiled = true;
-                self.profile(lead, at)
+            let s = &self.sims[lead as usize];
+            // The profile that ends a lead's browsing arrives on time: held
+            // back, the lead's later events would come before it.
+            let mut on_time = false;
+            let e = if !s.profiled {
+                if s.browse_left > 0 && s.first_browse.is_none_or(|t| at - t < BROWSE_SPAN) {
+                    self.browse(lead, at)
+                } else {
+                    on_time = s.anonymous;
+                    self.sims[lead as usize].profiled = true;
+                    self.profile(lead, at)
+                }
             } else if self.rng.chance(0.03) {
                 self.profile(lead, at)
             } else {
@@ -360,7 +435,7 @@ impl Iterator for Generator {
                 let again = at + self.rng.below(3600 * SECOND as u64) as Micros;
                 self.pending.push((again, e.clone()));
             }
-            if self.rng.chance(self.cfg.late_rate) {
+            if self.rng.chance(self.cfg.late_rate) && !on_time {
                 let arrive = at + 1 + self.rng.below(self.cfg.late_by.max(1) as u64) as Micros;
                 self.pending.push((arrive, e));
                 continue;
@@ -430,5 +505,49 @@ mod tests {
             .filter(|w| w[1].occurred_at < w[0].occurred_at)
             .count();
         assert!(late > 50, "late events: {late}");
+    }
+
+    /// The leads chosen to browse first do so: only page views and
+    /// downloads come before their first profile, at most 8 of them, all
+    /// within 45 days of the first; the other leads start with their
+    /// profile.
+    #[test]
+    fn a_share_of_leads_browse_before_their_first_profile() {
+        let cfg = GenConfig {
+            events: 20_000,
+            leads: 500,
+            anonymous_share: 0.3,
+            late_rate: 0.0,
+            duplicate_rate: 0.0,
+            ..GenConfig::default()
+        };
+        let gen = Generator::new(cfg);
+        let chosen: std::collections::HashSet<String> = gen.anonymous_leads().collect();
+        assert!((100..200).contains(&chosen.len()), "{}", chosen.len());
+        let mut before: std::collections::HashMap<String, Vec<Event<'static>>> = Default::default();
+        let mut profiled = std::collections::HashSet::new();
+        for e in gen {
+            let lead = e.lead_id.to_string();
+            if profiled.contains(&lead) {
+                continue;
+            }
+            if e.kind == Kind::ProfileUpdated {
+                profiled.insert(lead);
+            } else {
+                before.entry(lead).or_default().push(e);
+            }
+        }
+        let browsed: std::collections::HashSet<_> = before.keys().cloned().collect();
+        assert_eq!(browsed, chosen);
+        for events in before.values() {
+            assert!((1..=8).contains(&events.len()));
+            for e in events {
+                assert!(e.occurred_at - events[0].occurred_at < BROWSE_SPAN);
+                assert!(
+                    ["page_view", "content_download"].contains(&e.event_type.as_ref()),
+                    "{e:?}"
+                );
+            }
+        }
     }
 }

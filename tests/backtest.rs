@@ -802,3 +802,43 @@ fn the_html_report_draws_its_charts_in_a_browser() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A Segment stream in which some leads browse anonymously before they
+/// identify: the backtest sees the same qualifications and outcomes as on
+/// the native stream, because each visitor's scored events reach its lead.
+#[test]
+fn a_segment_stream_with_visitors_backtests_as_the_native_one() {
+    let dir = scratch("segment");
+    let generate = |format: &str| {
+        let out = leadscore(&[
+            "generate",
+            "--events",
+            "20000",
+            "--leads",
+            "1000",
+            "--seed",
+            "11",
+            "--anonymous-share",
+            "0.3",
+            "--format",
+            format,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let path = dir.join(format!("{format}.jsonl"));
+        std::fs::write(&path, &out.stdout).expect("write events");
+        path
+    };
+    let (native, segment) = (generate("json"), generate("segment"));
+    let (want, _) = backtest_json(&["--events", native.to_str().unwrap()]);
+    let (got, _) = backtest_json(&[
+        "--events",
+        segment.to_str().unwrap(),
+        "--input-format",
+        "segment",
+    ]);
+    assert_eq!(got["outcomes"], want["outcomes"]);
+    for key in ["became_mql", "became_sql"] {
+        assert_eq!(got["models"][0][key], want["models"][0][key], "{key}");
+    }
+    assert!(want["models"][0]["became_mql"]["leads"].as_u64().unwrap() > 50);
+}

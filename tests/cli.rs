@@ -98,6 +98,44 @@ fn a_flag_of_another_command_is_an_error_that_names_it() {
 }
 
 #[test]
+fn the_input_format_flags_are_named_when_wrong() {
+    for cmd in [
+        &["score"][..],
+        &["explain", "--lead", "L"],
+        &["backtest", "--events", "e.jsonl"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.extend(["--input", "-", "--input-format", "avro"]);
+        if cmd[0] == "backtest" {
+            args.retain(|a| *a != "--input" && *a != "-");
+        }
+        let err = usage_error(&args);
+        assert!(
+            err.contains("--input-format") && err.contains("avro"),
+            "{cmd:?}: {err}"
+        );
+    }
+    let dir = scratch("input-config");
+    let config = dir.join("bad.toml");
+    std::fs::write(
+        &config,
+        "[input]
+visitor_max_events = 0
+",
+    )
+    .unwrap();
+    let err = usage_error(&[
+        "score",
+        "--input-format",
+        "segment",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(err.contains("input.visitor_max_events"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_missing_required_flag_is_named() {
     let err = usage_error(&["run"]);
     assert!(err.contains("--config"), "{err}");
@@ -118,6 +156,10 @@ fn help_for_a_command_shows_its_options_and_an_example() {
         for needle in [
             "--until",
             "--input",
+            "--input-format",
+            "segment",
+            "cloudevents",
+            "--config",
             "--model",
             "Example:",
             "leadscore score",
@@ -127,7 +169,7 @@ fn help_for_a_command_shows_its_options_and_an_example() {
                 "{args:?}: {needle:?} not in:\n{help}"
             );
         }
-        for other in ["--rate", "--events", "--lead", "--config"] {
+        for other in ["--rate", "--events", "--lead", "--into-live"] {
             assert!(!help.contains(other), "{args:?}: {other:?} in:\n{help}");
         }
     }

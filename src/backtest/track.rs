@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::change::{Stage, StatusChange};
-use crate::engine::{Engine, Outcome};
-use crate::event::{Event, Kind};
+use crate::engine::{Engine, Local, Outcome};
+use crate::event::{Event, Kind, Message};
 use crate::model::Model;
 use crate::time::{Micros, DAY};
 
@@ -198,6 +198,56 @@ impl Backtest {
         }
         if closing {
             self.leads[idx].closed = true;
+        }
+        first
+    }
+
+    /// Folds one decoded message (any input format) into every model's
+    /// engine; returns what the first model's engine made of its event.
+    ///
+    /// A lead's own events go through [`Backtest::event`]. A visitor's
+    /// events and identifications go through each engine's visitor logic:
+    /// what each model retains of a visitor is its own (only events its
+    /// engagement rules score), and the events handed to a lead count as
+    /// the lead's (its first event, its peak), but never close its history.
+    pub fn message(&mut self, msg: Message<'_>) -> Outcome {
+        let msg = match msg {
+            Message::Lead(e) => return self.event(&e),
+            other => other,
+        };
+        self.last_time = self.last_time.max(msg.event().occurred_at);
+        let mut first = Outcome::Applied;
+        let mut local = Local::default();
+        for m in 0..self.engines.len() {
+            let mut changes = std::mem::take(&mut self.changes);
+            changes.clear();
+            let mut folded: Vec<(String, Micros, Outcome)> = Vec::new();
+            local.ingest(&mut self.engines[m], msg.clone(), &mut changes, |e, o| {
+                folded.push((e.lead_id.to_string(), e.occurred_at, o));
+            });
+            if m == 0 {
+                first = folded.last().map_or(Outcome::Applied, |f| f.2);
+            }
+            for (lead, t, outcome) in folded {
+                let idx = self.lead_index(&lead);
+                if self.leads[idx].closed {
+                    continue;
+                }
+                self.leads[idx].first_at = self.leads[idx].first_at.min(t);
+                if outcome != Outcome::Duplicate {
+                    let model = &*self.models[m];
+                    if let Some(l) = self.engines[m].lead(&lead) {
+                        let total = l.fit(model) + l.engagement(model);
+                        let track = &mut self.tracks[m][idx];
+                        track.peak = track.peak.max(total);
+                    }
+                }
+            }
+            for c in &changes {
+                let j = self.lead_index(&c.lead_id);
+                self.record(m, j, c, false);
+            }
+            self.changes = changes;
         }
         first
     }

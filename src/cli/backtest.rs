@@ -14,7 +14,8 @@ use crate::backtest::{
 use crate::engine::Outcome;
 use crate::model::Model;
 
-use super::offline::{read_events, ScoreStats};
+use super::offline::{read_events, read_messages, InputOptions, ScoreStats};
+use crate::codec::InputFormat;
 
 /// `backtest --help`: what it does, before the options.
 pub(super) const ABOUT: &str = "\
@@ -73,9 +74,11 @@ pub(super) struct BacktestArgs {
     /// A second model, reported side by side (e.g. the one live now).
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
-    /// The event file, JSON lines (`-` for stdin).
+    /// The event file, one event a line (`-` for stdin).
     #[arg(long, value_name = "FILE")]
     events: String,
+    #[command(flatten)]
+    format: super::InputArgs,
     /// Deal outcomes, one per line, JSON or CSV.
     #[arg(
         long,
@@ -103,6 +106,8 @@ pub struct BacktestOptions {
     pub baseline: Option<PathBuf>,
     pub events: String,
     pub outcomes: Option<PathBuf>,
+    /// The event file's format and mappings.
+    pub input: InputOptions,
 }
 
 /// A model to test: its role, the model, and where it came from.
@@ -160,17 +165,29 @@ pub fn backtest(opts: &BacktestOptions) -> Result<BacktestReport> {
     let mut stats = ScoreStats::default();
     let mut duplicates = 0;
     let input = opts.events.as_str();
-    read_events(
-        input,
-        &mut stats,
-        |event| {
-            if bt.event(event) == Outcome::Duplicate {
-                duplicates += 1;
-            }
-            Ok(())
-        },
-        |line, e| eprintln!("{input}:{line}: {e}"),
-    )?;
+    let fold = |event: &crate::event::Event<'_>| {
+        if bt.event(event) == Outcome::Duplicate {
+            duplicates += 1;
+        }
+        Ok(())
+    };
+    let on_bad = |line, e: &dyn std::fmt::Display| eprintln!("{input}:{line}: {e}");
+    if opts.input.format == InputFormat::Json {
+        read_events(input, &mut stats, fold, on_bad)?;
+    } else {
+        read_messages(
+            input,
+            &opts.input,
+            &mut stats,
+            |msg| {
+                if bt.message(msg) == Outcome::Duplicate {
+                    duplicates += 1;
+                }
+                Ok(())
+            },
+            on_bad,
+        )?;
+    }
     if stats.events == 0 {
         bail!("no events in {input}");
     }
@@ -245,6 +262,7 @@ pub(super) fn main(args: BacktestArgs) -> Result<ExitCode> {
         baseline: args.baseline,
         events: args.events,
         outcomes: args.outcomes,
+        input: args.format.options()?,
     };
     let (report_dir, json) = (args.report, args.json);
     let result = backtest(&opts)?;

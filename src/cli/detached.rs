@@ -48,6 +48,7 @@ enum Val {
     Num(f64),
     Str(Text),
     Other,
+    Map(Vec<(Text, Val)>),
 }
 
 impl Val {
@@ -58,6 +59,7 @@ impl Val {
             Value::Num(n) => Val::Num(n),
             Value::Str(s) => Val::Str(Text::of(s, line)),
             Value::Other => Val::Other,
+            Value::Map(m) => Val::Map(detach_fields(m, line)),
         }
     }
 
@@ -68,6 +70,7 @@ impl Val {
             Val::Num(n) => Value::Num(*n),
             Val::Str(t) => Value::Str(t.get(line)),
             Val::Other => Value::Other,
+            Val::Map(m) => Value::Map(attach_fields(m, line)),
         }
     }
 }

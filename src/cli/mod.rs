@@ -16,9 +16,12 @@ use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 pub use backtest::{backtest, BacktestOptions};
-pub use offline::{check, explain, generate, score, ScoreStats};
+pub use offline::{
+    check, explain, explain_input, generate, score, score_input, InputOptions, ScoreStats,
+};
 
 use crate::demo::DemoOptions;
+use crate::gen::wire::GenFormat;
 use crate::gen::GenConfig;
 use crate::time::Micros;
 
@@ -101,13 +104,16 @@ Example:
 
     /// Write a realistic, seeded event stream for tests and benchmarks
     ///
-    /// JSON lines or length-delimited protobuf, with duplicates, late
-    /// events and deal outcomes; the same seed writes the same stream.
+    /// JSON lines, length-delimited protobuf, Segment messages or
+    /// CloudEvents, with duplicates, late events, deal outcomes and leads
+    /// that browse anonymously first; the same seed writes the same stream
+    /// in every format.
     #[command(
         verbatim_doc_comment,
         after_help = "\
 Example:
-  leadscore generate --events 1000000 --leads 100000 --seed 7 --out events.jsonl"
+  leadscore generate --events 1000000 --leads 100000 --seed 7 --out events.jsonl
+  leadscore generate --events 100000 --format segment --anonymous-share 0.5 --out tracking.jsonl"
     )]
     Generate(GenerateArgs),
 
@@ -165,9 +171,11 @@ struct ScoreArgs {
     /// The model file (default: the embedded default model).
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
-    /// The event file, JSON lines (`-` for stdin).
+    /// The event file, one event a line (`-` for stdin).
     #[arg(long, value_name = "FILE", default_value = "-")]
     input: String,
+    #[command(flatten)]
+    format: InputArgs,
     /// Advance the clock to TIME (RFC 3339) at the end, so that due timers fire.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     until: Option<Micros>,
@@ -178,9 +186,11 @@ struct ExplainArgs {
     /// The model file (default: the embedded default model).
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
-    /// The event file, JSON lines (`-` for stdin).
+    /// The event file, one event a line (`-` for stdin).
     #[arg(long, value_name = "FILE")]
     input: String,
+    #[command(flatten)]
+    format: InputArgs,
     /// The lead to explain.
     #[arg(long, value_name = "ID")]
     lead: String,
@@ -196,6 +206,42 @@ struct CheckArgs {
     file: PathBuf,
 }
 
+/// The format of an offline command's event file.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+enum FileFormat {
+    /// leadscore's JSON events, one a line.
+    #[default]
+    Json,
+    /// Segment Spec messages (RudderStack's too), one a line.
+    Segment,
+    /// CloudEvents 1.0 in structured mode (JSON), one a line.
+    Cloudevents,
+}
+
+/// `--input-format` and `--config`, shared by `score`, `explain` and `backtest`.
+#[derive(Debug, Args)]
+struct InputArgs {
+    /// The event file's format.
+    #[arg(long, value_enum, default_value_t = FileFormat::Json)]
+    input_format: FileFormat,
+    /// A service config whose `[input]` section (Segment event mapping,
+    /// CloudEvents type prefix, visitor limits) applies; only that
+    /// section is read.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl InputArgs {
+    fn options(&self) -> Result<InputOptions> {
+        let format = match self.input_format {
+            FileFormat::Json => crate::codec::InputFormat::Json,
+            FileFormat::Segment => crate::codec::InputFormat::Segment,
+            FileFormat::Cloudevents => crate::codec::InputFormat::Cloudevents,
+        };
+        InputOptions::load(format, self.config.as_deref())
+    }
+}
+
 /// The wire format of generated events.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum WireFormat {
@@ -203,14 +249,28 @@ enum WireFormat {
     Json,
     /// Length-delimited protobuf.
     Protobuf,
+    /// Segment messages (track, page, identify), JSON lines.
+    Segment,
+    /// CloudEvents 1.0, structured mode, JSON lines.
+    Cloudevents,
 }
 
-impl From<WireFormat> for crate::codec::Format {
+impl From<WireFormat> for GenFormat {
     fn from(f: WireFormat) -> Self {
         match f {
-            WireFormat::Json => crate::codec::Format::Json,
-            WireFormat::Protobuf => crate::codec::Format::Protobuf,
+            WireFormat::Json => GenFormat::Json,
+            WireFormat::Protobuf => GenFormat::Protobuf,
+            WireFormat::Segment => GenFormat::Segment,
+            WireFormat::Cloudevents => GenFormat::Cloudevents,
         }
+    }
+}
+
+/// `generate --anonymous-share`: a fraction in [0, 1].
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err("expected a fraction from 0 to 1, such as 0.3".into()),
     }
 }
 
@@ -237,6 +297,11 @@ struct GenerateArgs {
     /// Write no late events (by default some arrive after later ones).
     #[arg(long)]
     no_late: bool,
+    /// Share of leads that browse anonymously before their first profile
+    /// (default: 0.3 for segment, 0 otherwise). In segment, their events
+    /// until then carry only an anonymousId.
+    #[arg(long, value_name = "FRACTION", value_parser = parse_share)]
+    anonymous_share: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -325,9 +390,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Score(a) => {
-            let stats = score(
+            let stats = score_input(
                 load_model(a.model.as_ref())?,
                 &a.input,
+                &a.format.options()?,
                 a.until,
                 &mut std::io::stdout(),
             )?;
@@ -335,7 +401,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(a) => {
-            let e = explain(load_model(a.model.as_ref())?, &a.input, &a.lead, a.at)?;
+            let e = explain_input(
+                load_model(a.model.as_ref())?,
+                &a.input,
+                &a.format.options()?,
+                &a.lead,
+                a.at,
+            )?;
             println!("{}", serde_json::to_string_pretty(&e)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -344,10 +416,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate(a) => {
+            let format = GenFormat::from(a.format);
             let mut gen = GenConfig {
                 events: a.events,
                 leads: a.leads,
                 seed: a.seed,
+                anonymous_share: a
+                    .anonymous_share
+                    .unwrap_or(format.default_anonymous_share()),
                 ..GenConfig::default()
             };
             if a.no_duplicates {
@@ -356,7 +432,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if a.no_late {
                 gen.late_rate = 0.0;
             }
-            let format = a.format.into();
             let n = match &a.out {
                 Some(p) => {
                     let f = std::fs::File::create(p)

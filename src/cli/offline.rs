@@ -11,12 +11,14 @@ use anyhow::{Context, Result};
 
 use super::detached::Detached;
 use crate::codec::{
-    decode, decode_json_text, encode_change_json, encode_event_json, encode_event_proto, Format,
-    DEFAULT_MAX_EVENT_BYTES,
+    decode, decode_json_text, decode_message, encode_change_json, Format, InputFormat, Mapping,
+    TopicInput, DEFAULT_MAX_EVENT_BYTES,
 };
-use crate::engine::{Engine, Explanation, Outcome};
-use crate::event::Event;
-use crate::gen::{GenConfig, Generator};
+use crate::config::InputConfig;
+use crate::engine::{Engine, Explanation, Local, Outcome, VisitorLimits};
+use crate::event::{Event, Message};
+use crate::gen::wire::GenFormat;
+use crate::gen::GenConfig;
 use crate::model::Model;
 use crate::time::Micros;
 
@@ -40,6 +42,190 @@ impl fmt::Display for ScoreStats {
             self.events, self.bad_lines, self.duplicates, self.late, self.stale, self.changes
         )
     }
+}
+
+/// How the offline commands read their event file: its format, and the
+/// config's `[input]` mappings and visitor limits.
+#[derive(Debug, Clone, Default)]
+pub struct InputOptions {
+    pub format: InputFormat,
+    pub mapping: Mapping,
+    pub visitor_limits: VisitorLimits,
+}
+
+impl InputOptions {
+    /// `format`, with the `[input]` section of the config file `config`
+    /// when given. Only that section is read (an offline command needs no
+    /// broker), and it is validated as the service validates it.
+    pub fn load(format: InputFormat, config: Option<&Path>) -> Result<InputOptions> {
+        let input = match config {
+            None => InputConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                let mut root: toml::Table = toml::from_str(&text)
+                    .with_context(|| format!("{} is not valid TOML", path.display()))?;
+                let mut input: InputConfig = match root.remove("input") {
+                    Some(v) => v.try_into().with_context(|| {
+                        format!("{}: the [input] section is not valid", path.display())
+                    })?,
+                    None => InputConfig::default(),
+                };
+                input
+                    .validate()
+                    .with_context(|| format!("{} is not a valid config", path.display()))?;
+                input
+            }
+        };
+        Ok(InputOptions {
+            format,
+            mapping: input.mapping(),
+            visitor_limits: input.visitor_limits(),
+        })
+    }
+
+    fn engine(&self, model: Model) -> Engine {
+        let mut engine = Engine::new(Arc::new(model));
+        engine.set_visitor_limits(self.visitor_limits);
+        engine
+    }
+}
+
+/// Reads an event file in a format other than the native JSON, one line a
+/// message: calls `on_message` with each valid message, in order, and
+/// `on_bad` with the line number and error of each invalid line.
+pub(crate) fn read_messages(
+    input: &str,
+    opts: &InputOptions,
+    stats: &mut ScoreStats,
+    mut on_message: impl FnMut(Message<'_>) -> Result<()>,
+    mut on_bad: impl FnMut(u64, &dyn fmt::Display),
+) -> Result<()> {
+    // A file has no message keys to check.
+    let topic = TopicInput {
+        format: opts.format,
+        keyed_by_lead: false,
+        schema_registry_framing: false,
+    };
+    read_blocks(input, |block| {
+        for line in block.split_inclusive(|&b| b == b'\n') {
+            stats.lines += 1;
+            let mut body = line;
+            while let [rest @ .., b'\n' | b'\r'] = body {
+                body = rest;
+            }
+            if body.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let decoded = decode_message(
+                &topic,
+                &opts.mapping,
+                None,
+                &[],
+                body,
+                DEFAULT_MAX_EVENT_BYTES,
+            );
+            match decoded {
+                Ok(d) => {
+                    stats.events += 1;
+                    on_message(d.message)?;
+                }
+                Err(e) => {
+                    stats.bad_lines += 1;
+                    on_bad(stats.lines, &e);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// [`read_messages`], each message folded with visitors and
+/// identification ([`Local`]), one thread; `on_changes` gets the changes
+/// now and then.
+fn fold_messages(
+    engine: &mut Engine,
+    input: &str,
+    opts: &InputOptions,
+    stats: &mut ScoreStats,
+    mut on_changes: impl FnMut(&mut Vec<crate::StatusChange>) -> Result<()>,
+) -> Result<()> {
+    let mut local = Local::default();
+    let mut changes = Vec::new();
+    let mut folded = ScoreStats::default();
+    read_messages(
+        input,
+        opts,
+        stats,
+        |msg| {
+            let before = changes.len();
+            local.ingest(engine, msg, &mut changes, |_, outcome| {
+                count(&mut folded, outcome)
+            });
+            folded.changes += (changes.len() - before) as u64;
+            if changes.len() >= WRITE_BATCH {
+                on_changes(&mut changes)?;
+                changes.clear();
+            }
+            Ok(())
+        },
+        |line, e| eprintln!("{input}:{line}: {e}"),
+    )?;
+    if !changes.is_empty() {
+        on_changes(&mut changes)?;
+    }
+    stats.duplicates += folded.duplicates;
+    stats.late += folded.late;
+    stats.stale += folded.stale;
+    stats.changes += folded.changes;
+    Ok(())
+}
+
+fn count(stats: &mut ScoreStats, outcome: Outcome) {
+    match outcome {
+        Outcome::Duplicate => stats.duplicates += 1,
+        Outcome::Late => stats.late += 1,
+        Outcome::Stale => stats.stale += 1,
+        Outcome::Applied | Outcome::Held => {}
+    }
+}
+
+/// `leadscore score --input-format …`: [`score`] for the native JSON (its
+/// fast path), else one thread that decodes each line, folds it and writes
+/// the changes.
+pub fn score_input(
+    model: Model,
+    input: &str,
+    opts: &InputOptions,
+    until: Option<Micros>,
+    out: &mut (dyn Write + Send),
+) -> Result<ScoreStats> {
+    if opts.format == InputFormat::Json {
+        // The visitor limits mean nothing to JSON events: they have no visitors.
+        return score(model, input, until, out);
+    }
+    let mut engine = opts.engine(model);
+    let mut stats = ScoreStats::default();
+    let mut w = BufWriter::with_capacity(1 << 16, out);
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut write = |changes: &mut Vec<crate::StatusChange>| -> Result<()> {
+        buf.clear();
+        for c in changes.iter() {
+            encode_change_json(c, &mut buf);
+            buf.push(b'\n');
+        }
+        w.write_all(&buf).context("cannot write to stdout")
+    };
+    fold_messages(&mut engine, input, opts, &mut stats, &mut write)?;
+    if let Some(until) = until {
+        let mut changes = Vec::new();
+        engine.advance_to(until, &mut changes);
+        stats.changes += changes.len() as u64;
+        write(&mut changes)?;
+    }
+    w.flush().context("cannot write to stdout")?;
+    std::mem::forget(engine);
+    Ok(stats)
 }
 
 fn open_input(path: &str) -> Result<Box<dyn Read>> {
@@ -271,7 +457,7 @@ fn fold_counted(
         Outcome::Duplicate => stats.duplicates += 1,
         Outcome::Late => stats.late += 1,
         Outcome::Stale => stats.stale += 1,
-        Outcome::Applied => {}
+        Outcome::Applied | Outcome::Held => {}
     });
     stats.changes += (changes.len() - before) as u64;
 }
@@ -445,17 +631,32 @@ pub fn score(
 
 /// `leadscore explain`: the lead's breakdown after folding `input`.
 pub fn explain(model: Model, input: &str, lead: &str, at: Option<Micros>) -> Result<Explanation> {
-    let mut engine = Engine::new(Arc::new(model));
+    explain_input(model, input, &InputOptions::default(), lead, at)
+}
+
+/// [`explain`] of an event file in the format of `opts`.
+pub fn explain_input(
+    model: Model,
+    input: &str,
+    opts: &InputOptions,
+    lead: &str,
+    at: Option<Micros>,
+) -> Result<Explanation> {
+    let mut engine = opts.engine(model);
     let mut stats = ScoreStats::default();
-    fold_lines(
-        &mut engine,
-        input,
-        &mut stats,
-        |_| Ok(()),
-        |line, e| {
-            eprintln!("{input}:{line}: {e}");
-        },
-    )?;
+    if opts.format == InputFormat::Json {
+        fold_lines(
+            &mut engine,
+            input,
+            &mut stats,
+            |_| Ok(()),
+            |line, e| {
+                eprintln!("{input}:{line}: {e}");
+            },
+        )?;
+    } else {
+        fold_messages(&mut engine, input, opts, &mut stats, |_| Ok(()))?;
+    }
     if let Some(at) = at {
         engine.advance_to(at, &mut Vec::new());
     }
@@ -510,30 +711,9 @@ pub fn check(path: &Path) -> Result<String> {
     ))
 }
 
-/// `leadscore generate`: writes a generated stream; returns the event count.
-pub fn generate(cfg: GenConfig, format: Format, out: &mut dyn Write) -> Result<u64> {
-    let mut w = BufWriter::with_capacity(1 << 16, out);
-    let mut buf = Vec::with_capacity(512);
-    let mut n = 0;
-    for e in Generator::new(cfg) {
-        buf.clear();
-        match format {
-            Format::Json => {
-                encode_event_json(&e, &mut buf);
-                buf.push(b'\n');
-            }
-            Format::Protobuf => {
-                let mut body = Vec::with_capacity(256);
-                encode_event_proto(&e, &mut body);
-                prost::encoding::encode_varint(body.len() as u64, &mut buf);
-                buf.extend_from_slice(&body);
-            }
-        }
-        w.write_all(&buf).context("cannot write events")?;
-        n += 1;
-    }
-    w.flush().context("cannot write events")?;
-    Ok(n)
+/// `leadscore generate`: writes a generated stream; returns the message count.
+pub fn generate(cfg: GenConfig, format: GenFormat, out: &mut dyn Write) -> Result<u64> {
+    crate::gen::wire::write_stream(cfg, format, out).context("cannot write events")
 }
 
 #[cfg(test)]

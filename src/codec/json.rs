@@ -6,7 +6,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::{parse_time, required, DecodeError};
+use super::{lead_id, parse_time, required, DecodeError};
 use crate::change::StatusChange;
 use crate::event::{Event, Fields, Kind, Value};
 
@@ -78,7 +78,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for CriteriaMap<'a> {
 }
 
 /// A string that borrows from the input when it has no escapes.
-struct CowStr<'a>(Cow<'a, str>);
+pub(super) struct CowStr<'a>(pub(super) Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -102,7 +102,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
     }
 }
 
-struct WireValue<'a>(Value<'a>);
+/// Any JSON value; objects become [`Value::Map`], arrays [`Value::Other`].
+pub(super) struct WireValue<'a>(pub(super) Value<'a>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for WireValue<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -144,8 +145,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireValue<'a> {
                 Ok(WireValue(Value::Other))
             }
             fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
-                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(WireValue(Value::Other))
+                // serde_json's recursion limit bounds the nesting.
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(2));
+                while let Some(k) = m.next_key::<CowStr<'a>>()? {
+                    let v: WireValue<'a> = m.next_value()?;
+                    out.push((k.0, v.0));
+                }
+                Ok(WireValue(Value::Map(out)))
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
@@ -176,7 +182,7 @@ fn event_of(parsed: serde_json::Result<Wire<'_>>) -> Result<Event<'_>, DecodeErr
         DecodeError::BadJson(msg)
     })?;
     let event_id = required("event_id", w.event_id.map(|s| s.0))?;
-    let lead_id = required("lead_id", w.lead_id.map(|s| s.0))?;
+    let lead_id = lead_id("lead_id", required("lead_id", w.lead_id.map(|s| s.0))?)?;
     let event_type = required("type", w.event_type.map(|s| s.0))?;
     let occurred_at = parse_time(&required("occurred_at", w.occurred_at.map(|s| s.0))?)?;
     Ok(Event {
@@ -213,8 +219,17 @@ fn value_json(v: &Value<'_>) -> serde_json::Value {
             }
         }),
         Value::Str(s) => s.as_ref().into(),
-        Value::Other => serde_json::Value::Object(Default::default()),
+        // An array decodes as `Other`, so `[]` reads back as what it was.
+        Value::Other => serde_json::Value::Array(Vec::new()),
+        Value::Map(m) => fields_json(m),
     }
+}
+
+fn fields_json(f: &Fields<'_>) -> serde_json::Value {
+    f.iter()
+        .map(|(k, v)| (k.to_string(), value_json(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// Encodes an event as one line of JSON (no trailing newline), the inverse
@@ -228,12 +243,7 @@ pub fn encode_event_json(e: &Event<'_>, out: &mut Vec<u8>) {
         "occurred_at".into(),
         crate::time::format_rfc3339(e.occurred_at).into(),
     );
-    let fields = |f: &Fields<'_>| -> serde_json::Value {
-        f.iter()
-            .map(|(k, v)| (k.to_string(), value_json(v)))
-            .collect::<serde_json::Map<_, _>>()
-            .into()
-    };
+    let fields = fields_json;
     if !e.attributes.is_empty() {
         m.insert("attributes".into(), fields(&e.attributes));
     }

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use prost::Message;
 
-use super::{parse_time, required, DecodeError};
+use super::{lead_id, parse_time, required, DecodeError};
 use crate::change::StatusChange;
 use crate::event::{Event, Fields, Kind, Value};
 use crate::time::format_rfc3339;
@@ -21,6 +21,7 @@ fn value(v: pb::Value) -> Value<'static> {
         Some(pb::value::Kind::BoolValue(b)) => Value::Bool(b),
         Some(pb::value::Kind::NumberValue(n)) => Value::Num(n),
         Some(pb::value::Kind::StringValue(s)) => Value::Str(Cow::Owned(s)),
+        Some(pb::value::Kind::StructValue(s)) => Value::Map(fields(s.fields)),
     }
 }
 
@@ -45,7 +46,7 @@ pub fn decode_proto(bytes: &[u8]) -> Result<Event<'_>, DecodeError> {
     };
     // proto3 cannot tell a missing string from an empty one: both are "missing".
     let event_id = required("event_id", nonempty(m.event_id))?;
-    let lead_id = required("lead_id", nonempty(m.lead_id))?;
+    let lead_id = lead_id("lead_id", required("lead_id", nonempty(m.lead_id))?)?;
     let event_type = required("type", nonempty(m.event_type))?;
     let occurred_at = parse_time(&required("occurred_at", nonempty(m.occurred_at))?)?;
     Ok(Event {
@@ -256,8 +257,13 @@ mod borrowed {
     }
 
     fn field_entry<'a>(r: &mut Reader<'a>, wire: u8) -> Option<(Cow<'a, str>, Value<'a>)> {
-        entry(r, wire, value, Value::Null)
+        entry(r, wire, |r, wire| value(r, wire, 0), Value::Null)
     }
+
+    /// How deep nested objects may go before this decoder leaves the
+    /// message to prost (whose own recursion limit then decides): far below
+    /// prost's limit, so the two never disagree on a message this one takes.
+    const MAX_DEPTH: u32 = 16;
 
     fn criterion_entry<'a>(r: &mut Reader<'a>, wire: u8) -> Option<(Cow<'a, str>, bool)> {
         entry(
@@ -273,9 +279,10 @@ mod borrowed {
         )
     }
 
-    /// A `Value` message: the last of its `kind` fields wins; none is null.
-    fn value<'a>(r: &mut Reader<'a>, wire: u8) -> Option<Value<'a>> {
-        if wire != LEN {
+    /// A `Value` message at nesting `depth`: the last of its `kind` fields
+    /// wins; none is null.
+    fn value<'a>(r: &mut Reader<'a>, wire: u8, depth: u32) -> Option<Value<'a>> {
+        if wire != LEN || depth > MAX_DEPTH {
             return None;
         }
         let mut v = Reader { b: r.bytes()? };
@@ -290,13 +297,41 @@ mod borrowed {
                 (2, VARINT) => Value::Bool(v.varint()? != 0),
                 (3, I64) => Value::Num(f64::from_le_bytes(v.take(8)?.try_into().ok()?)),
                 (4, LEN) => Value::Str(Cow::Borrowed(v.str(wire)?)),
-                (1..=4, _) => return None,
+                (5, LEN) => {
+                    // prost merges a repeated message field of a oneof into
+                    // the one before; leave that rare case to it.
+                    if matches!(out, Value::Map(_)) {
+                        return None;
+                    }
+                    Value::Map(structure(&mut v, depth)?)
+                }
+                (1..=5, _) => return None,
                 _ => {
                     v.skip(wire)?;
                     continue;
                 }
             };
         }
+        Some(out)
+    }
+
+    /// The fields of a `Struct` message (a nested object), sorted as a map.
+    fn structure<'a>(r: &mut Reader<'a>, depth: u32) -> Option<Vec<(Cow<'a, str>, Value<'a>)>> {
+        let mut s = Reader { b: r.bytes()? };
+        let mut out = Vec::new();
+        while !s.b.is_empty() {
+            let (field, wire) = s.key()?;
+            match field {
+                1 => out.push(entry(
+                    &mut s,
+                    wire,
+                    |r, w| value(r, w, depth + 1),
+                    Value::Null,
+                )?),
+                _ => s.skip(wire)?,
+            }
+        }
+        sort_map(&mut out);
         Some(out)
     }
 }
@@ -307,19 +342,22 @@ fn pb_value(v: &Value<'_>) -> Option<pb::Value> {
         Value::Bool(b) => pb::value::Kind::BoolValue(*b),
         Value::Num(n) => pb::value::Kind::NumberValue(*n),
         Value::Str(s) => pb::value::Kind::StringValue(s.to_string()),
+        Value::Map(m) => pb::value::Kind::StructValue(pb::Struct { fields: pb_map(m) }),
         Value::Other => return None,
     };
     Some(pb::Value { kind: Some(kind) })
 }
 
+fn pb_map(f: &[(Cow<'_, str>, Value<'_>)]) -> std::collections::BTreeMap<String, pb::Value> {
+    f.iter()
+        .filter_map(|(k, v)| Some((k.to_string(), pb_value(v)?)))
+        .collect()
+}
+
 /// Encodes an event as protobuf (for the generator, tests and benchmarks).
-/// Array and object values have no protobuf form and are left out.
+/// Arrays have no protobuf form and are left out; objects are `Struct`s.
 pub fn encode_event_proto(e: &Event<'_>, out: &mut Vec<u8>) {
-    let map = |f: &[(Cow<'_, str>, Value<'_>)]| {
-        f.iter()
-            .filter_map(|(k, v)| Some((k.to_string(), pb_value(v)?)))
-            .collect()
-    };
+    let map = pb_map;
     let m = pb::Event {
         event_id: e.event_id.to_string(),
         lead_id: e.lead_id.to_string(),

@@ -54,6 +54,9 @@ fn value_to(v: &Value<'_>) -> ipb::Value {
             Value::Num(n) => K::NumberValue(*n),
             Value::Str(s) => K::StringValue(s.to_string()),
             Value::Other => K::Other(true),
+            Value::Map(f) => K::Map(ipb::Fields {
+                fields: fields_to(f),
+            }),
         }),
     }
 }
@@ -66,6 +69,7 @@ fn value_from(v: Option<ipb::Value>) -> Value<'static> {
         Some(K::NumberValue(n)) => Value::Num(n),
         Some(K::StringValue(s)) => Value::Str(Cow::Owned(s)),
         Some(K::Other(_)) => Value::Other,
+        Some(K::Map(f)) => Value::Map(fields_from(f.fields)),
     }
 }
 
@@ -219,7 +223,17 @@ mod tests {
             ("n".into(), Value::Num(0.1 + 0.2)),
             ("flag".into(), Value::Bool(false)),
             ("gone".into(), Value::Null),
-            ("nested".into(), Value::Other),
+            ("list".into(), Value::Other),
+            (
+                "context".into(),
+                Value::Map(vec![
+                    (
+                        "page".into(),
+                        Value::Map(vec![("url".into(), Value::Str("/pricing".into()))]),
+                    ),
+                    ("empty".into(), Value::Map(Vec::new())),
+                ]),
+            ),
             // Repeated and unsorted names stay as they came.
             ("n".into(), Value::Num(-0.0)),
         ];
@@ -279,7 +293,7 @@ mod tests {
             assert_eq!(back, r);
             // -0.0 == 0.0 for PartialEq: the bits must survive too.
             if let Routed::Lead(e) = &back {
-                let Value::Num(z) = e.attributes[5].1 else {
+                let Value::Num(z) = e.attributes[6].1 else {
                     panic!("a number")
                 };
                 assert!(z.is_sign_negative());

@@ -45,7 +45,7 @@ pub fn value_ref<'a>(v: &'a Value<'_>) -> ValueRef<'a> {
         Value::Str(s) => ValueRef::Str(s),
         Value::Num(n) => ValueRef::Num(*n),
         Value::Bool(b) => ValueRef::Bool(*b),
-        Value::Null | Value::Other => ValueRef::Other,
+        Value::Null | Value::Other | Value::Map(_) => ValueRef::Other,
     }
 }
 
@@ -747,7 +747,7 @@ impl<'a> FieldList<'a> {
                 Value::Bool(b) => Some(ValueRef::Bool(*b)),
                 Value::Num(n) => Some(ValueRef::Num(*n)),
                 Value::Str(s) => Some(ValueRef::Str(s)),
-                Value::Other => Some(ValueRef::Other),
+                Value::Other | Value::Map(_) => Some(ValueRef::Other),
             };
             match (pos, new) {
                 (Some(i), Some(v)) => self.as_mut_slice()[i].1 = v,

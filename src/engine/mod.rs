@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 pub use explain::Explanation;
 pub use lead::{disq, hash64, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
-pub use route::{is_aux_key, route, Local, Routed, VisitorLimits, VisitorStats};
+pub use route::{is_aux_key, route, Local, Routed, VisitorLimits, VisitorStats, VisitorView};
 pub use stage::num as format_number;
 
 use crate::change::{Contribution, Score, Stage, StatusChange};
@@ -39,6 +39,9 @@ pub enum Outcome {
     Stale,
     /// Its `event_id` was seen recently: nothing changed.
     Duplicate,
+    /// Its lead waits for an anonymous visitor's events (an identification
+    /// in flight between partitions): kept, and folded when they arrive.
+    Held,
 }
 
 impl Outcome {
@@ -48,6 +51,7 @@ impl Outcome {
             Outcome::Late => "late",
             Outcome::Stale => "stale",
             Outcome::Duplicate => "duplicate",
+            Outcome::Held => "held",
         }
     }
 }
@@ -73,6 +77,8 @@ pub struct Engine {
     /// Leads changed since the last [`Engine::drain_dirty`].
     dirty: Vec<u32>,
     scratch: Vec<u32>,
+    /// Anonymous visitors, and leads waiting for a visitor's handoff.
+    visitors: route::Visitors,
 }
 
 impl Engine {
@@ -91,6 +97,7 @@ impl Engine {
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
             scratch: Vec::new(),
+            visitors: route::Visitors::default(),
         }
     }
 
@@ -148,6 +155,9 @@ impl Engine {
     /// Folds one valid event: fires the timers it makes due, applies it to its
     /// lead, and appends any status changes to `out`.
     pub fn fold(&mut self, event: &Event<'_>, out: &mut Vec<StatusChange>) -> Outcome {
+        if self.visitors.is_waiting(&event.lead_id) {
+            return self.hold(Routed::Lead(event.clone().into_owned()), out);
+        }
         self.fold_hashed(event, hash64(event.lead_id.as_bytes()) as u32, out)
     }
 
@@ -171,6 +181,10 @@ impl Engine {
             }
             self.read_ahead(&hashes[..chunk.len()]);
             for (e, &h) in chunk.iter().zip(&hashes) {
+                if self.visitors.is_waiting(&e.lead_id) {
+                    each(self.hold(Routed::Lead(e.clone().into_owned()), out));
+                    continue;
+                }
                 each(self.fold_hashed(e, h, out));
             }
         }
@@ -199,7 +213,7 @@ impl Engine {
         std::hint::black_box(sink);
     }
 
-    fn fold_hashed(
+    pub(crate) fn fold_hashed(
         &mut self,
         event: &Event<'_>,
         hash: u32,
@@ -333,12 +347,16 @@ impl Engine {
             });
             batch.dedup();
             for &idx in &batch {
-                if self.leads[idx as usize].next_due(&self.model) == due {
+                // A lead waiting for a visitor's handoff fires once it has it.
+                if self.leads[idx as usize].next_due(&self.model) == due
+                    && !self.visitors.is_waiting(self.leads[idx as usize].id())
+                {
                     self.fire(idx, due, out);
                 }
             }
             self.scratch = batch;
         }
+        self.expire_visitors(watermark);
     }
 
     /// Fires the lead's timer due at `due`.
@@ -477,15 +495,18 @@ fn window(model: &Model, stage: Stage) -> Micros {
     }
 }
 
+/// Whether the rule's attribute tests pass on the event.
+fn rule_matches(rule: &crate::model::EngagementRule, event: &Event<'_>) -> bool {
+    rule.attributes
+        .iter()
+        .all(|(name, m)| m.test(event.attribute(name).map(value_ref)))
+}
+
 /// Applies the engagement rules of the event's type.
 fn score_engagement(lead: &mut Lead, model: &Model, event: &Event<'_>) {
     for &ri in model.rules_for(&event.event_type) {
         let rule = &model.engagement_rules[ri];
-        let matches = rule
-            .attributes
-            .iter()
-            .all(|(name, m)| m.test(event.attribute(name).map(value_ref)));
-        if !matches {
+        if !rule_matches(rule, event) {
             continue;
         }
         if let Some((every, slot)) = rule.every {

@@ -304,6 +304,21 @@ fn nonempty(key: &str, s: &str) -> Result<(), ModelError> {
     }
 }
 
+/// An attribute name, or a dotted path into nested objects
+/// (`context.campaign.source`): no empty segment.
+fn attribute_path(key: &str, path: &str) -> Result<(), ModelError> {
+    if path.is_empty() {
+        return Err(invalid(key, "an attribute name must not be empty"));
+    }
+    if path.split('.').any(str::is_empty) {
+        return Err(invalid(
+            key,
+            "a dotted attribute path must not start or end with a dot, nor have two dots in a row",
+        ));
+    }
+    Ok(())
+}
+
 struct TrackDefaults {
     route: &'static str,
     sla_sql: Sla,
@@ -438,6 +453,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         };
         let mut attributes = Vec::new();
         for (name, m) in r.attributes {
+            attribute_path(&k(&format!("attributes.{name:?}")), &name)?;
             let m = Matcher::compile(&k(&format!("attributes.{name}")), m)?;
             attributes.push((name, m));
         }
@@ -690,6 +706,29 @@ mod tests {
         assert!(e.contains("`version`"), "{e}");
         let e = err("version = \"x\"\n[[fit.rules]]\nname = \"a\"\nfield = \"f\"\npoints = 1\nat_least = 5\nbelow = 5\n");
         assert!(e.contains("fit.rules[0]") && e.contains("empty"), "{e}");
+    }
+
+    #[test]
+    fn attribute_paths_are_checked() {
+        let rule = |attr: &str| {
+            format!(
+                "version = \"x\"\n[[engagement.rules]]\nname = \"a\"\nevent = \"e\"\npoints = 1\n\
+                 [engagement.rules.attributes]\n\"{attr}\" = {{ equals = \"x\" }}\n"
+            )
+        };
+        let m = Model::from_toml(&rule("context.campaign.source")).unwrap();
+        assert_eq!(
+            m.engagement_rules[0].attributes[0].0,
+            "context.campaign.source"
+        );
+        assert!(Model::from_toml(&rule("url")).is_ok());
+        for bad in ["", ".a", "a.", "a..b", "."] {
+            let e = err(&rule(bad));
+            assert!(
+                e.contains("engagement.rules[0].attributes") && e.contains(&format!("{bad:?}")),
+                "{bad:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -79,11 +79,12 @@ pub const OTHER_TYPE: &str = "other";
 /// the partition is revoked.
 pub const PER_PARTITION: [&str; 4] = [CONSUMER_LAG, LEADS, TIMERS, WATERMARK];
 
-const OUTCOMES: [Outcome; 4] = [
+const OUTCOMES: [Outcome; 5] = [
     Outcome::Applied,
     Outcome::Late,
     Outcome::Stale,
     Outcome::Duplicate,
+    Outcome::Held,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -302,8 +303,8 @@ pub fn type_label<'a>(model: &'a crate::model::Model, event_type: &'a str) -> &'
 #[derive(Default)]
 pub struct EventCounters {
     /// The model's and the reserved event types (never user-chosen ones).
-    by_type: std::collections::HashMap<String, [Counter; 4]>,
-    other: Option<[Counter; 4]>,
+    by_type: std::collections::HashMap<String, [Counter; 5]>,
+    other: Option<[Counter; 5]>,
     duplicates: Option<Counter>,
 }
 
@@ -314,6 +315,7 @@ impl EventCounters {
             Outcome::Late => 1,
             Outcome::Stale => 2,
             Outcome::Duplicate => 3,
+            Outcome::Held => 4,
         };
         let counters = match self.by_type.get(event_type) {
             Some(c) => c,
@@ -338,7 +340,7 @@ impl EventCounters {
     }
 }
 
-fn outcome_counters(label: &str) -> [Counter; 4] {
+fn outcome_counters(label: &str) -> [Counter; 5] {
     OUTCOMES.map(|o| counter!(EVENTS, "type" => label.to_string(), "outcome" => o.as_str()))
 }
 
