@@ -14,6 +14,8 @@ use std::time::Duration;
 use broker::{ids_per_partition, produce_timed, read_all, stream_timestamp, Broker, Record, Timed};
 use leadscore::codec::encode_event_json;
 use leadscore::config::Config;
+use leadscore::engine::VisitorLimits;
+use leadscore::gen::wire::SegmentWriter;
 use leadscore::gen::{GenConfig, Generator};
 use leadscore::service::{self, Shutdown};
 use leadscore::time::DAY;
@@ -54,6 +56,10 @@ fn topics(b: &Broker, name: &str) -> Topics {
 }
 
 fn config(b: &Broker, t: &Topics, name: &str, extra: &str) -> Config {
+    config_as(b, t, name, extra, "keyed_by_lead = false")
+}
+
+fn config_as(b: &Broker, t: &Topics, name: &str, extra: &str, topic: &str) -> Config {
     let text = format!(
         r#"
 [kafka]
@@ -67,7 +73,7 @@ idle_advance_ms = 0
 {extra}
 
 [input.topics."{}"]
-keyed_by_lead = false
+{topic}
 
 [http]
 listen = "127.0.0.1:0"
@@ -77,18 +83,26 @@ listen = "127.0.0.1:0"
     Config::from_toml_with_env(&text, std::iter::empty()).expect("test config is valid")
 }
 
-/// Generated events in time order, then one event per repartition partition
-/// that moves every partition's watermark to the same final time.
-fn events(seed: u64) -> Vec<Event<'static>> {
-    let mut v: Vec<Event<'static>> = Generator::new(GenConfig {
+fn gen_config(seed: u64, anonymous_share: f64) -> GenConfig {
+    GenConfig {
         seed,
         leads: 300,
         events: 6_000,
         late_rate: 0.0,
         span: 120 * DAY,
+        anonymous_share,
         ..GenConfig::default()
-    })
-    .collect();
+    }
+}
+
+/// Generated events in time order, then one event per repartition partition
+/// that moves every partition's watermark to the same final time.
+fn events(seed: u64) -> Vec<Event<'static>> {
+    events_of(gen_config(seed, 0.0))
+}
+
+fn events_of(cfg: GenConfig) -> Vec<Event<'static>> {
+    let mut v: Vec<Event<'static>> = Generator::new(cfg).collect();
     let end = v.iter().map(|e| e.occurred_at).max().unwrap() + DAY;
     for (i, id) in ids_per_partition("tick", PARTITIONS)
         .into_iter()
@@ -160,13 +174,15 @@ fn group(
     by_lead
 }
 
-/// Runs the service in a thread until the status topic holds `n` records.
-fn run_until_changes(b: &Broker, t: &Topics, cfg: Config, n: usize) {
+/// Runs the service in a thread until the status topic holds `n` records;
+/// returns its `/metrics` page as it stopped.
+fn run_until_changes(b: &Broker, t: &Topics, cfg: Config, n: usize) -> String {
     let shutdown = Shutdown::new();
     let (tx, rx) = mpsc::channel();
     let s2 = shutdown.clone();
     let h = thread::spawn(move || service::run(cfg, s2, |r| tx.send(r.http_addr).unwrap()));
-    rx.recv_timeout(Duration::from_secs(60))
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
         .expect("service started");
     broker::wait_until("the service's output", Duration::from_secs(180), || {
         read_all(
@@ -178,10 +194,35 @@ fn run_until_changes(b: &Broker, t: &Topics, cfg: Config, n: usize) {
         .len()
             >= n
     });
+    // The last commit's metrics are reported with it.
+    thread::sleep(Duration::from_millis(500));
+    let metrics = get_metrics(addr);
     shutdown.trigger();
     h.join()
         .expect("service thread")
         .expect("service ran without error");
+    metrics
+}
+
+fn get_metrics(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// A counter's value on a `/metrics` page (0 when absent).
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 fn read(b: &Broker, topic: &str) -> Vec<Record> {
@@ -264,4 +305,102 @@ fn a_topic_keyed_by_another_id_is_re_keyed_exactly() {
 #[test]
 fn a_topic_without_keys_written_in_order_is_re_keyed_exactly() {
     rekeyed_equals_score("rekey-null", Keys::Null, "");
+}
+
+/// Equal JSON, numbers within a relative 1e-12. The engine folds a
+/// visitor's events handed to its lead under the watermark of the lead's
+/// partition, where `score` has the one watermark of all events: the
+/// decayed sums then come out a unit in the last place apart now and then
+/// (reported to the engine's owner; stages, times, ids and the order of
+/// changes are exact).
+fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value as J;
+    match (a, b) {
+        (J::Number(x), J::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-12 * x.abs().max(y.abs()).max(1.0)
+        }
+        (J::Array(x), J::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (J::Object(x), J::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// The generator's Segment form of a stream in which a share of the leads
+/// browse anonymously before they identify, keyed as a browser-side
+/// pipeline keys it: by the visitor's `anonymousId`, else by `userId`.
+/// Visitors, identifications (across partitions) and the re-keying give
+/// the native stream's changes.
+#[test]
+fn a_segment_topic_keyed_by_visitor_equals_the_native_stream_scored() {
+    let name = "rekey-segment";
+    let b = Broker::shared();
+    let t = topics(b, name);
+    let cfg = gen_config(37, 0.3);
+    let evs = events_of(cfg.clone());
+    let expected = score(name, &evs);
+    let total: usize = expected.values().map(Vec::len).sum();
+    let mut writer = SegmentWriter::new(&cfg, VisitorLimits::default());
+    let mut anonymous = 0;
+    let records: Vec<Timed> = evs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let m = writer.message(e);
+            let key = m
+                .get("anonymousId")
+                .or_else(|| m.get("userId"))
+                .and_then(|k| k.as_str())
+                .expect("every message has an id")
+                .as_bytes()
+                .to_vec();
+            anonymous += usize::from(m.get("userId").is_none());
+            (
+                None,
+                Some(key),
+                serde_json::to_vec(&m).unwrap(),
+                stream_timestamp(i),
+            )
+        })
+        .collect();
+    assert!(
+        anonymous > 50,
+        "visitors browse first ({anonymous} messages)"
+    );
+    produce_timed(&b.producer(), &t.input, &records);
+    let metrics = run_until_changes(
+        b,
+        &t,
+        config_as(b, &t, name, "", "format = \"segment\""),
+        total,
+    );
+    // The metrics are the process's: other tests' services count too, but
+    // only this one identifies visitors or reads this topic.
+    assert!(
+        counter(&metrics, "leadscore_identifications_total") > 0.0,
+        "{metrics}"
+    );
+    let routed = format!("leadscore_routed_records_total{{topic=\"{}\"}}", t.input);
+    assert!(counter(&metrics, &routed) >= evs.len() as f64, "{metrics}");
+    let got = group(read(b, &t.status).iter().map(|r| {
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        v
+    }));
+    for (lead, want) in &expected {
+        let have = got.get(lead).map(Vec::as_slice).unwrap_or_default();
+        assert!(
+            have.len() == want.len() && have.iter().zip(want).all(|(h, w)| same(h, w)),
+            "{name}: changes of {lead}\n got {have:?}\nwant {want:?}"
+        );
+    }
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "{name}: no changes for other leads"
+    );
+    assert!(read(b, &t.dlq).is_empty(), "{name}: nothing dead-lettered");
 }
