@@ -4,8 +4,10 @@
 # throughput in exactly_once and at_least_once against a pass-through
 # consumer -> producer, restore speed from the changelog, and event-to-emit
 # latency at a steady rate, `leadscore replay` against `leadscore score`
-# on the same events, and the consume loop alone, polled or on tokio.
-# About 13 minutes on 2 cores; needs Java 17+
+# on the same events, the consume loop alone, polled or on tokio, and the
+# re-keyed path (the stream as Segment messages without keys, through the
+# repartition topic, exactly-once).
+# About 15 minutes on 2 cores; needs Java 17+
 # and Maven (the broker's jars are installed into ~/.cache/leadscore once).
 #
 #   bash benches/service.sh
@@ -19,10 +21,11 @@
 #   TXN_PASSTHROUGH (1)                    0 skips the transactional pass-through
 #   RUN_LIMIT (300)                        seconds; a service run stops there and
 #                                          reports the rate so far
-#   PHASES (123456)                        1 service throughput, 2 pass-through,
+#   PHASES (1234567)                       1 service throughput, 2 pass-through,
 #                                          3 restore, 4 latency, 5 replay vs score,
 #                                          6 consume only: BaseConsumer::poll vs
-#                                          StreamConsumer on tokio (about 1 minute)
+#                                          StreamConsumer on tokio (about 1 minute),
+#                                          7 re-keyed Segment, exactly_once (about 2 minutes)
 #   OUT (target/bench-service)             logs: service.log (the service's
 #                                          warnings, librdkafka's), broker.log, bench.out
 set -euo pipefail
@@ -42,7 +45,7 @@ export BENCH_SVC_RATE=${RATE:-5000}
 export BENCH_SVC_LATENCY_SECS=${LATENCY_SECS:-30}
 export BENCH_SVC_LATENCY_LEADS=${LATENCY_LEADS:-20000}
 export BENCH_SVC_TXN_PASSTHROUGH=${TXN_PASSTHROUGH:-1}
-export BENCH_SVC_PHASES=${PHASES:-123456}
+export BENCH_SVC_PHASES=${PHASES:-1234567}
 export BENCH_SVC_RUN_LIMIT=${RUN_LIMIT:-300}
 BENCH_SVC_OUT=$(realpath "$OUT")
 export BENCH_SVC_OUT

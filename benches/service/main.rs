@@ -14,7 +14,9 @@
 //! 5. `leadscore replay` against `leadscore score` on the same events
 //!    (`replay.rs`);
 //! 6. the consume side alone, `BaseConsumer::poll` on a thread against
-//!    `StreamConsumer` on tokio, on the throughput stream (`consume.rs`).
+//!    `StreamConsumer` on tokio, on the throughput stream (`consume.rs`);
+//! 7. the re-keyed path: the throughput stream as Segment messages without
+//!    keys, through the repartition topic, exactly-once (`rekey.rs`).
 //!
 //! Run it with `bash benches/service.sh`, which sets
 //! `BENCH_SERVICE=1`. Without it (a plain `cargo bench`, or
@@ -27,6 +29,7 @@ mod broker;
 mod consume;
 mod latency;
 mod machine;
+mod rekey;
 mod replay;
 mod restore;
 mod svc;
@@ -74,7 +77,7 @@ pub struct Settings {
     pub latency_secs: u64,
     pub latency_leads: u64,
     pub txn_passthrough: bool,
-    /// Which parts to run: digits 1 to 6.
+    /// Which parts to run: digits 1 to 7.
     pub phases: String,
     /// A service run stops here and reports the rate so far.
     pub run_limit: Duration,
@@ -96,7 +99,7 @@ impl Settings {
             latency_leads: env_u64("BENCH_SVC_LATENCY_LEADS", 20_000),
             txn_passthrough: env_u64("BENCH_SVC_TXN_PASSTHROUGH", 1) == 1,
             run_limit: Duration::from_secs(env_u64("BENCH_SVC_RUN_LIMIT", 300)),
-            phases: std::env::var("BENCH_SVC_PHASES").unwrap_or_else(|_| "123456".into()),
+            phases: std::env::var("BENCH_SVC_PHASES").unwrap_or_else(|_| "1234567".into()),
             out_dir: std::env::var_os("BENCH_SVC_OUT")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| {
@@ -164,6 +167,10 @@ fn main() {
     if s.phases.contains('6') {
         consume::consume_phase(&b, &s, &mut r);
         check_busy("consume");
+    }
+    if s.phases.contains('7') {
+        rekey::rekey_phase(&b, &s, &mut r);
+        check_busy("re-keyed");
     }
     let busy = BUSY.lock().unwrap();
     if busy.is_empty() {
