@@ -78,6 +78,9 @@ pub const OTHER_TYPE: &str = "other";
 /// partition assigned (no partition is known before), and stay, at 0 once
 /// the partition is revoked.
 pub const PER_PARTITION: [&str; 4] = [CONSUMER_LAG, LEADS, TIMERS, WATERMARK];
+/// Counters labelled by input topic: their series are created, at 0, when
+/// the processor is (from the config, before the endpoints serve).
+pub const PER_TOPIC: [&str; 1] = [ROUTED];
 
 const OUTCOMES: [Outcome; 5] = [
     Outcome::Applied,
@@ -512,7 +515,11 @@ mod tests {
         );
         let missing: Vec<&String> = referenced
             .iter()
-            .filter(|n| !PER_PARTITION.contains(&n.as_str()) && !present(n, &exported))
+            .filter(|n| {
+                !PER_PARTITION.contains(&n.as_str())
+                    && !PER_TOPIC.contains(&n.as_str())
+                    && !present(n, &exported)
+            })
             .collect();
         assert!(
             missing.is_empty(),
@@ -530,9 +537,10 @@ mod tests {
         metrics::with_local_recorder(&recorder, || {
             partition_state(0, 5, 2, 1_700_000_000_000_000);
             consumer_lag("lead-events", 0, 3);
+            routed_counters(&["lead-events".to_string()]);
         });
         let after = series(&recorder.handle().render());
-        for p in PER_PARTITION {
+        for p in PER_PARTITION.into_iter().chain(PER_TOPIC) {
             assert!(
                 present(p, &after),
                 "{p} missing once a partition is assigned"
