@@ -302,6 +302,13 @@ fn a_topic_keyed_by_another_id_is_re_keyed_exactly() {
     rekeyed_equals_score("rekey-account", Keys::Account, "");
 }
 
+/// At-least-once routes the same way (the routed records are flushed with
+/// the changes, before the state and the offsets).
+#[test]
+fn a_re_keyed_topic_at_least_once_gives_the_same_changes() {
+    rekeyed_equals_score("rekey-alo", Keys::Account, "guarantee = \"at_least_once\"");
+}
+
 #[test]
 fn a_topic_without_keys_written_in_order_is_re_keyed_exactly() {
     rekeyed_equals_score("rekey-null", Keys::Null, "");

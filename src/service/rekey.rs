@@ -254,22 +254,11 @@ impl Merge {
     /// lane has a message or may be passed over. An empty lane starts to
     /// be waited on when another has a message.
     pub fn next(&mut self, now: Duration) -> Option<(Lane, Buffered)> {
-        if self.lanes.values().all(|s| s.buf.is_empty()) {
-            // Nobody waits: the next message starts new waits, with checks
-            // made after it arrived.
-            for s in self.lanes.values_mut() {
-                s.waiting = None;
-                s.confirmed = None;
-            }
-            return None;
-        }
         let mut best: Option<(Lane, (i64, i32, usize, i64))> = None;
-        let mut blocked = false;
-        for (&lane, s) in &mut self.lanes {
+        let mut any_empty = false;
+        for (&lane, s) in &self.lanes {
             match s.buf.front() {
-                None => {
-                    s.waiting.get_or_insert(now);
-                }
+                None => any_empty = true,
                 Some(m) => {
                     let rank = (m.timestamp, lane.1, lane.0, m.offset);
                     if best.is_none_or(|(_, b)| rank < b) {
@@ -278,11 +267,26 @@ impl Merge {
                 }
             }
         }
-        for s in self.lanes.values() {
-            blocked |= !self.passable(s, now);
-        }
-        if blocked {
+        if best.is_none() {
+            // Nobody waits: the next message starts new waits, with checks
+            // made after it arrived.
+            for s in self.lanes.values_mut() {
+                s.waiting = None;
+                s.confirmed = None;
+            }
             return None;
+        }
+        // The common case under load, every lane with a message, costs
+        // the one pass above.
+        if any_empty {
+            for s in self.lanes.values_mut() {
+                if s.buf.is_empty() {
+                    s.waiting.get_or_insert(now);
+                }
+            }
+            if self.lanes.values().any(|s| !self.passable(s, now)) {
+                return None;
+            }
         }
         let (lane, _) = best?;
         let s = self.lanes.get_mut(&lane).expect("found above");
