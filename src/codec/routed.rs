@@ -439,12 +439,27 @@ fn required(e: Option<ipb::Event>, what: &str) -> Result<Event<'static>, DecodeE
         .ok_or_else(|| bad(&format!("{what} without its event")))
 }
 
-/// Reads a record written by [`encode_routed`]. Bytes that are not one are
-/// a [`DecodeError::BadProtobuf`] (dead-lettered), never a panic.
-pub fn decode_routed(bytes: &[u8]) -> Result<Routed<'static>, DecodeError> {
+/// Reads a record written by [`encode_routed`], its strings borrowed from
+/// `bytes` where it can. Bytes that are not one are a
+/// [`DecodeError::BadProtobuf`] (dead-lettered), never a panic.
+pub fn decode_routed(bytes: &[u8]) -> Result<Routed<'_>, DecodeError> {
+    let r = match borrowed::routed(bytes) {
+        Some(r) => r,
+        // What the borrowing decoder does not take on (invalid bytes
+        // included) goes through prost, which has the final word and the
+        // error messages.
+        None => decode_with_prost(bytes)?,
+    };
+    if r.key().is_empty() {
+        return Err(bad("empty key"));
+    }
+    Ok(r)
+}
+
+fn decode_with_prost(bytes: &[u8]) -> Result<Routed<'static>, DecodeError> {
     use ipb::routed::Record as R;
     let m = ipb::Routed::decode(bytes).map_err(|e| bad(&e.to_string()))?;
-    let r = match m.record.ok_or_else(|| bad("no record"))? {
+    Ok(match m.record.ok_or_else(|| bad("no record"))? {
         R::Lead(e) => Routed::Lead(event_from(e)),
         R::Visitor(e) => Routed::Visitor(event_from(e)),
         R::Forward(e) => Routed::Forward(event_from(e)),
@@ -463,11 +478,272 @@ pub fn decode_routed(bytes: &[u8]) -> Result<Routed<'static>, DecodeError> {
             identify: required(h.identify, "a handoff")?,
             alias: h.alias,
         },
-    };
-    if r.key().is_empty() {
-        return Err(bad("empty key"));
+    })
+}
+
+/// A decoder of the records that borrows their strings, so a routed event
+/// costs no allocation but its field vectors. It takes on only what it
+/// reads exactly as prost does: the fields with the wire types the schema
+/// declares, each message field and oneof at most once (prost would merge
+/// repeats), unknown fields of the common wire types. On anything else it
+/// returns `None` and the caller decodes with prost.
+mod borrowed {
+    use std::borrow::Cow;
+
+    use super::kind_from;
+    use crate::engine::Routed;
+    use crate::event::{Event, Fields, Value};
+
+    const VARINT: u8 = 0;
+    const I64: u8 = 1;
+    const LEN: u8 = 2;
+    const I32: u8 = 5;
+
+    struct Reader<'a> {
+        b: &'a [u8],
     }
-    Ok(r)
+
+    impl<'a> Reader<'a> {
+        fn new(b: &'a [u8]) -> Reader<'a> {
+            Reader { b }
+        }
+
+        fn more(&self) -> bool {
+            !self.b.is_empty()
+        }
+
+        fn varint(&mut self) -> Option<u64> {
+            let mut v = 0u64;
+            for i in 0..10 {
+                let (&byte, rest) = self.b.split_first()?;
+                self.b = rest;
+                // prost refuses a tenth byte above 1 (the value would overflow).
+                if i == 9 && byte > 1 {
+                    return None;
+                }
+                v |= u64::from(byte & 0x7f) << (7 * i);
+                if byte < 0x80 {
+                    return Some(v);
+                }
+            }
+            None
+        }
+
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            if self.b.len() < n {
+                return None;
+            }
+            let (head, rest) = self.b.split_at(n);
+            self.b = rest;
+            Some(head)
+        }
+
+        /// The next field's number and wire type (field 0 is refused, as
+        /// prost does).
+        fn key(&mut self) -> Option<(u64, u8)> {
+            let key = self.varint()?;
+            let field = key >> 3;
+            (field != 0 && key <= u64::from(u32::MAX)).then_some((field, (key & 7) as u8))
+        }
+
+        fn bytes(&mut self) -> Option<&'a [u8]> {
+            let n = usize::try_from(self.varint()?).ok()?;
+            self.take(n)
+        }
+
+        fn str(&mut self) -> Option<&'a str> {
+            std::str::from_utf8(self.bytes()?).ok()
+        }
+
+        fn skip(&mut self, wire: u8) -> Option<()> {
+            match wire {
+                VARINT => self.varint().map(drop),
+                I64 => self.take(8).map(drop),
+                LEN => self.bytes().map(drop),
+                I32 => self.take(4).map(drop),
+                _ => None,
+            }
+        }
+    }
+
+    /// At most once: a second message field or oneof is prost's to merge.
+    fn once<T>(slot: &mut Option<T>, v: T) -> Option<()> {
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(v);
+        Some(())
+    }
+
+    pub(super) fn routed(bytes: &[u8]) -> Option<Routed<'_>> {
+        let mut r = Reader::new(bytes);
+        let mut record = None;
+        while r.more() {
+            match r.key()? {
+                (tag @ 1..=6, LEN) => once(&mut record, (tag, r.bytes()?))?,
+                (1..=6, _) => return None,
+                (_, wire) => r.skip(wire)?,
+            }
+        }
+        let (tag, body) = record?;
+        Some(match tag {
+            1 => Routed::Lead(event(body)?),
+            2 => Routed::Visitor(event(body)?),
+            6 => Routed::Forward(event(body)?),
+            3 => {
+                let (mut visitor_id, mut e, mut alias) = ("", None, false);
+                let mut r = Reader::new(body);
+                while r.more() {
+                    match r.key()? {
+                        (1, LEN) => visitor_id = r.str()?,
+                        (2, LEN) => once(&mut e, event(r.bytes()?)?)?,
+                        (3, VARINT) => alias = r.varint()? != 0,
+                        (1..=3, _) => return None,
+                        (_, wire) => r.skip(wire)?,
+                    }
+                }
+                Routed::Identify {
+                    visitor_id: Cow::Borrowed(visitor_id),
+                    event: e?,
+                    alias,
+                }
+            }
+            4 => {
+                let (mut visitor_id, mut e) = ("", None);
+                let mut r = Reader::new(body);
+                while r.more() {
+                    match r.key()? {
+                        (1, LEN) => visitor_id = r.str()?,
+                        (2, LEN) => once(&mut e, event(r.bytes()?)?)?,
+                        (1..=2, _) => return None,
+                        (_, wire) => r.skip(wire)?,
+                    }
+                }
+                Routed::Barrier {
+                    visitor_id: Cow::Borrowed(visitor_id),
+                    event: e?,
+                }
+            }
+            _ => {
+                let (mut visitor_id, mut events, mut identify, mut alias) =
+                    ("", Vec::new(), None, false);
+                let mut r = Reader::new(body);
+                while r.more() {
+                    match r.key()? {
+                        (1, LEN) => visitor_id = r.str()?,
+                        (2, LEN) => events.push(event(r.bytes()?)?),
+                        (3, LEN) => once(&mut identify, event(r.bytes()?)?)?,
+                        (4, VARINT) => alias = r.varint()? != 0,
+                        (1..=4, _) => return None,
+                        (_, wire) => r.skip(wire)?,
+                    }
+                }
+                Routed::Handoff {
+                    visitor_id: Cow::Borrowed(visitor_id),
+                    events,
+                    identify: identify?,
+                    alias,
+                }
+            }
+        })
+    }
+
+    fn event(body: &[u8]) -> Option<Event<'_>> {
+        let mut r = Reader::new(body);
+        let (mut id, mut lead, mut ty, mut at, mut kind) = ("", "", "", 0i64, 0i32);
+        let mut e = Event::new("", "", "", 0);
+        while r.more() {
+            match r.key()? {
+                (1, LEN) => id = r.str()?,
+                (2, LEN) => lead = r.str()?,
+                (3, LEN) => ty = r.str()?,
+                (4, VARINT) => {
+                    let v = r.varint()?;
+                    at = ((v >> 1) as i64) ^ -((v & 1) as i64);
+                }
+                (5, LEN) => e.attributes.push(field(r.bytes()?)?),
+                (6, LEN) => e.profile.push(field(r.bytes()?)?),
+                (7, LEN) => {
+                    let mut c = Reader::new(r.bytes()?);
+                    let (mut name, mut known) = ("", false);
+                    while c.more() {
+                        match c.key()? {
+                            (1, LEN) => name = c.str()?,
+                            (2, VARINT) => known = c.varint()? != 0,
+                            (1..=2, _) => return None,
+                            (_, wire) => c.skip(wire)?,
+                        }
+                    }
+                    e.criteria.push((Cow::Borrowed(name), known));
+                }
+                (8, LEN) => e.reason = Some(Cow::Borrowed(r.str()?)),
+                (9, VARINT) => kind = r.varint()? as i32,
+                (1..=9, _) => return None,
+                (_, wire) => r.skip(wire)?,
+            }
+        }
+        e.event_id = Cow::Borrowed(id);
+        e.lead_id = Cow::Borrowed(lead);
+        e.event_type = Cow::Borrowed(ty);
+        e.occurred_at = at;
+        e.kind = kind_from(kind, ty);
+        Some(e)
+    }
+
+    fn field(body: &[u8]) -> Option<(Cow<'_, str>, Value<'_>)> {
+        let mut r = Reader::new(body);
+        let (mut name, mut v) = ("", None);
+        while r.more() {
+            match r.key()? {
+                (1, LEN) => name = r.str()?,
+                (2, LEN) => once(&mut v, value(r.bytes()?)?)?,
+                (1..=2, _) => return None,
+                (_, wire) => r.skip(wire)?,
+            }
+        }
+        Some((Cow::Borrowed(name), v.unwrap_or(Value::Null)))
+    }
+
+    fn value(body: &[u8]) -> Option<Value<'_>> {
+        let mut r = Reader::new(body);
+        let mut v = None;
+        while r.more() {
+            let x = match r.key()? {
+                (1, VARINT) => {
+                    r.varint()?;
+                    Value::Null
+                }
+                (2, VARINT) => Value::Bool(r.varint()? != 0),
+                (3, I64) => Value::Num(f64::from_le_bytes(r.take(8)?.try_into().ok()?)),
+                (4, LEN) => Value::Str(Cow::Borrowed(r.str()?)),
+                (5, VARINT) => {
+                    r.varint()?;
+                    Value::Other
+                }
+                (6, LEN) => Value::Map(fields(r.bytes()?)?),
+                (1..=6, _) => return None,
+                (_, wire) => {
+                    r.skip(wire)?;
+                    continue;
+                }
+            };
+            once(&mut v, x)?;
+        }
+        Some(v.unwrap_or(Value::Null))
+    }
+
+    fn fields(body: &[u8]) -> Option<Fields<'_>> {
+        let mut r = Reader::new(body);
+        let mut out = Vec::new();
+        while r.more() {
+            match r.key()? {
+                (1, LEN) => out.push(field(r.bytes()?)?),
+                (1, _) => return None,
+                (_, wire) => r.skip(wire)?,
+            }
+        }
+        Some(out)
+    }
 }
 
 #[cfg(test)]
@@ -554,6 +830,8 @@ mod tests {
             encode_routed(&r, &mut bytes);
             let back = decode_routed(&bytes).unwrap();
             assert_eq!(back, r);
+            let owned = decode_with_prost(&bytes).unwrap();
+            assert_eq!(owned, r, "prost reads the same");
             // -0.0 == 0.0 for PartialEq: the bits must survive too.
             if let Routed::Lead(e) = &back {
                 let Value::Num(z) = e.attributes[6].1 else {
@@ -619,6 +897,33 @@ mod tests {
         let mut bytes = Vec::new();
         encode_routed(&Routed::Lead(Event::new("e", "", "x", 0)), &mut bytes);
         assert_eq!(decode_routed(&bytes).unwrap_err().code(), "bad_protobuf");
+    }
+
+    #[test]
+    fn the_borrowing_decoder_agrees_with_prost() {
+        let mut taken = 0;
+        for r in all() {
+            let mut bytes = Vec::new();
+            encode_routed(&r, &mut bytes);
+            let back = borrowed::routed(&bytes).expect("takes on what the encoder writes");
+            assert_eq!(back, r);
+            assert!(matches!(back.key(), k if !k.is_empty()));
+            // Damaged copies: whatever it takes on, prost reads the same.
+            for i in 0..bytes.len() {
+                for flip in [0x01u8, 0x80, 0xff] {
+                    let mut b = bytes.clone();
+                    b[i] ^= flip;
+                    if let Some(ours) = borrowed::routed(&b) {
+                        taken += 1;
+                        assert_eq!(Ok(ours), decode_with_prost(&b), "byte {i} ^ {flip:#x}");
+                    }
+                }
+                if let Some(ours) = borrowed::routed(&bytes[..i]) {
+                    assert_eq!(Ok(ours), decode_with_prost(&bytes[..i]), "cut at {i}");
+                }
+            }
+        }
+        assert!(taken > 100, "damaged copies it read: {taken}");
     }
 
     #[test]
