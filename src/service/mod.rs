@@ -374,6 +374,11 @@ fn turn(shared: &Shared, consumer: &BaseConsumer<ConsumerCtx>) -> Option<Control
     let mut p = shared.processor();
     match polled {
         Some(Ok(msg)) => {
+            let headers = if p.reads_headers() {
+                msg.headers()
+            } else {
+                None
+            };
             let c = p.process(
                 &Incoming {
                     topic: msg.topic(),
@@ -382,7 +387,7 @@ fn turn(shared: &Shared, consumer: &BaseConsumer<ConsumerCtx>) -> Option<Control
                     key: msg.key(),
                     payload: msg.payload(),
                     timestamp: msg.timestamp().to_millis(),
-                    headers: msg.headers(),
+                    headers,
                 },
                 consumer,
             );

@@ -40,6 +40,7 @@ use crate::codec::{
 };
 use crate::config::{Config, Guarantee, OutputEnvelope};
 use crate::engine::{route, Engine, Routed, VisitorStats};
+use crate::event::Message;
 use crate::model::Model;
 use crate::time::Micros;
 
@@ -115,6 +116,7 @@ pub struct Processor {
     schema_ids: tm::SchemaIds,
     /// The CloudEvents `source`, when status records carry the envelope.
     ce_source: Option<String>,
+    reads_headers: bool,
     pub partitions: BTreeMap<i32, Partition>,
     producer: BaseProducer<ProducerCtx>,
     protocol: Protocol,
@@ -173,6 +175,7 @@ impl Processor {
             changelog: cfg.changelog_topic(),
             routed: tm::routed_counters(&topics),
             topics,
+            reads_headers: inputs.iter().any(|i| i.format == InputFormat::Cloudevents),
             inputs,
             mapping: cfg.input.mapping(),
             repartition,
@@ -210,6 +213,12 @@ impl Processor {
             Some(w) => wait.min(w),
             None => wait,
         }
+    }
+
+    /// Whether an input topic's format reads the Kafka headers (CloudEvents
+    /// binary mode); the native path skips them.
+    pub fn reads_headers(&self) -> bool {
+        self.reads_headers
     }
 
     /// Sends a record, or holds it while the previous transaction commits.
@@ -341,6 +350,9 @@ impl Processor {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Option<Control> {
+        if self.merge.is_empty() {
+            return None;
+        }
         let now = self.now();
         for lane in self.merge.due_checks(now) {
             self.check_end(lane);
@@ -425,6 +437,11 @@ impl Processor {
                     if let Some(id) = d.schema_id {
                         self.schema_ids.seen(id);
                     }
+                    if let (true, Message::Lead(e)) = (input.keyed_by_lead, &d.message) {
+                        // The native path: the key was checked, the event
+                        // is this partition's.
+                        return self.fold_lead(p, e);
+                    }
                     for r in route(d.message) {
                         // A record of the message's own key stays in this
                         // partition (a topic keyed by lead: every record
@@ -446,6 +463,27 @@ impl Processor {
             part.eof_since = None;
         }
         None
+    }
+
+    /// Folds an event of a lead of partition `p` (as [`Processor::ingest`]
+    /// does a `Routed::Lead`, without the record around it).
+    fn fold_lead(&mut self, p: i32, e: &crate::Event<'_>) {
+        let Some(part) = self.partitions.get_mut(&p) else {
+            return;
+        };
+        self.folds += 1;
+        let outcome = if self.folds.is_multiple_of(64) {
+            let t = Instant::now();
+            let o = part.engine.fold(e, &mut self.changes);
+            tm::fold_time(t.elapsed());
+            o
+        } else {
+            part.engine.fold(e, &mut self.changes)
+        };
+        self.counters.folded(&self.model, &e.event_type, outcome);
+        if !self.changes.is_empty() {
+            self.emit_changes();
+        }
     }
 
     /// Folds a record into partition `p`'s engine; its changes are written

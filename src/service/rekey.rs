@@ -165,6 +165,11 @@ impl Merge {
         }
     }
 
+    /// True when no partition is re-keyed here.
+    pub fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
+    }
+
     /// Whether the lane is one of this instance's.
     pub fn has(&self, lane: Lane) -> bool {
         self.lanes.contains_key(&lane)
