@@ -900,3 +900,44 @@ fn commit(p: &BaseProducer<ProducerCtx>) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_re_keyed_topic_is_refused_with_a_clear_message_before_any_broker_call() {
+        let cfg = Config::from_toml_with_env(
+            r#"
+[kafka]
+brokers = "127.0.0.1:1"
+instance_id = "i-0"
+input_topics = ["events", "web"]
+status_topic = "status"
+dead_letter_topic = "dlq"
+
+[input.topics.web]
+format = "segment"
+"#,
+            std::iter::empty(),
+        )
+        .unwrap();
+        let opts = Options {
+            model: Arc::new(Model::default_model()),
+            start: Start::Earliest,
+            target: Target::Shadow(None),
+        };
+        let err = replay(&cfg, &opts, |_| {})
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("replay of a re-keyed topic is not supported yet") && err.contains("web"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("events"),
+            "names only the re-keyed topic: {err}"
+        );
+    }
+}
