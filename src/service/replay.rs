@@ -927,10 +927,10 @@ format = "segment"
             start: Start::Earliest,
             target: Target::Shadow(None),
         };
-        let err = replay(&cfg, &opts, |_| {})
-            .err()
-            .expect("refused")
-            .to_string();
+        let Err(err) = replay(&cfg, &opts, |_| {}) else {
+            panic!("a re-keyed topic must be refused")
+        };
+        let err = err.to_string();
         assert!(
             err.contains("replay of a re-keyed topic is not supported yet") && err.contains("web"),
             "{err}"
