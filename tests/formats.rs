@@ -376,3 +376,52 @@ points = 100
     assert_eq!(engagement("L-3"), 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `explain` on a Segment file: a visitor is not a lead, and says what it
+/// keeps; once it identifies, the lead has its scored events.
+#[test]
+fn explain_tells_a_visitor_from_a_lead_and_shows_what_identification_brought() {
+    let dir = scratch("visitor");
+    let events = dir.join("e.jsonl");
+    let lines = [
+        r#"{"type":"page","messageId":"m1","timestamp":"2026-03-02T10:00:00Z","anonymousId":"a-7","properties":{"url":"https://x.example/pricing"}}"#,
+        r#"{"type":"page","messageId":"m2","timestamp":"2026-03-02T10:05:00Z","anonymousId":"a-7","properties":{"url":"https://x.example/blog"}}"#,
+        r#"{"type":"track","event":"Demo Requested","messageId":"m3","timestamp":"2026-03-02T10:10:00Z","anonymousId":"a-7"}"#,
+    ];
+    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
+    let opts = InputOptions::load(InputFormat::Segment, None).unwrap();
+    let explain = |who: &str| {
+        explain_input(
+            Model::default_model(),
+            events.to_str().unwrap(),
+            &opts,
+            who,
+            None,
+        )
+    };
+    let err = format!("{:#}", explain("a-7").unwrap_err());
+    assert!(err.contains("anonymous visitor"), "{err}");
+    // The blog page scores nothing: it is not kept.
+    assert!(err.contains("2 retained event(s)"), "{err}");
+    assert!(err.contains("page_view at 2026-03-02T10:00:00Z"), "{err}");
+    assert!(
+        err.contains("demo_requested at 2026-03-02T10:10:00Z"),
+        "{err}"
+    );
+
+    let identify = r#"{"type":"identify","messageId":"m4","timestamp":"2026-03-02T11:00:00Z","anonymousId":"a-7","userId":"L-9","traits":{"employees":120,"industry":"food"}}"#;
+    std::fs::write(&events, lines.join("\n") + "\n" + identify + "\n").unwrap();
+    let lead = explain("L-9").unwrap();
+    let points = |event: &str| -> f64 {
+        lead.engagement
+            .iter()
+            .filter(|l| l.event == event)
+            .map(|l| l.points)
+            .sum()
+    };
+    assert!(points("demo_requested") > 19.9 && points("page_view") > 4.9);
+    assert_eq!(lead.score.fit, 25.0);
+    let err = format!("{:#}", explain("a-7").unwrap_err());
+    assert!(err.contains(r#"identified as lead "L-9""#), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

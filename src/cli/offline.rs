@@ -660,9 +660,31 @@ pub fn explain_input(
     if let Some(at) = at {
         engine.advance_to(at, &mut Vec::new());
     }
-    engine
-        .explain(lead, at)
-        .with_context(|| format!("lead {lead:?} does not appear in {input}"))
+    if let Some(x) = engine.explain(lead, at) {
+        return Ok(x);
+    }
+    match engine.visitor(lead) {
+        Some(v) => {
+            let fmt = crate::time::format_rfc3339;
+            let kept: Vec<String> = v
+                .retained
+                .iter()
+                .map(|e| format!("{} at {}", e.event_type, fmt(e.occurred_at)))
+                .collect();
+            let link = v.linked_to.map_or_else(
+                || "not identified yet".to_string(),
+                |l| format!("identified as lead {l:?}: its later events go there"),
+            );
+            anyhow::bail!(
+                "{lead:?} is an anonymous visitor in {input}, not a lead: {link}; {} retained event(s){}{}; kept until {} unless it has another event",
+                kept.len(),
+                if kept.is_empty() { "" } else { ": " },
+                kept.join(", "),
+                fmt(v.expires_at)
+            )
+        }
+        None => anyhow::bail!("lead {lead:?} does not appear in {input}"),
+    }
 }
 
 /// `leadscore check`: validates a service config (a file with a `[kafka]`
