@@ -314,12 +314,11 @@ fn a_topic_without_keys_written_in_order_is_re_keyed_exactly() {
     rekeyed_equals_score("rekey-null", Keys::Null, "");
 }
 
-/// Equal JSON, numbers within a relative 1e-12. The engine folds a
-/// visitor's events handed to its lead under the watermark of the lead's
-/// partition, where `score` has the one watermark of all events: the
-/// decayed sums then come out a unit in the last place apart now and then
-/// (reported to the engine's owner; stages, times, ids and the order of
-/// changes are exact).
+/// Equal JSON, numbers within a relative 1e-12. With visitors the native
+/// stream also folds a visitor's unscored events, which the visitor does
+/// not keep: they rebase the lead's decayed sum at other instants, so the
+/// scores may differ in the last bits (README, "Generated streams"; stages,
+/// times, ids and the order of changes are exact).
 fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     use serde_json::Value as J;
     match (a, b) {
