@@ -133,7 +133,11 @@ fn event_from(e: ipb::Event) -> Event<'static> {
 /// Appends the record's bytes to `out`: the protobuf encoding prost gives
 /// (the tests hold the two equal), written straight from the record. Every
 /// re-keyed event is encoded once, so this skips prost's owned copy of each
-/// string and its repeated length passes over nested messages.
+/// string and its repeated length passes over nested messages. Measured on
+/// the re-keyed path (`PHASES=7 bash benches/service.sh`, 1M Segment
+/// messages): 46,300-46,800 events/s with prost encoding and decoding,
+/// 50,700-51,600 with this encoder and the borrowing decoder below (about
+/// 9% more), well over the 3% that warrants leaving the crate.
 pub fn encode_routed(r: &Routed<'_>, out: &mut Vec<u8>) {
     use wire::*;
     let (tag, body) = match r {
