@@ -15,6 +15,7 @@ mod cloudevents;
 mod envelope;
 mod framing;
 mod json;
+mod pbwire;
 mod proto;
 mod routed;
 mod segment;

@@ -116,77 +116,7 @@ mod borrowed {
     use super::Decoded;
     use crate::event::Value;
 
-    const VARINT: u8 = 0;
-    const I64: u8 = 1;
-    const LEN: u8 = 2;
-    const I32: u8 = 5;
-
-    struct Reader<'a> {
-        b: &'a [u8],
-    }
-
-    impl<'a> Reader<'a> {
-        // Hand-written rather than prost's `decode_varint` (same values, same
-        // refusals): prost's took this decoder's varint reads from 74M to
-        // 124M instructions on 200k generated events (callgrind), +7.9% of the
-        // whole protobuf decode, over the 3% a crate may cost on this path.
-        fn varint(&mut self) -> Option<u64> {
-            let mut v = 0u64;
-            for i in 0..10 {
-                let (&byte, rest) = self.b.split_first()?;
-                self.b = rest;
-                // prost refuses a tenth byte above 1 (the value would overflow).
-                if i == 9 && byte > 1 {
-                    return None;
-                }
-                v |= u64::from(byte & 0x7f) << (7 * i);
-                if byte < 0x80 {
-                    return Some(v);
-                }
-            }
-            None
-        }
-
-        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-            if self.b.len() < n {
-                return None;
-            }
-            let (head, rest) = self.b.split_at(n);
-            self.b = rest;
-            Some(head)
-        }
-
-        /// The next field's number and wire type, or `None` at the end (and
-        /// on field number 0, which prost refuses).
-        fn key(&mut self) -> Option<(u64, u8)> {
-            let key = self.varint()?;
-            let field = key >> 3;
-            (field != 0 && key <= u64::from(u32::MAX)).then_some((field, (key & 7) as u8))
-        }
-
-        fn bytes(&mut self) -> Option<&'a [u8]> {
-            let n = usize::try_from(self.varint()?).ok()?;
-            self.take(n)
-        }
-
-        fn str(&mut self, wire: u8) -> Option<&'a str> {
-            if wire != LEN {
-                return None;
-            }
-            std::str::from_utf8(self.bytes()?).ok()
-        }
-
-        fn skip(&mut self, wire: u8) -> Option<()> {
-            match wire {
-                VARINT => self.varint().map(drop),
-                I64 => self.take(8).map(drop),
-                LEN => self.bytes().map(drop),
-                I32 => self.take(4).map(drop),
-                // Groups (deprecated) and invalid wire types: prost's call.
-                _ => None,
-            }
-        }
-    }
+    use crate::codec::pbwire::{Reader, I64, LEN, VARINT};
 
     pub(super) fn decode(bytes: &[u8]) -> Option<Decoded<'_>> {
         let mut r = Reader { b: bytes };
@@ -203,14 +133,14 @@ mod borrowed {
         while !r.b.is_empty() {
             let (field, wire) = r.key()?;
             match field {
-                1 => m.event_id = Cow::Borrowed(r.str(wire)?),
-                2 => m.lead_id = Cow::Borrowed(r.str(wire)?),
-                3 => m.event_type = Cow::Borrowed(r.str(wire)?),
-                4 => m.occurred_at = Cow::Borrowed(r.str(wire)?),
+                1 => m.event_id = Cow::Borrowed(r.str_of(wire)?),
+                2 => m.lead_id = Cow::Borrowed(r.str_of(wire)?),
+                3 => m.event_type = Cow::Borrowed(r.str_of(wire)?),
+                4 => m.occurred_at = Cow::Borrowed(r.str_of(wire)?),
                 5 => m.attributes.push(field_entry(&mut r, wire)?),
                 6 => m.profile.push(field_entry(&mut r, wire)?),
                 7 => m.criteria.push(criterion_entry(&mut r, wire)?),
-                8 => m.reason = Some(Cow::Borrowed(r.str(wire)?)),
+                8 => m.reason = Some(Cow::Borrowed(r.str_of(wire)?)),
                 _ => r.skip(wire)?,
             }
         }
@@ -247,7 +177,7 @@ mod borrowed {
         while !e.b.is_empty() {
             let (field, wire) = e.key()?;
             match field {
-                1 if k.is_none() => k = Some(e.str(wire)?),
+                1 if k.is_none() => k = Some(e.str_of(wire)?),
                 2 if v.is_none() => v = Some(value(&mut e, wire)?),
                 1 | 2 => return None,
                 _ => e.skip(wire)?,
@@ -296,7 +226,7 @@ mod borrowed {
                 }
                 (2, VARINT) => Value::Bool(v.varint()? != 0),
                 (3, I64) => Value::Num(f64::from_le_bytes(v.take(8)?.try_into().ok()?)),
-                (4, LEN) => Value::Str(Cow::Borrowed(v.str(wire)?)),
+                (4, LEN) => Value::Str(Cow::Borrowed(v.str_of(wire)?)),
                 (5, LEN) => {
                     // prost merges a repeated message field of a oneof into
                     // the one before; leave that rare case to it.

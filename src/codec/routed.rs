@@ -498,77 +498,7 @@ mod borrowed {
     use crate::engine::Routed;
     use crate::event::{Event, Fields, Value};
 
-    const VARINT: u8 = 0;
-    const I64: u8 = 1;
-    const LEN: u8 = 2;
-    const I32: u8 = 5;
-
-    struct Reader<'a> {
-        b: &'a [u8],
-    }
-
-    impl<'a> Reader<'a> {
-        fn new(b: &'a [u8]) -> Reader<'a> {
-            Reader { b }
-        }
-
-        fn more(&self) -> bool {
-            !self.b.is_empty()
-        }
-
-        fn varint(&mut self) -> Option<u64> {
-            let mut v = 0u64;
-            for i in 0..10 {
-                let (&byte, rest) = self.b.split_first()?;
-                self.b = rest;
-                // prost refuses a tenth byte above 1 (the value would overflow).
-                if i == 9 && byte > 1 {
-                    return None;
-                }
-                v |= u64::from(byte & 0x7f) << (7 * i);
-                if byte < 0x80 {
-                    return Some(v);
-                }
-            }
-            None
-        }
-
-        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-            if self.b.len() < n {
-                return None;
-            }
-            let (head, rest) = self.b.split_at(n);
-            self.b = rest;
-            Some(head)
-        }
-
-        /// The next field's number and wire type (field 0 is refused, as
-        /// prost does).
-        fn key(&mut self) -> Option<(u64, u8)> {
-            let key = self.varint()?;
-            let field = key >> 3;
-            (field != 0 && key <= u64::from(u32::MAX)).then_some((field, (key & 7) as u8))
-        }
-
-        fn bytes(&mut self) -> Option<&'a [u8]> {
-            let n = usize::try_from(self.varint()?).ok()?;
-            self.take(n)
-        }
-
-        fn str(&mut self) -> Option<&'a str> {
-            std::str::from_utf8(self.bytes()?).ok()
-        }
-
-        fn skip(&mut self, wire: u8) -> Option<()> {
-            match wire {
-                VARINT => self.varint().map(drop),
-                I64 => self.take(8).map(drop),
-                LEN => self.bytes().map(drop),
-                I32 => self.take(4).map(drop),
-                _ => None,
-            }
-        }
-    }
+    use crate::codec::pbwire::{Reader, I64, LEN, VARINT};
 
     /// At most once: a second message field or oneof is prost's to merge.
     fn once<T>(slot: &mut Option<T>, v: T) -> Option<()> {
