@@ -55,23 +55,7 @@ struct Attributes<'a> {
     datacontenttype: Option<Cow<'a, str>>,
 }
 
-fn bad(field: &'static str, why: &str) -> DecodeError {
-    DecodeError::BadField {
-        field,
-        why: why.to_string(),
-    }
-}
-
-fn text<'a>(
-    field: &'static str,
-    v: Option<WireValue<'a>>,
-) -> Result<Option<Cow<'a, str>>, DecodeError> {
-    match v.map(|v| v.0) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Str(s)) => Ok(Some(s)),
-        Some(_) => Err(bad(field, "must be a string")),
-    }
-}
+use super::segment::{bad, text};
 
 /// Decodes one CloudEvent: binary mode when the headers carry
 /// `ce_specversion`, else structured mode.

@@ -73,7 +73,7 @@ struct Wire<'a> {
     context: Option<WireValue<'a>>,
 }
 
-fn bad(field: &'static str, why: &str) -> DecodeError {
+pub(super) fn bad(field: &'static str, why: &str) -> DecodeError {
     DecodeError::BadField {
         field,
         why: why.to_string(),
@@ -81,7 +81,7 @@ fn bad(field: &'static str, why: &str) -> DecodeError {
 }
 
 /// A string field; `null` is absent.
-fn text<'a>(
+pub(super) fn text<'a>(
     field: &'static str,
     v: Option<WireValue<'a>>,
 ) -> Result<Option<Cow<'a, str>>, DecodeError> {
