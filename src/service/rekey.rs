@@ -104,6 +104,13 @@ struct LaneState {
     confirmed: Option<Duration>,
     /// When its end was last checked.
     checked: Option<Duration>,
+    /// The merge's push count when its end was confirmed: the confirmation
+    /// vouches only for messages that had arrived by then (a message of
+    /// another lane that arrives later may have been written with ones of
+    /// this lane that the check could not see yet).
+    confirmed_after: u64,
+    /// The merge's push count of each buffered message.
+    seqs: VecDeque<u64>,
 }
 
 impl LaneState {
@@ -115,6 +122,8 @@ impl LaneState {
             waiting: None,
             confirmed: None,
             checked: None,
+            confirmed_after: 0,
+            seqs: VecDeque::new(),
         }
     }
 }
@@ -128,6 +137,8 @@ pub struct Merge {
     lanes: BTreeMap<Lane, LaneState>,
     to_pause: Vec<Lane>,
     to_resume: Vec<Lane>,
+    /// Messages pushed so far.
+    pushed: u64,
 }
 
 impl Merge {
@@ -138,6 +149,7 @@ impl Merge {
             lanes: BTreeMap::new(),
             to_pause: Vec::new(),
             to_resume: Vec::new(),
+            pushed: 0,
         }
     }
 
@@ -182,6 +194,8 @@ impl Merge {
         };
         s.last = Some(msg.offset);
         s.buf.push_back(msg);
+        self.pushed += 1;
+        s.seqs.push_back(self.pushed);
         s.waiting = None;
         s.confirmed = None;
         if !s.paused && s.buf.len() >= self.bound {
@@ -202,6 +216,7 @@ impl Merge {
         if let Some(s) = self.lanes.get_mut(&lane) {
             if s.buf.is_empty() && s.waiting.is_some() {
                 s.confirmed = Some(now);
+                s.confirmed_after = self.pushed;
             }
         }
     }
@@ -219,6 +234,20 @@ impl Merge {
             || s.waiting.is_some_and(|w| {
                 self.fresh(s, now) || now.saturating_sub(w) >= self.idle * IDLE_LIMIT
             })
+    }
+
+    /// Whether an empty lane, passable by its confirmed end, may be passed
+    /// over by the message pushed as `seq`: only if it had arrived before
+    /// the check. (A lane passed over after its longest wait, or not empty,
+    /// always may.)
+    fn vouches(&self, s: &LaneState, now: Duration, seq: u64) -> bool {
+        if !s.buf.is_empty() || !self.fresh(s, now) {
+            return true;
+        }
+        let waited_out = s
+            .waiting
+            .is_some_and(|w| now.saturating_sub(w) >= self.idle * IDLE_LIMIT);
+        waited_out || seq <= s.confirmed_after
     }
 
     /// The empty lanes that hold the others back at `now`.
@@ -289,13 +318,21 @@ impl Merge {
                     s.waiting.get_or_insert(now);
                 }
             }
-            if self.lanes.values().any(|s| !self.passable(s, now)) {
+            let best_seq = best
+                .and_then(|(l, _)| self.lanes[&l].seqs.front().copied())
+                .unwrap_or(0);
+            if self
+                .lanes
+                .values()
+                .any(|s| !self.passable(s, now) || !self.vouches(s, now, best_seq))
+            {
                 return None;
             }
         }
         let (lane, _) = best?;
         let s = self.lanes.get_mut(&lane).expect("found above");
         let msg = s.buf.pop_front().expect("non-empty");
+        s.seqs.pop_front();
         if s.paused && s.buf.len() <= self.bound / 2 {
             s.paused = false;
             self.to_resume.push(lane);
@@ -306,19 +343,33 @@ impl Merge {
     /// When the merge must be looked at again although nothing arrives: a
     /// waited-on lane's next check, or the end of its wait.
     pub fn wake(&self, now: Duration) -> Option<Duration> {
-        self.lanes
+        // The next message to route, whose arrival a confirmation must postdate.
+        let head = self
+            .lanes
             .values()
-            .filter(|s| !self.passable(s, now))
-            .filter_map(|s| {
-                let w = s.waiting?;
-                let first = w + self.idle;
-                let check = match s.checked {
-                    Some(c) if c >= first => c + self.idle,
-                    _ => first,
-                };
-                Some(check.min(w + self.idle * IDLE_LIMIT).saturating_sub(now))
-            })
+            .filter_map(|s| Some((s.buf.front()?.timestamp, s.seqs.front().copied()?)))
             .min()
+            .map(|(_, seq)| seq);
+        let held = self.lanes.values().filter_map(|s| {
+            if let Some(seq) = head {
+                if self.passable(s, now) && !self.vouches(s, now, seq) {
+                    // Its confirmation is too old for that message: the
+                    // next check falls due when it lapses.
+                    return Some(s.confirmed? + self.idle);
+                }
+            }
+            if self.passable(s, now) {
+                return None;
+            }
+            let w = s.waiting?;
+            let first = w + self.idle;
+            let check = match s.checked {
+                Some(c) if c >= first => c + self.idle,
+                _ => first,
+            };
+            Some(check.min(w + self.idle * IDLE_LIMIT))
+        });
+        held.min().map(|t| t.saturating_sub(now))
     }
 
     /// Lanes to pause and to resume since the last call.
@@ -462,6 +513,40 @@ mod tests {
         m.push((0, 0), msg(1, 5));
         assert_eq!(m.next(ms(10)), None);
         assert_eq!(m.blocking(ms(10)), [(0, 1)]);
+    }
+
+    #[test]
+    fn an_end_vouches_only_for_messages_that_arrived_before_its_check() {
+        let mut m = Merge::new(ms(100), 1000);
+        m.reset((0, 0));
+        m.reset((0, 1));
+        m.push((0, 0), msg(0, 10));
+        assert!(m.next(ms(0)).is_none(), "lane 1 is waited on");
+        assert_eq!(m.due_checks(ms(100)), vec![(0, 1)]);
+        m.at_end((0, 1), ms(100));
+        assert_eq!(
+            m.next(ms(100)).map(|(l, x)| (l, x.offset)),
+            Some(((0, 0), 0))
+        );
+        // A message that arrives after the check may have been written with
+        // lane 1's next ones, which the check could not see: it waits for a
+        // check made after it.
+        m.push((0, 0), msg(1, 30));
+        assert!(m.next(ms(120)).is_none());
+        assert_eq!(
+            m.wake(ms(120)),
+            Some(ms(80)),
+            "look again when the confirmation lapses"
+        );
+        m.push((0, 1), msg(0, 20));
+        assert_eq!(
+            order(&mut m, ms(130)),
+            vec![((0, 1), 0)],
+            "lane 1's earlier message first; then lane 1 is waited on again"
+        );
+        assert_eq!(m.due_checks(ms(230)), vec![(0, 1)]);
+        m.at_end((0, 1), ms(230));
+        assert_eq!(order(&mut m, ms(230)), vec![((0, 0), 1)]);
     }
 
     #[test]
