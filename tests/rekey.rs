@@ -410,3 +410,91 @@ fn a_segment_topic_keyed_by_visitor_equals_the_native_stream_scored() {
     );
     assert!(read(b, &t.dlq).is_empty(), "{name}: nothing dead-lettered");
 }
+
+/// A CloudEvents topic in binary mode (the attributes in `ce_*` headers, the
+/// body the event's `data`), without keys: decoded, re-keyed, and scored
+/// exactly as `leadscore score` scores the native events.
+#[test]
+fn a_cloudevents_topic_in_binary_mode_without_keys_is_re_keyed_exactly() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, Producer};
+
+    let name = "rekey-ce";
+    let b = Broker::shared();
+    let t = topics(b, name);
+    let evs = events(37);
+    let expected = score(name, &evs);
+    let total: usize = expected.values().map(Vec::len).sum();
+    assert!(total > 300, "the scenario has changes to compare ({total})");
+    let producer = b.producer();
+    for (i, e) in evs.iter().enumerate() {
+        let mut native = Vec::new();
+        encode_event_json(e, &mut native);
+        let mut data: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&native).unwrap();
+        for envelope in ["event_id", "lead_id", "type", "occurred_at"] {
+            data.remove(envelope);
+        }
+        let body = serde_json::to_vec(&data).unwrap();
+        let ce_type = format!("com.example.leads.{}", e.event_type);
+        let time = leadscore::time::format_rfc3339(e.occurred_at);
+        let headers = [
+            ("ce_specversion", "1.0"),
+            ("ce_id", &e.event_id),
+            ("ce_source", "/crm/test"),
+            ("ce_type", &ce_type),
+            ("ce_subject", &e.lead_id),
+            ("ce_time", &time),
+            ("content-type", "application/json"),
+        ]
+        .iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        });
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&t.input)
+            .partition(i as i32 % PARTITIONS)
+            .payload(&body[..])
+            .headers(headers)
+            .timestamp(stream_timestamp(i));
+        // A full local queue hands the record back: make room and retry.
+        while let Err((err, back)) = producer.send(record) {
+            assert!(
+                matches!(
+                    err,
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull
+                    )
+                ),
+                "{err}"
+            );
+            producer.poll(Duration::from_millis(10));
+            record = back;
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let cfg = config_as(
+        b,
+        &t,
+        name,
+        "",
+        "format = \"cloudevents\"\n\n[input.cloudevents]\ntype_prefix = \"com.example.leads.\"",
+    );
+    run_until_changes(b, &t, cfg, total);
+    let got = group(
+        read(b, &t.status)
+            .iter()
+            .map(|r| serde_json::from_slice(&r.payload).unwrap()),
+    );
+    for (lead, want) in &expected {
+        assert_eq!(got.get(lead), Some(want), "{name}: changes of {lead}");
+    }
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "{name}: no changes for other leads"
+    );
+    assert!(read(b, &t.dlq).is_empty(), "{name}: nothing dead-lettered");
+}
