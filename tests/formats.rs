@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use leadscore::cli::{explain_input, InputOptions};
-use leadscore::codec::{encode_event_json, InputFormat};
+use leadscore::codec::{encode_event_json, event_data_json, fields_json, value_json, InputFormat};
 use leadscore::event::{Event, Kind, Value};
 use leadscore::gen::{GenConfig, Generator};
 use leadscore::time::format_rfc3339;
@@ -40,22 +40,8 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn json_value(v: &Value<'_>) -> serde_json::Value {
-    match v {
-        Value::Null => serde_json::Value::Null,
-        Value::Bool(b) => (*b).into(),
-        Value::Num(n) => (*n).into(),
-        Value::Str(s) => s.as_ref().into(),
-        Value::Other => serde_json::Value::Array(Vec::new()),
-        Value::Map(m) => fields(m),
-    }
-}
-
 fn fields(f: &[(std::borrow::Cow<'_, str>, Value<'_>)]) -> serde_json::Value {
-    f.iter()
-        .map(|(k, v)| (k.to_string(), json_value(v)))
-        .collect::<serde_json::Map<_, _>>()
-        .into()
+    fields_json(f).into()
 }
 
 /// `demo_requested` → `Demo Requested`: a track name as a tracking plan
@@ -94,7 +80,7 @@ fn segment(e: &Event<'_>) -> serde_json::Value {
                 .map(|i| props.remove(i).1);
             let mut page = serde_json::json!({"type": "page", "properties": fields(&props)});
             if let Some(url) = url {
-                page["context"] = serde_json::json!({"page": {"url": json_value(&url)}});
+                page["context"] = serde_json::json!({"page": {"url": value_json(&url)}});
             }
             page
         }
@@ -127,24 +113,7 @@ fn segment(e: &Event<'_>) -> serde_json::Value {
 
 /// The event as a structured-mode CloudEvent, its type prefixed.
 fn cloudevent(e: &Event<'_>) -> serde_json::Value {
-    let mut data = serde_json::Map::new();
-    if !e.attributes.is_empty() {
-        data.insert("attributes".into(), fields(&e.attributes));
-    }
-    if !e.profile.is_empty() {
-        data.insert("profile".into(), fields(&e.profile));
-    }
-    if !e.criteria.is_empty() {
-        let c: serde_json::Map<_, _> = e
-            .criteria
-            .iter()
-            .map(|(k, v)| (k.to_string(), (*v).into()))
-            .collect();
-        data.insert("criteria".into(), c.into());
-    }
-    if let Some(r) = &e.reason {
-        data.insert("reason".into(), r.as_ref().into());
-    }
+    let data = event_data_json(e);
     serde_json::json!({
         "specversion": "1.0",
         "id": e.event_id,

@@ -428,14 +428,7 @@ fn a_cloudevents_topic_in_binary_mode_without_keys_is_re_keyed_exactly() {
     assert!(total > 300, "the scenario has changes to compare ({total})");
     let producer = b.producer();
     for (i, e) in evs.iter().enumerate() {
-        let mut native = Vec::new();
-        encode_event_json(e, &mut native);
-        let mut data: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&native).unwrap();
-        for envelope in ["event_id", "lead_id", "type", "occurred_at"] {
-            data.remove(envelope);
-        }
-        let body = serde_json::to_vec(&data).unwrap();
+        let body = serde_json::to_vec(&leadscore::codec::event_data_json(e)).unwrap();
         let ce_type = format!("com.example.leads.{}", e.event_type);
         let time = leadscore::time::format_rfc3339(e.occurred_at);
         let headers = [

@@ -204,7 +204,9 @@ pub fn encode_change_json(change: &StatusChange, out: &mut Vec<u8>) {
     serde_json::to_writer(out, change).expect("status change serialises");
 }
 
-fn value_json(v: &Value<'_>) -> serde_json::Value {
+/// A field value as JSON, whole numbers as integers (300, not 300.0), as
+/// the native JSON writes them.
+pub fn value_json(v: &Value<'_>) -> serde_json::Value {
     match v {
         Value::Null => serde_json::Value::Null,
         Value::Bool(b) => (*b).into(),
@@ -221,15 +223,42 @@ fn value_json(v: &Value<'_>) -> serde_json::Value {
         Value::Str(s) => s.as_ref().into(),
         // An array decodes as `Other`, so `[]` reads back as what it was.
         Value::Other => serde_json::Value::Array(Vec::new()),
-        Value::Map(m) => fields_json(m),
+        Value::Map(m) => fields_json(m).into(),
     }
 }
 
-fn fields_json(f: &Fields<'_>) -> serde_json::Value {
+/// Named values as a JSON object.
+pub fn fields_json(f: &[(Cow<'_, str>, Value<'_>)]) -> serde_json::Map<String, serde_json::Value> {
     f.iter()
         .map(|(k, v)| (k.to_string(), value_json(v)))
-        .collect::<serde_json::Map<_, _>>()
-        .into()
+        .collect()
+}
+
+/// Criteria as a JSON object of booleans.
+pub fn criteria_json(e: &Event<'_>) -> serde_json::Map<String, serde_json::Value> {
+    e.criteria
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).into()))
+        .collect()
+}
+
+/// The event's own fields, those present: `attributes`, `profile`,
+/// `criteria`, `reason` (what a CloudEvent's `data` holds).
+pub fn event_data_json(e: &Event<'_>) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    if !e.attributes.is_empty() {
+        m.insert("attributes".into(), fields_json(&e.attributes).into());
+    }
+    if !e.profile.is_empty() {
+        m.insert("profile".into(), fields_json(&e.profile).into());
+    }
+    if !e.criteria.is_empty() {
+        m.insert("criteria".into(), criteria_json(e).into());
+    }
+    if let Some(r) = &e.reason {
+        m.insert("reason".into(), r.as_ref().into());
+    }
+    m
 }
 
 /// Encodes an event as one line of JSON (no trailing newline), the inverse
@@ -243,24 +272,7 @@ pub fn encode_event_json(e: &Event<'_>, out: &mut Vec<u8>) {
         "occurred_at".into(),
         crate::time::format_rfc3339(e.occurred_at).into(),
     );
-    let fields = fields_json;
-    if !e.attributes.is_empty() {
-        m.insert("attributes".into(), fields(&e.attributes));
-    }
-    if !e.profile.is_empty() {
-        m.insert("profile".into(), fields(&e.profile));
-    }
-    if !e.criteria.is_empty() {
-        let c: serde_json::Map<_, _> = e
-            .criteria
-            .iter()
-            .map(|(k, v)| (k.to_string(), (*v).into()))
-            .collect();
-        m.insert("criteria".into(), c.into());
-    }
-    if let Some(r) = &e.reason {
-        m.insert("reason".into(), r.as_ref().into());
-    }
+    m.extend(event_data_json(e));
     serde_json::to_writer(out, &serde_json::Value::Object(m)).expect("JSON values serialise");
 }
 

@@ -21,9 +21,11 @@ use std::io::{self, Write};
 use serde_json::{json, Map, Value as Json};
 
 use super::{GenConfig, Generator};
-use crate::codec::{encode_event_json, encode_event_proto};
+use crate::codec::{
+    criteria_json, encode_event_json, encode_event_proto, event_data_json, fields_json, value_json,
+};
 use crate::engine::VisitorLimits;
-use crate::event::{Event, Fields, Kind, Value};
+use crate::event::{Event, Fields, Kind};
 use crate::time::{format_rfc3339, Micros, DAY};
 
 /// The format `leadscore generate` writes.
@@ -92,19 +94,7 @@ pub fn write_stream(cfg: GenConfig, format: GenFormat, out: &mut dyn Write) -> i
 /// An event as a structured-mode CloudEvent: the envelope's attributes
 /// carry the event's identity, `data` its native fields.
 pub fn cloudevent(e: &Event<'_>) -> Json {
-    let mut data = Map::new();
-    if !e.attributes.is_empty() {
-        data.insert("attributes".into(), fields(&e.attributes));
-    }
-    if !e.profile.is_empty() {
-        data.insert("profile".into(), fields(&e.profile));
-    }
-    if !e.criteria.is_empty() {
-        data.insert("criteria".into(), criteria(e));
-    }
-    if let Some(r) = &e.reason {
-        data.insert("reason".into(), r.as_ref().into());
-    }
+    let data = event_data_json(e);
     json!({
         "specversion": "1.0",
         "id": e.event_id,
@@ -165,7 +155,7 @@ impl SegmentWriter {
                 }
                 // Every browser message has the visitor's id, known or not.
                 m.insert("anonymousId".into(), visitor.into());
-                let mut properties = fields_map(&e.attributes);
+                let mut properties = fields_json(&e.attributes);
                 let mut context = Map::new();
                 context.insert("library".into(), json!({"name": "analytics.js"}));
                 if e.event_type == "page_view" {
@@ -193,9 +183,9 @@ impl SegmentWriter {
                 m.insert("type".into(), "track".into());
                 m.insert("userId".into(), lead.into());
                 m.insert("event".into(), title_case(&e.event_type).into());
-                let mut properties = fields_map(&e.attributes);
+                let mut properties = fields_json(&e.attributes);
                 if !e.criteria.is_empty() {
-                    properties.insert("criteria".into(), criteria(e));
+                    properties.insert("criteria".into(), criteria_json(e).into());
                 }
                 if let Some(r) = &e.reason {
                     properties.insert("reason".into(), r.as_ref().into());
@@ -333,7 +323,7 @@ fn traits(profile: &Fields<'_>, layout: &mut super::Rng) -> Json {
     let mut t = Map::new();
     let mut company = Map::new();
     for (k, v) in profile {
-        let v = value(v);
+        let v = value_json(v);
         match k.as_ref() {
             "company" if shape > 0 => {
                 company.insert("name".into(), v);
@@ -356,36 +346,6 @@ fn traits(profile: &Fields<'_>, layout: &mut super::Rng) -> Json {
         t.insert("company".into(), company.into());
     }
     t.into()
-}
-
-fn criteria(e: &Event<'_>) -> Json {
-    e.criteria
-        .iter()
-        .map(|(k, v)| (k.to_string(), Json::Bool(*v)))
-        .collect::<Map<_, _>>()
-        .into()
-}
-
-fn fields(f: &Fields<'_>) -> Json {
-    fields_map(f).into()
-}
-
-fn fields_map(f: &Fields<'_>) -> Map<String, Json> {
-    f.iter().map(|(k, v)| (k.to_string(), value(v))).collect()
-}
-
-/// A field value as JSON, whole numbers as integers (as the native JSON
-/// writes them).
-fn value(v: &Value<'_>) -> Json {
-    match v {
-        Value::Null => Json::Null,
-        Value::Bool(b) => (*b).into(),
-        Value::Num(n) if n.fract() == 0.0 && n.abs() < 9e15 => (*n as i64).into(),
-        Value::Num(n) => serde_json::Number::from_f64(*n).map_or(Json::Null, Json::Number),
-        Value::Str(s) => s.as_ref().into(),
-        // Arrays and nested objects: the generator makes none.
-        _ => Json::Object(Map::new()),
-    }
 }
 
 #[cfg(test)]
