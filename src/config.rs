@@ -116,24 +116,101 @@ pub enum OutputEnvelope {
     Cloudevents,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The `[http]` table.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address of the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`, `/leads/{id}`).
+    /// Address of the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`, and
+    /// the lead endpoints `/leads`, `/leads/{id}`, `/ui`).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// The bearer token the lead endpoints require (`Authorization: Bearer
+    /// <token>`). Without one they are served only when `listen` is a
+    /// loopback address. Best set from the environment
+    /// (`LEADSCORE_HTTP_TOKEN`, e.g. from a Kubernetes Secret).
+    pub token: Option<String>,
+    /// Serve the lead endpoints (`/leads`, `/leads/{id}`, `/ui`).
+    #[serde(default = "default_lead_endpoints")]
+    pub lead_endpoints: bool,
 }
 
 fn default_listen() -> String {
     "127.0.0.1:9464".into()
 }
 
+fn default_lead_endpoints() -> bool {
+    true
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_listen(),
+            token: None,
+            lead_endpoints: true,
         }
     }
+}
+
+// By hand: the token must never reach a log line through `{:?}`.
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("lead_endpoints", &self.lead_endpoints)
+            .finish()
+    }
+}
+
+/// Tokens shorter than this are refused: a bearer token is the only thing
+/// between the network and the leads' data.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+impl HttpConfig {
+    /// The token rules: a token, when set, is long enough; without one, the
+    /// lead endpoints need a loopback `listen`. Messages name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.token {
+            if token.trim() != token || token.chars().any(char::is_control) {
+                return Err(invalid(
+                    "http.token",
+                    "has white space or control characters at an end or inside",
+                ));
+            }
+            if token.len() < MIN_TOKEN_LEN {
+                return Err(invalid(
+                    "http.token",
+                    format!(
+                        "is shorter than {MIN_TOKEN_LEN} characters (make one with `openssl rand -hex 32`)"
+                    ),
+                ));
+            }
+        }
+        if self.lead_endpoints && self.token.is_none() && !is_loopback(&self.listen) {
+            return Err(invalid(
+                "http.token",
+                format!(
+                    "the lead endpoints would serve lead data on {:?}, which is not a loopback \
+                     address, without a token: set `token` in [http] (or LEADSCORE_HTTP_TOKEN), \
+                     listen on 127.0.0.1, or set `lead_endpoints = false`",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `listen` (`host:port`) names a loopback address: `localhost`, or
+/// an IP address in 127.0.0.0/8 or `::1`. Other host names count as not
+/// loopback (what they resolve to may change).
+pub fn is_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
+    host.eq_ignore_ascii_case("localhost")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -300,7 +377,7 @@ const SECTIONS: [(&str, &[&str]); 3] = [
             "cloudevents_source",
         ],
     ),
-    ("http", &["listen"]),
+    ("http", &["listen", "token", "lead_endpoints"]),
     ("log", &["format", "level"]),
 ];
 
@@ -312,6 +389,11 @@ fn env_value(key: &str, raw: &str) -> toml::Value {
                 .filter(|v| v.as_str() != Some(""))
                 .collect(),
         );
+    }
+    if key == "lead_endpoints" {
+        if let Ok(b) = raw.trim().parse::<bool>() {
+            return toml::Value::Boolean(b);
+        }
     }
     if key.ends_with("_ms") || key == "max_event_bytes" {
         if let Ok(n) = raw.trim().parse::<i64>() {
@@ -382,7 +464,7 @@ fn apply_env(
             return Err(ConfigError::Env {
                 var,
                 problem: "not a leadscore setting: use LEADSCORE_MODEL, LEADSCORE_KAFKA_<KEY>, \
-                          LEADSCORE_KAFKA_PROPERTIES_<PROPERTY>, LEADSCORE_HTTP_LISTEN or LEADSCORE_LOG_<KEY>"
+                          LEADSCORE_KAFKA_PROPERTIES_<PROPERTY>, LEADSCORE_HTTP_<KEY> or LEADSCORE_LOG_<KEY>"
                     .into(),
             });
         }
@@ -514,6 +596,7 @@ impl Config {
                 ));
             }
         }
+        self.http.validate()?;
         if let Some(level) = &self.log.level {
             nonempty("log.level", level)?;
         }
@@ -629,6 +712,7 @@ dead_letter_topic = "dlq"
                 ("LEADSCORE_KAFKA_GUARANTEE", "at_least_once"),
                 ("LEADSCORE_KAFKA_PROPERTIES_SASL_PASSWORD", "s3cret"),
                 ("LEADSCORE_HTTP_LISTEN", "0.0.0.0:9000"),
+                ("LEADSCORE_HTTP_TOKEN", "0123456789abcdef0123"),
                 ("LEADSCORE_MODEL", "m.toml"),
                 ("PATH", "/bin"),
             ],
@@ -689,6 +773,72 @@ dead_letter_topic = "dlq"
             .unwrap_err()
             .to_string();
         assert!(e.contains("instance_id"), "{e}");
+    }
+
+    #[test]
+    fn lead_endpoints_need_a_token_off_loopback() {
+        let token = "0123456789abcdef0123";
+        let c = load(BASE, &[]).unwrap();
+        assert!(c.http.lead_endpoints && c.http.token.is_none());
+        for listen in [
+            "127.0.0.1:0",
+            "[::1]:9464",
+            "localhost:9464",
+            "127.3.2.1:80",
+        ] {
+            let c = load(BASE, &[("LEADSCORE_HTTP_LISTEN", listen)]);
+            assert!(c.is_ok(), "{listen}: {:?}", c.err());
+        }
+        for listen in [
+            "0.0.0.0:9464",
+            "[::]:9464",
+            "10.1.2.3:9464",
+            "leadscore-0:9464",
+        ] {
+            let e = load(BASE, &[("LEADSCORE_HTTP_LISTEN", listen)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("http.token") && e.contains("`token`") && e.contains(listen),
+                "{e}"
+            );
+            let c = load(
+                BASE,
+                &[
+                    ("LEADSCORE_HTTP_LISTEN", listen),
+                    ("LEADSCORE_HTTP_TOKEN", token),
+                ],
+            )
+            .unwrap();
+            assert_eq!(c.http.token.as_deref(), Some(token));
+            let c = load(
+                BASE,
+                &[
+                    ("LEADSCORE_HTTP_LISTEN", listen),
+                    ("LEADSCORE_HTTP_LEAD_ENDPOINTS", "false"),
+                ],
+            )
+            .unwrap();
+            assert!(!c.http.lead_endpoints);
+        }
+        let in_file = format!("{BASE}[http]\nlisten = \"0.0.0.0:1\"\ntoken = \"{token}\"\n");
+        assert_eq!(
+            load(&in_file, &[]).unwrap().http.token.as_deref(),
+            Some(token)
+        );
+        for bad in ["abc12", " 0123456789abcdef0123", "0123456789\nabcdef0123"] {
+            let e = load(BASE, &[("LEADSCORE_HTTP_TOKEN", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("http.token"), "{e}");
+            assert!(
+                !e.contains(bad.trim()),
+                "the message repeats the token: {e}"
+            );
+        }
+        // The token never shows in a debug print of the config.
+        let c = load(BASE, &[("LEADSCORE_HTTP_TOKEN", token)]).unwrap();
+        assert!(!format!("{c:?}").contains(token));
     }
 
     /// The project's own scripts (the local broker, the benchmarks) read

@@ -54,6 +54,10 @@ pub struct DemoOptions {
     pub http: String,
     /// Events produced per second.
     pub rate: u32,
+    /// The lead endpoints' token. Without one, the demo makes one up when
+    /// `http` is not a loopback address (lead data is never served off
+    /// loopback without a token).
+    pub token: Option<String>,
 }
 
 impl Default for DemoOptions {
@@ -62,11 +66,16 @@ impl Default for DemoOptions {
             duration: Duration::from_secs(30),
             http: "127.0.0.1:9464".into(),
             rate: 400,
+            token: None,
         }
     }
 }
 
-fn config(bootstrap: &str, http: &str) -> Result<Config> {
+fn config(bootstrap: &str, http: &str, token: Option<&str>) -> Result<Config> {
+    let token = token.map_or(String::new(), |t| {
+        // A JSON string is a TOML basic string.
+        format!("token = {}", serde_json::Value::from(t))
+    });
     let text = format!(
         r#"
 [kafka]
@@ -80,9 +89,22 @@ idle_advance_ms = 0
 
 [http]
 listen = "{http}"
+{token}
 "#
     );
     Ok(Config::from_toml_with_env(&text, std::iter::empty())?)
+}
+
+/// 128 random bits in hex, from the OS (std's hasher keys are seeded from it).
+fn made_up_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    (0..2)
+        .map(|i| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(i);
+            format!("{:016x}", h.finish())
+        })
+        .collect()
 }
 
 /// Runs the demo, printing to `out`.
@@ -100,7 +122,11 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
             .map_err(|source| DemoError::Topic { topic: t, source })?;
     }
     let bootstrap = mock.bootstrap_servers();
-    let cfg = config(&bootstrap, &opts.http)?;
+    let token = opts
+        .token
+        .clone()
+        .or_else(|| (!crate::config::is_loopback(&opts.http)).then(made_up_token));
+    let cfg = config(&bootstrap, &opts.http, token.as_deref())?;
     writeln!(
         out,
         "leadscore demo: in-process Kafka mock cluster at {bootstrap}, {} events/s for {} s",
@@ -131,6 +157,10 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
         }
     };
     writeln!(out, "metrics at http://{addr}/metrics; lead state at http://{addr}/leads/{{id}}; /healthz, /readyz")?;
+    // The token rides in the fragment, which the browser never sends: the
+    // page moves it to the tab's session storage.
+    let fragment = token.map_or(String::new(), |t| format!("#token={t}"));
+    writeln!(out, "call list page: http://{addr}/ui{fragment}")?;
     writeln!(
         out,
         "{:<10} {:<12} {:<26} {:>7} {:<5}  route",

@@ -1,7 +1,7 @@
 //! The HTTP endpoints, served by `service::http::Server` over a `Status` of
-//! the test's own: routes, methods, HEAD, percent-decoded lead ids, and the
-//! limits (connections, slow and oversized request heads). No broker; all
-//! traffic on 127.0.0.1.
+//! the test's own: routes, methods, HEAD, percent-decoded lead ids, the
+//! limits (connections, slow and oversized request heads), and the token in
+//! front of the lead data. No broker; all traffic on 127.0.0.1.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use leadscore::service::http::{Limits, Server, Status};
+use leadscore::engine::{CallList, CallListEntry, CallListQuery, QueryError};
+use leadscore::service::http::{LeadAccess, Limits, Server, Status};
 use leadscore::service::telemetry;
+use leadscore::Stage;
 
 #[derive(Default)]
 struct Fake {
@@ -19,6 +21,8 @@ struct Fake {
     ready: AtomicBool,
     leads: HashMap<String, String>,
     asked: Mutex<Vec<String>>,
+    /// The call-list queries received.
+    lists: Mutex<Vec<CallListQuery>>,
     /// How long a lead lookup blocks (a processor holding its lock).
     lookup: Duration,
 }
@@ -34,6 +38,34 @@ impl Status for Fake {
         self.asked.lock().unwrap().push(id.to_string());
         std::thread::sleep(self.lookup);
         self.leads.get(id).cloned()
+    }
+    fn call_list(&self, q: &CallListQuery) -> Result<CallList, QueryError> {
+        self.lists.lock().unwrap().push(q.clone());
+        if q.bands.iter().any(|b| b == "tepid") {
+            return Err(QueryError {
+                param: "band",
+                problem: "unknown band \"tepid\"".into(),
+            });
+        }
+        Ok(CallList {
+            at: Some(1_000_000),
+            model_version: "m-1".into(),
+            half_life_seconds: None,
+            bands: vec!["cold".into(), "hot".into()],
+            leads: vec![CallListEntry {
+                lead_id: "L-1".into(),
+                stage: Stage::Sql,
+                band: "hot".into(),
+                total: 80.0,
+                fit: 30.0,
+                engagement: 50.0,
+                route: Some("new_business".into()),
+                follow_up_by: Some(2_000_000),
+                overdue: false,
+                stage_entered: Some(0),
+                as_of: 1_000_000,
+            }],
+        })
     }
 }
 
@@ -85,6 +117,27 @@ fn send(addr: SocketAddr, request: &str) -> Reply {
 
 fn get(addr: SocketAddr, path: &str) -> Reply {
     send(addr, &format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"))
+}
+
+/// GET with an `Authorization` header.
+fn get_as(addr: SocketAddr, path: &str, authorization: &str) -> Reply {
+    send(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: {authorization}\r\n\r\n"),
+    )
+}
+
+const TOKEN: &str = "7f3c9a41d2e8b6055a1c";
+
+fn start_with_token(status: Arc<Fake>) -> Server {
+    Server::start_with_access(
+        "127.0.0.1:0",
+        telemetry::install(),
+        status,
+        Limits::default(),
+        LeadAccess::token(TOKEN),
+    )
+    .expect("bind 127.0.0.1:0")
 }
 
 /// True when the peer closed the connection (end of stream or reset);
@@ -387,4 +440,197 @@ fn dropping_the_server_stops_it_promptly() {
         );
     }
     eprintln!("drop took {took:?}");
+}
+
+fn lead_fake() -> Arc<Fake> {
+    Arc::new(Fake {
+        leads: HashMap::from([("L-1".to_string(), "{\"lead_id\":\"L-1\"}".to_string())]),
+        ..Fake::default()
+    })
+}
+
+#[test]
+fn with_a_token_lead_endpoints_answer_401_without_it_and_200_with_it() {
+    let fake = lead_fake();
+    let server = start_with_token(Arc::clone(&fake));
+    let addr = server.addr;
+    for path in [
+        "/leads",
+        "/leads?stage=sql",
+        "/leads/L-1",
+        "/leads/",
+        "/leads/L-404",
+    ] {
+        let r = get(addr, path);
+        assert_eq!(r.code, 401, "{path} without a token");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Bearer realm=\"leadscore\""),
+            "{path}"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(body["error"].is_string(), "{body}");
+        for wrong in [
+            "Bearer 7f3c9a41d2e8b6055a1d".to_string(), // the last character differs
+            "Bearer 7f3c9a41d2e8b6055a1".to_string(),  // a prefix
+            format!("Bearer {TOKEN}x"),
+            "Bearer ".to_string(),
+            format!("Basic {TOKEN}"),
+            TOKEN.to_string(),
+        ] {
+            let r = get_as(addr, path, &wrong);
+            assert_eq!(r.code, 401, "{path} with {wrong:?}");
+            let challenge = r.header("www-authenticate").unwrap();
+            assert!(
+                challenge.starts_with("Bearer realm=\"leadscore\""),
+                "{challenge}"
+            );
+        }
+    }
+    // Nothing of the lead data was looked up for a refused request.
+    assert!(fake.asked.lock().unwrap().is_empty());
+    assert!(fake.lists.lock().unwrap().is_empty());
+
+    let r = get_as(addr, "/leads/L-1", &format!("Bearer {TOKEN}"));
+    assert_eq!(r.code, 200);
+    assert_eq!(r.body, b"{\"lead_id\":\"L-1\"}");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    // The scheme is case-insensitive (RFC 7235).
+    let r = get_as(addr, "/leads?stage=sql", &format!("bearer {TOKEN}"));
+    assert_eq!(r.code, 200);
+    let list: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(list["leads"][0]["lead_id"], "L-1");
+    assert_eq!(list["leads"][0]["follow_up_by"], "1970-01-01T00:00:02Z");
+    assert_eq!(list["at"], "1970-01-01T00:00:01Z");
+    assert_eq!(*fake.asked.lock().unwrap(), ["L-1"]);
+    assert_eq!(fake.lists.lock().unwrap()[0].stages, [Stage::Sql]);
+
+    // The open endpoints stay open.
+    assert_eq!(get(addr, "/metrics").code, 200);
+    assert_eq!(get(addr, "/healthz").code, 200);
+    assert_eq!(get(addr, "/readyz").code, 503);
+    assert_eq!(get(addr, "/ui").code, 200);
+    assert_eq!(get(addr, "/ui/app.js").code, 200);
+}
+
+#[test]
+fn without_a_token_lead_endpoints_are_refused_off_loopback() {
+    let err = match Server::start_with_access(
+        "0.0.0.0:0",
+        telemetry::install(),
+        Arc::new(Fake::default()),
+        Limits::default(),
+        LeadAccess::loopback(),
+    ) {
+        Ok(_) => panic!("lead endpoints without a token started on 0.0.0.0"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("`http.token`") && err.contains("`token`"),
+        "{err}"
+    );
+
+    // With a token, or with the lead endpoints off, it starts.
+    let with_token = Server::start_with_access(
+        "0.0.0.0:0",
+        telemetry::install(),
+        Arc::new(Fake::default()),
+        Limits::default(),
+        LeadAccess::token(TOKEN),
+    )
+    .expect("with a token");
+    drop(with_token);
+    let fake = lead_fake();
+    let off = Server::start_with_access(
+        "0.0.0.0:0",
+        telemetry::install(),
+        Arc::clone(&fake) as Arc<dyn Status>,
+        Limits::default(),
+        LeadAccess {
+            enabled: false,
+            token: None,
+        },
+    )
+    .expect("with the lead endpoints off");
+    let addr = SocketAddr::from(([127, 0, 0, 1], off.addr.port()));
+    for path in ["/leads", "/leads/L-1", "/ui", "/ui/app.js"] {
+        assert_eq!(get(addr, path).code, 404, "{path}");
+    }
+    assert_eq!(get(addr, "/healthz").code, 200);
+    assert_eq!(get(addr, "/metrics").code, 200);
+    assert!(fake.asked.lock().unwrap().is_empty());
+}
+
+#[test]
+fn on_loopback_without_a_token_lead_endpoints_are_served() {
+    let fake = lead_fake();
+    let server = start(Arc::clone(&fake), Limits::default());
+    assert_eq!(get(server.addr, "/leads/L-1").code, 200);
+    assert_eq!(get(server.addr, "/leads").code, 200);
+}
+
+#[test]
+fn call_list_queries_are_parsed_and_bad_ones_are_400_naming_the_parameter() {
+    let fake = lead_fake();
+    let server = start(Arc::clone(&fake), Limits::default());
+    let r = get(
+        server.addr,
+        "/leads?stage=mql%2Csql&band=hot&sla=overdue&order=follow_up_by&limit=7",
+    );
+    assert_eq!(r.code, 200);
+    let q = fake.lists.lock().unwrap().pop().unwrap();
+    assert_eq!(q.stages, [Stage::Mql, Stage::Sql]);
+    assert_eq!(q.bands, ["hot"]);
+    assert!(q.overdue_only);
+    assert_eq!(q.limit, 7);
+    for (path, param) in [
+        ("/leads?stage=lead", "stage"),
+        ("/leads?limit=0", "limit"),
+        ("/leads?band=tepid", "band"),
+        ("/leads?email=x", "query"),
+    ] {
+        let r = get(server.addr, path);
+        assert_eq!(r.code, 400, "{path}");
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["parameter"], param, "{path}: {body}");
+    }
+    assert_eq!(get(server.addr, "/leads?stage=%FF").code, 400);
+}
+
+#[test]
+fn the_page_loads_nothing_from_elsewhere() {
+    let server = start(Arc::new(Fake::default()), Limits::default());
+    let r = get(server.addr, "/ui");
+    assert_eq!(r.code, 200);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let csp = r.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    let html = String::from_utf8(r.body).unwrap();
+    // Every resource it names is one of its own.
+    for attr in ["src=\"", "href=\""] {
+        for (i, _) in html.match_indices(attr) {
+            let url = &html[i + attr.len()..];
+            assert!(
+                url.starts_with("/ui/"),
+                "{}",
+                &url[..url.find('"').unwrap()]
+            );
+        }
+    }
+    for (path, kind) in [
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let r = get(server.addr, path);
+        assert_eq!(r.code, 200, "{path}");
+        assert!(r.header("content-type").unwrap().starts_with(kind));
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(
+            !body.contains("http://") && !body.contains("https://") && !body.contains("@import"),
+            "{path}"
+        );
+    }
 }

@@ -158,7 +158,9 @@ struct DemoArgs {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds,
           default_value_t = DemoOptions::default().duration.as_secs_f64())]
     duration: f64,
-    /// Where to serve the HTTP endpoints (port 0: any free port).
+    /// Where to serve the HTTP endpoints (port 0: any free port). Off
+    /// loopback, the lead endpoints take the token in LEADSCORE_HTTP_TOKEN,
+    /// or one the demo makes up and prints in the page's URL.
     #[arg(long, value_name = "ADDR", default_value_t = DemoOptions::default().http)]
     http: String,
     /// Events produced per second.
@@ -385,6 +387,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 duration: Duration::from_secs_f64(a.duration),
                 http: a.http,
                 rate: a.rate,
+                token: std::env::var("LEADSCORE_HTTP_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
             };
             crate::demo::run(opts, &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)

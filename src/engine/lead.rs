@@ -25,6 +25,9 @@ pub(crate) mod flags {
     pub const PROFILE_CUSTOMER: u8 = 4;
     /// Changed since the last [`crate::engine::Engine::drain_dirty`].
     pub const DIRTY: u8 = 8;
+    /// The current `mql` hand-off began in the hot band: its follow-up is
+    /// due on the hot MQL SLA (kept in the changelog).
+    pub const HOT_HANDOFF: u8 = 16;
 }
 
 /// Disqualification rules that match, as bits.

@@ -4,6 +4,7 @@
 //! `fold` and `advance_to` are synchronous and deterministic: no I/O, no wall
 //! clock. The Kafka service, `leadscore score` and replay all drive this.
 
+pub mod calllist;
 mod explain;
 mod index;
 mod lead;
@@ -16,6 +17,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
+pub use calllist::{CallList, CallListEntry, CallListQuery, Order, QueryError};
 pub use explain::Explanation;
 pub use lead::{disq, hash64, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
 pub use route::{is_aux_key, route, Local, Routed, VisitorLimits, VisitorStats, VisitorView};
@@ -79,6 +81,8 @@ pub struct Engine {
     scratch: Vec<u32>,
     /// Anonymous visitors, and leads waiting for a visitor's handoff.
     visitors: route::Visitors,
+    /// Leads by stage, for the call list.
+    stages: calllist::StageIndex,
 }
 
 impl Engine {
@@ -98,6 +102,7 @@ impl Engine {
             dirty: Vec::new(),
             scratch: Vec::new(),
             visitors: route::Visitors::default(),
+            stages: calllist::StageIndex::default(),
         }
     }
 
@@ -288,6 +293,7 @@ impl Engine {
         }
         let at = lead.time;
         if let Some((to, why)) = stage::decide(lead, model, Cause::Event(cause), at) {
+            let from = lead.stage;
             out.push(transition(
                 lead,
                 model,
@@ -297,6 +303,7 @@ impl Engine {
                 Some(&event.event_id),
                 cause.sales_rejected,
             ));
+            self.stages.moved(idx, from, to);
             self.schedule(idx);
             // A lead far behind its partition can get a deadline the watermark
             // has already passed: it is due now.
@@ -367,7 +374,11 @@ impl Engine {
         lead.advance_time(due, model);
         let requal = lead.stage.is_qualified() && lead.deadline <= due;
         match stage::decide(lead, model, Cause::Timer { requal }, due) {
-            Some((to, why)) => out.push(transition(lead, model, to, why, due, None, None)),
+            Some((to, why)) => {
+                let from = lead.stage;
+                out.push(transition(lead, model, to, why, due, None, None));
+                self.stages.moved(idx, from, to);
+            }
             None if requal => {
                 // Requalified: same stage, next deadline one window later.
                 lead.deadline = lead.deadline.saturating_add(window(model, lead.stage));
@@ -398,6 +409,8 @@ impl Engine {
     pub fn restore(&mut self, mut lead: Lead) {
         lead.flags &= !flags::DIRTY;
         let idx = self.find_or_insert(lead.id());
+        self.stages
+            .moved(idx, self.leads[idx as usize].stage, lead.stage);
         self.leads[idx as usize] = lead;
         self.schedule(idx);
     }
@@ -451,6 +464,12 @@ fn transition(
         } else {
             track.sla_mql
         };
+        // Kept, so that the lead knows its follow-up time (the call list).
+        if to == Stage::Mql && band == model.hot_band {
+            lead.flags |= flags::HOT_HANDOFF;
+        } else {
+            lead.flags &= !flags::HOT_HANDOFF;
+        }
         (Some(track.route.clone()), Some(sla.due(at)))
     } else {
         (None, None)

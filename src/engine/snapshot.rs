@@ -172,7 +172,7 @@ pub fn decode(bytes: &[u8], model: &Model) -> Result<Lead, SnapshotError> {
     lead.stage_entered = r.rel(lead.time)?;
     lead.deadline = r.rel(lead.time)?;
     lead.stage = Stage::from_u8(r.byte()?).ok_or(SnapshotError::Corrupt("stage"))?;
-    lead.flags = r.byte()? & (flags::DEAL_WON | flags::REJECTED_DISQ);
+    lead.flags = r.byte()? & (flags::DEAL_WON | flags::REJECTED_DISQ | flags::HOT_HANDOFF);
     lead.sequence = u32::try_from(r.varint()?).map_err(|_| SnapshotError::Corrupt("sequence"))?;
     lead.criteria = u32::try_from(r.varint()?).map_err(|_| SnapshotError::Corrupt("criteria"))?;
     let n = model.engagement_rules.len();

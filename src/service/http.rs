@@ -1,4 +1,12 @@
-//! The HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, `GET /leads/{id}`.
+//! The HTTP endpoints: `/metrics`, `/healthz`, `/readyz`, and the lead
+//! endpoints `GET /leads` (the call list), `GET /leads/{id}` (a lead's
+//! breakdown) and `/ui` (the call-list page).
+//!
+//! Lead data is served behind a bearer token ([`LeadAccess`]): with a token
+//! configured, `/leads` and `/leads/{id}` answer 401 without
+//! `Authorization: Bearer <token>`; without one, the server refuses to
+//! start on a non-loopback address. `/metrics`, `/healthz`, `/readyz` and
+//! the page itself (which holds no lead data) are open.
 //!
 //! axum's router served by hyper's HTTP/1 connection on a tokio runtime of
 //! the server's own. The runtime is a current-thread one driven by a
@@ -26,8 +34,9 @@ use std::thread;
 use std::time::Duration;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -36,6 +45,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{oneshot, Semaphore};
+
+use crate::engine::{CallList, CallListQuery, QueryError};
 
 /// What the endpoints read from the running service.
 pub trait Status: Send + Sync + 'static {
@@ -48,6 +59,90 @@ pub trait Status: Send + Sync + 'static {
     /// The lead's breakdown as JSON, if this instance owns and knows it. May
     /// block: it runs on a blocking thread, under the request timeout.
     fn lead(&self, id: &str) -> Option<String>;
+    /// This instance's call list for `q` (its own partitions). May block,
+    /// as [`Status::lead`].
+    fn call_list(&self, q: &CallListQuery) -> Result<CallList, QueryError>;
+}
+
+/// The bearer token of the lead endpoints. Its `Debug` does not show it.
+#[derive(Clone)]
+pub struct Token(Arc<[u8]>);
+
+impl Token {
+    pub fn new(token: &str) -> Token {
+        Token(token.as_bytes().into())
+    }
+
+    /// Compares in time that depends on the token's length and the
+    /// presented one's, never on where they differ (so a wrong guess
+    /// learns nothing of the token from the time of the 401).
+    fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let expected = &self.0[..];
+        let mut same = subtle::Choice::from(u8::from(presented.len() == expected.len()));
+        for (i, e) in expected.iter().enumerate() {
+            same &= e.ct_eq(presented.get(i).unwrap_or(&0));
+        }
+        same.into()
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Whether the lead endpoints are served, and behind which token.
+#[derive(Debug, Clone)]
+pub struct LeadAccess {
+    /// Serve `/leads`, `/leads/{id}` and `/ui` (else they are 404).
+    pub enabled: bool,
+    /// Required on `/leads` and `/leads/{id}` when set. Without it the
+    /// server serves them only on a loopback address.
+    pub token: Option<Token>,
+}
+
+impl LeadAccess {
+    /// Lead endpoints on, no token: loopback only.
+    pub fn loopback() -> LeadAccess {
+        LeadAccess {
+            enabled: true,
+            token: None,
+        }
+    }
+
+    /// Lead endpoints on, behind `token`.
+    pub fn token(token: &str) -> LeadAccess {
+        LeadAccess {
+            enabled: true,
+            token: Some(Token::new(token)),
+        }
+    }
+
+    /// As `[http]` says (`token`, `lead_endpoints`).
+    pub fn from_config(http: &crate::config::HttpConfig) -> LeadAccess {
+        LeadAccess {
+            enabled: http.lead_endpoints,
+            token: http.token.as_deref().map(Token::new),
+        }
+    }
+
+    /// Refuses lead endpoints without a token on a non-loopback address
+    /// (the address bound, so a host name that resolves elsewhere counts).
+    fn check(&self, addr: SocketAddr) -> std::io::Result<()> {
+        if self.enabled && self.token.is_none() && !addr.ip().is_loopback() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "config key `http.token`: the lead endpoints would serve lead data on {addr}, \
+                     which is not a loopback address, without a token: set `token` in [http] \
+                     (or LEADSCORE_HTTP_TOKEN), listen on 127.0.0.1, or set `lead_endpoints = false`"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The server's limits; [`Limits::default`] is what [`Server::start`] uses.
@@ -100,12 +195,26 @@ impl Server {
         Server::start_with(listen, metrics, status, Limits::default())
     }
 
-    /// Binds `listen` and serves in a background thread, within `limits`.
+    /// Binds `listen` and serves in a background thread, within `limits`,
+    /// with the lead endpoints open on loopback ([`LeadAccess::loopback`]).
     pub fn start_with(
         listen: &str,
         metrics: PrometheusHandle,
         status: Arc<dyn Status>,
         limits: Limits,
+    ) -> std::io::Result<Server> {
+        Server::start_with_access(listen, metrics, status, limits, LeadAccess::loopback())
+    }
+
+    /// Binds `listen` and serves in a background thread, within `limits`,
+    /// the lead endpoints as `access` says. Fails, naming the `token` key,
+    /// when lead endpoints without a token would listen off loopback.
+    pub fn start_with_access(
+        listen: &str,
+        metrics: PrometheusHandle,
+        status: Arc<dyn Status>,
+        limits: Limits,
+        access: LeadAccess,
     ) -> std::io::Result<Server> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -119,9 +228,10 @@ impl Server {
             bind(listen)?
         };
         let addr = listener.local_addr()?;
+        access.check(addr)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = thread::Builder::new().name("http".into()).spawn(move || {
-            runtime.block_on(serve(listener, metrics, status, limits, async {
+            runtime.block_on(serve(listener, metrics, status, limits, access, async {
                 // A dropped sender stops the server too.
                 let _ = stopped.await;
             }));
@@ -177,18 +287,111 @@ struct AppState {
     metrics: PrometheusHandle,
     status: Arc<dyn Status>,
     request_timeout: Duration,
+    token: Option<Token>,
 }
 
 /// The endpoints' routes. `get` routes answer HEAD too, without the body.
-fn router(state: AppState) -> Router {
-    Router::new()
+fn router(state: AppState, leads: bool) -> Router {
+    let mut r = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/leads/", get(bad_lead_id))
-        .route("/leads/{id}", get(lead))
-        .fallback(not_found)
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    if leads {
+        r = r
+            .route("/leads", get(call_list))
+            .route("/leads/", get(bad_lead_id))
+            .route("/leads/{id}", get(lead))
+            .route("/ui", get(|| page(UI_HTML, "text/html; charset=utf-8")))
+            .route(
+                "/ui/app.js",
+                get(|| page(UI_JS, "text/javascript; charset=utf-8")),
+            )
+            .route(
+                "/ui/app.css",
+                get(|| page(UI_CSS, "text/css; charset=utf-8")),
+            );
+    }
+    r.fallback(not_found).with_state(state)
+}
+
+/// The call-list page: markup, script and style built into the binary, so
+/// it works with no network; the CSP forbids loading anything else.
+const UI_HTML: &str = include_str!("ui/index.html");
+const UI_JS: &str = include_str!("ui/app.js");
+const UI_CSS: &str = include_str!("ui/app.css");
+const UI_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                      connect-src 'self'; img-src 'self'; form-action 'none'; \
+                      base-uri 'none'; frame-ancestors 'none'";
+
+async fn page(body: &'static str, content_type: &'static str) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, UI_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Proof that the request may read lead data: it carries the configured
+/// token (`Authorization: Bearer <token>`), or no token is configured.
+struct Authorized;
+
+impl FromRequestParts<AppState> for Authorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Response> {
+        let Some(token) = &s.token else {
+            return Ok(Authorized);
+        };
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer(v.as_bytes()));
+        match presented {
+            Some(p) if token.matches(p) => Ok(Authorized),
+            Some(_) => Err(unauthorized(
+                "Bearer realm=\"leadscore\", error=\"invalid_token\"",
+                "the token is not valid",
+            )),
+            None => Err(unauthorized(
+                "Bearer realm=\"leadscore\"",
+                "this endpoint needs `Authorization: Bearer <token>`",
+            )),
+        }
+    }
+}
+
+/// The credentials of an `Authorization: Bearer <credentials>` header (the
+/// scheme is case-insensitive, RFC 7235).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| rest.trim_ascii())
+}
+
+fn unauthorized(challenge: &'static str, why: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            ),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+        ],
+        format!("{}\n", serde_json::json!({ "error": why })),
+    )
+        .into_response()
 }
 
 /// Serves the endpoints on `listener` until `shutdown` completes, then lets
@@ -199,13 +402,18 @@ pub async fn serve(
     metrics: PrometheusHandle,
     status: Arc<dyn Status>,
     limits: Limits,
+    access: LeadAccess,
     shutdown: impl Future<Output = ()>,
 ) {
-    let service = TowerToHyperService::new(router(AppState {
-        metrics,
-        status,
-        request_timeout: limits.request_timeout,
-    }));
+    let service = TowerToHyperService::new(router(
+        AppState {
+            metrics,
+            status,
+            request_timeout: limits.request_timeout,
+            token: access.token,
+        },
+        access.enabled,
+    ));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -272,8 +480,17 @@ fn text(code: StatusCode, body: &'static str) -> Response {
     (code, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
 }
 
+/// Lead data: JSON that no cache keeps.
 fn json(code: StatusCode, body: String) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    (
+        code,
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
@@ -304,10 +521,85 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn lead(State(s): State<AppState>, id: Result<Path<String>, PathRejection>) -> Response {
+async fn call_list(_: Authorized, State(s): State<AppState>, uri: Uri) -> Response {
+    let query = match query_pairs(uri.query().unwrap_or("")) {
+        Some(pairs) => CallListQuery::from_pairs(pairs.iter().map(|(k, v)| (&k[..], &v[..]))),
+        None => {
+            return json(
+                StatusCode::BAD_REQUEST,
+                "{\"error\":\"the query string is not valid percent-encoded UTF-8\"}\n".into(),
+            )
+        }
+    };
+    let query = match query {
+        Ok(q) => q,
+        Err(e) => return query_error(&e),
+    };
+    let status = Arc::clone(&s.status);
+    match blocking(s.request_timeout, move || status.call_list(&query)).await {
+        Ok(Ok(list)) => match serde_json::to_string(&list) {
+            Ok(body) => json(StatusCode::OK, body),
+            Err(e) => {
+                tracing::error!(error = %e, "call list not serialisable");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+            }
+        },
+        Ok(Err(e)) => query_error(&e),
+        Err(r) => r,
+    }
+}
+
+fn query_error(e: &QueryError) -> Response {
+    json(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "{}\n",
+            serde_json::json!({"error": e.to_string(), "parameter": e.param})
+        ),
+    )
+}
+
+/// The `key=value` pairs of a query string, percent-decoded (`+` is a
+/// space, as in forms); `None` when one is not valid UTF-8 once decoded.
+fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            Some((percent_decode(k)?, percent_decode(v)?))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn lead(
+    _: Authorized,
+    State(s): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
     let id = match id {
         Ok(Path(id)) if !id.is_empty() => id,
-        _ => return bad_lead_id().await,
+        _ => return bad_lead_id(Authorized).await,
     };
     let status = Arc::clone(&s.status);
     match blocking(s.request_timeout, move || status.lead(&id)).await {
@@ -320,10 +612,64 @@ async fn lead(State(s): State<AppState>, id: Result<Path<String>, PathRejection>
     }
 }
 
-async fn bad_lead_id() -> Response {
+async fn bad_lead_id(_: Authorized) -> Response {
     text(StatusCode::BAD_REQUEST, "bad lead id\n")
 }
 
 async fn not_found() -> Response {
     text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_matches_itself_only() {
+        let t = Token::new("0123456789abcdef");
+        assert!(t.matches(b"0123456789abcdef"));
+        for wrong in [
+            &b""[..],
+            b"0123456789abcdeF",
+            b"0123456789abcde",
+            b"0123456789abcdef0",
+        ] {
+            assert!(!t.matches(wrong), "{wrong:?}");
+        }
+        assert_eq!(bearer(b"Bearer  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"BEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer(b"Basic abc"), None);
+        assert_eq!(bearer(b"Bear"), None);
+        assert!(!format!("{t:?}").contains("0123"));
+    }
+
+    /// A comparison that stopped at the first difference would answer a
+    /// guess wrong in its first byte far sooner than one wrong in its last.
+    #[test]
+    fn a_wrong_token_is_refused_in_the_same_time_wherever_it_differs() {
+        let secret = "s".repeat(4096);
+        let t = Token::new(&secret);
+        let mut early = secret.clone().into_bytes();
+        early[0] = b'x';
+        let mut late = secret.into_bytes();
+        *late.last_mut().unwrap() = b'x';
+        let time = |guess: &[u8]| {
+            (0..7)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    for _ in 0..200 {
+                        assert!(!t.matches(std::hint::black_box(guess)));
+                    }
+                    start.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let (e, l) = (time(&early), time(&late));
+        let ratio = e.as_secs_f64() / l.as_secs_f64();
+        assert!(
+            (0.5..2.0).contains(&ratio),
+            "first byte wrong {e:?}, last byte wrong {l:?}"
+        );
+    }
 }

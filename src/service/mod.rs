@@ -79,6 +79,8 @@ pub enum ServiceError {
 /// State shared by the processing loop, the rebalance callbacks and HTTP.
 pub struct Shared {
     processor: Mutex<Processor>,
+    /// The model the partitions' engines fold under.
+    model: Arc<Model>,
     ready: AtomicBool,
     /// Last turn of the processing loop (ms since `started`).
     heartbeat: AtomicU64,
@@ -120,6 +122,14 @@ impl http::Status for Shared {
 
     fn lead(&self, id: &str) -> Option<String> {
         self.processor.lock().ok()?.lead_json(id)
+    }
+
+    fn call_list(
+        &self,
+        q: &crate::engine::CallListQuery,
+    ) -> Result<crate::engine::CallList, crate::engine::QueryError> {
+        let p = self.processor();
+        crate::engine::calllist::draw(p.partitions.values().map(|x| &x.engine), &self.model, q)
     }
 }
 
@@ -286,15 +296,18 @@ pub fn run(
     let processor = Processor::new(Arc::clone(&cfg), Arc::clone(&model), partitions)?;
     let shared = Arc::new(Shared {
         processor: Mutex::new(processor),
+        model: Arc::clone(&model),
         ready: AtomicBool::new(false),
         heartbeat: AtomicU64::new(0),
         started: Instant::now(),
         stop: Mutex::new(None),
     });
-    let server = http::Server::start(
+    let server = http::Server::start_with_access(
         &cfg.http.listen,
         metrics,
         Arc::clone(&shared) as Arc<dyn http::Status>,
+        http::Limits::default(),
+        http::LeadAccess::from_config(&cfg.http),
     )
     .map_err(|source| ServiceError::Http {
         addr: cfg.http.listen.clone(),
