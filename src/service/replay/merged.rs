@@ -21,10 +21,10 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::{count_current, Counts, Fold, Part, Result, Worker};
 use crate::codec::{decode_message, InputFormat};
+use crate::config::Partitioner;
 use crate::engine::{route, Engine, Routed};
 use crate::event::Message;
 use crate::service::kafka::{self, ReaderCtx};
-use crate::service::rekey::partition_for;
 
 /// Messages buffered per partition before its fetching is paused.
 const BOUND: usize = 5_000;
@@ -195,24 +195,33 @@ impl Worker<'_> {
         // of the message's own key stays in the message's partition on a
         // topic keyed by lead.
         let n = parts.len();
+        let partitioner = self.cfg.kafka.partitioner;
         let own = |r: &Routed<'_>| {
             if input.keyed_by_lead && msg.key() == Some(r.key().as_bytes()) {
                 p
             } else {
-                partition_for(r.key().as_bytes(), n)
+                partitioner.partition(r.key().as_bytes(), n)
             }
         };
         if self.fold_current {
             router.run(
                 decoded.message.clone(),
                 own,
+                partitioner,
                 parts,
                 |p| &mut p.current,
                 fold,
             );
             count_current(fold);
         }
-        router.run(decoded.message, own, parts, |p| &mut p.new, fold);
+        router.run(
+            decoded.message,
+            own,
+            partitioner,
+            parts,
+            |p| &mut p.new,
+            fold,
+        );
         self.write_new(fold);
     }
 }
@@ -232,6 +241,7 @@ impl Router {
         &mut self,
         msg: Message<'_>,
         own: impl Fn(&Routed<'_>) -> i32,
+        partitioner: Partitioner,
         parts: &mut [&mut Part],
         pick: fn(&mut Part) -> &mut Engine,
         fold: &mut Fold,
@@ -240,19 +250,19 @@ impl Router {
         for r in route(msg) {
             let q = own(&r) as usize;
             pick(parts[q]).ingest(r, &mut fold.changes, &mut self.send, |_, _| {});
-            self.forward(n);
+            self.forward(partitioner, n);
             while let Some((q, next)) = self.queue.pop_front() {
                 pick(parts[q]).ingest(next, &mut fold.changes, &mut self.send, |_, _| {});
-                self.forward(n);
+                self.forward(partitioner, n);
             }
         }
     }
 
     /// Queues what the last fold sent on, for the partitions of its keys
     /// (the service writes them to the repartition topic by key).
-    fn forward(&mut self, partitions: usize) {
+    fn forward(&mut self, partitioner: Partitioner, partitions: usize) {
         for r in self.send.drain(..) {
-            let q = partition_for(r.key().as_bytes(), partitions) as usize;
+            let q = partitioner.partition(r.key().as_bytes(), partitions) as usize;
             self.queue.push_back((q, r));
         }
     }
