@@ -81,9 +81,27 @@ pub struct KafkaConfig {
     /// The CloudEvents `source` of the status records. Default:
     /// `leadscore/<group_id>`.
     pub cloudevents_source: Option<String>,
+    /// How the producers of the input topics place a key: the lead-query
+    /// API finds a lead's partition with it, and the repartition topic
+    /// places leads with it, so that a topic keyed by lead and a re-keyed
+    /// one agree.
+    #[serde(default)]
+    pub partitioner: Partitioner,
     /// Passed to librdkafka as they are (security, SASL/SSL, tuning).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+/// A producer's partitioner, for keyed records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Partitioner {
+    /// The Java clients' default: murmur2 of the key (librdkafka:
+    /// `partitioner = murmur2_random`).
+    #[default]
+    Murmur2Random,
+    /// librdkafka's default: CRC-32 of the key.
+    ConsistentRandom,
 }
 
 fn default_group() -> String {
@@ -132,6 +150,10 @@ pub struct HttpConfig {
     /// Serve the lead endpoints (`/leads`, `/leads/{id}`, `/ui`).
     #[serde(default = "default_lead_endpoints")]
     pub lead_endpoints: bool,
+    /// The base URL other instances reach this one's endpoints at (published
+    /// in the instance registry). Default: `http://<listen>`, with the
+    /// host name (`HOSTNAME`) in place of an unspecified address.
+    pub advertised_url: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -148,6 +170,7 @@ impl Default for HttpConfig {
             listen: default_listen(),
             token: None,
             lead_endpoints: true,
+            advertised_url: None,
         }
     }
 }
@@ -375,9 +398,10 @@ const SECTIONS: [(&str, &[&str]); 3] = [
             "max_task_idle_ms",
             "output_envelope",
             "cloudevents_source",
+            "partitioner",
         ],
     ),
-    ("http", &["listen", "token", "lead_endpoints"]),
+    ("http", &["listen", "token", "lead_endpoints", "advertised_url"]),
     ("log", &["format", "level"]),
 ];
 
@@ -501,6 +525,29 @@ impl Config {
         format!("{}-repartition", self.kafka.group_id)
     }
 
+    /// The instance registry (`<group_id>-instances`): which instance owns
+    /// which partition, and its URL.
+    pub fn instances_topic(&self) -> String {
+        format!("{}-instances", self.kafka.group_id)
+    }
+
+    /// This instance's base URL for the others (see
+    /// [`HttpConfig::advertised_url`]).
+    pub fn advertised_url(&self) -> String {
+        if let Some(u) = &self.http.advertised_url {
+            return u.trim_end_matches('/').to_string();
+        }
+        let listen = &self.http.listen;
+        let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "80"));
+        let host = match host {
+            "0.0.0.0" | "[::]" | "" => {
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
+            }
+            h => h.to_string(),
+        };
+        format!("http://{host}:{port}")
+    }
+
     /// Reads the file, applies the process environment, validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
@@ -551,6 +598,17 @@ impl Config {
         nonempty("kafka.instance_id", &k.instance_id)?;
         nonempty("kafka.status_topic", &k.status_topic)?;
         nonempty("kafka.dead_letter_topic", &k.dead_letter_topic)?;
+        if let Some(u) = &self.http.advertised_url {
+            let rest = u
+                .strip_prefix("http://")
+                .or_else(|| u.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+                return Err(invalid(
+                    "http.advertised_url",
+                    format!("{u:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
         if k.input_topics.is_empty() {
             return Err(invalid("kafka.input_topics", "needs at least one topic"));
         }

@@ -117,6 +117,7 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
         (STATUS, PARTITIONS),
         (DLQ, 1),
         ("leadscore-changelog", PARTITIONS),
+        ("leadscore-instances", 1),
     ] {
         mock.create_topic(t, n, 1)
             .map_err(|source| DemoError::Topic { topic: t, source })?;

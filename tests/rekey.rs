@@ -60,7 +60,12 @@ fn config(b: &Broker, t: &Topics, name: &str, extra: &str) -> Config {
 }
 
 fn config_as(b: &Broker, t: &Topics, name: &str, extra: &str, topic: &str) -> Config {
-    let text = format!(
+    let text = config_text(b, t, name, extra, topic);
+    Config::from_toml_with_env(&text, std::iter::empty()).expect("test config is valid")
+}
+
+fn config_text(b: &Broker, t: &Topics, name: &str, extra: &str, topic: &str) -> String {
+    format!(
         r#"
 [kafka]
 brokers = "{}"
@@ -79,8 +84,7 @@ idle_advance_ms = 0
 listen = "127.0.0.1:0"
 "#,
         b.bootstrap, t.input, t.status, t.dlq, t.input
-    );
-    Config::from_toml_with_env(&text, std::iter::empty()).expect("test config is valid")
+    )
 }
 
 fn gen_config(seed: u64, anonymous_share: f64) -> GenConfig {
@@ -133,6 +137,15 @@ fn records(events: &[Event<'static>], keys: Keys) -> Vec<Timed> {
 
 /// `leadscore score` on the same events: changes by lead, in sequence order.
 fn score(name: &str, events: &[Event<'static>]) -> BTreeMap<String, Vec<serde_json::Value>> {
+    score_under(name, events, None)
+}
+
+/// `score` under a model file (`None`: the default model).
+fn score_under(
+    name: &str,
+    events: &[Event<'static>],
+    model: Option<&std::path::Path>,
+) -> BTreeMap<String, Vec<serde_json::Value>> {
     let path = std::env::temp_dir().join(format!("leadscore-{name}-{}.jsonl", std::process::id()));
     let mut body = Vec::new();
     for e in events {
@@ -140,10 +153,12 @@ fn score(name: &str, events: &[Event<'static>]) -> BTreeMap<String, Vec<serde_js
         body.push(b'\n');
     }
     std::fs::write(&path, body).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_leadscore"))
-        .args(["score", "--input", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leadscore"));
+    cmd.args(["score", "--input", path.to_str().unwrap()]);
+    if let Some(m) = model {
+        cmd.arg("--model").arg(m);
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -336,21 +351,11 @@ fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     }
 }
 
-/// The generator's Segment form of a stream in which a share of the leads
-/// browse anonymously before they identify, keyed as a browser-side
-/// pipeline keys it: by the visitor's `anonymousId`, else by `userId`.
-/// Visitors, identifications (across partitions) and the re-keying give
-/// the native stream's changes.
-#[test]
-fn a_segment_topic_keyed_by_visitor_equals_the_native_stream_scored() {
-    let name = "rekey-segment";
-    let b = Broker::shared();
-    let t = topics(b, name);
-    let cfg = gen_config(37, 0.3);
-    let evs = events_of(cfg.clone());
-    let expected = score(name, &evs);
-    let total: usize = expected.values().map(Vec::len).sum();
-    let mut writer = SegmentWriter::new(&cfg, VisitorLimits::default());
+/// The generator's Segment form of `evs` (made with `cfg`), keyed as a
+/// browser-side pipeline keys it: by the visitor's `anonymousId`, else by
+/// `userId`; record timestamps in stream order.
+fn segment_records(cfg: &GenConfig, evs: &[Event<'static>]) -> Vec<Timed> {
+    let mut writer = SegmentWriter::new(cfg, VisitorLimits::default());
     let mut anonymous = 0;
     let records: Vec<Timed> = evs
         .iter()
@@ -377,6 +382,24 @@ fn a_segment_topic_keyed_by_visitor_equals_the_native_stream_scored() {
         anonymous > 50,
         "visitors browse first ({anonymous} messages)"
     );
+    records
+}
+
+/// The generator's Segment form of a stream in which a share of the leads
+/// browse anonymously before they identify, keyed as a browser-side
+/// pipeline keys it: by the visitor's `anonymousId`, else by `userId`.
+/// Visitors, identifications (across partitions) and the re-keying give
+/// the native stream's changes.
+#[test]
+fn a_segment_topic_keyed_by_visitor_equals_the_native_stream_scored() {
+    let name = "rekey-segment";
+    let b = Broker::shared();
+    let t = topics(b, name);
+    let cfg = gen_config(37, 0.3);
+    let evs = events_of(cfg.clone());
+    let expected = score(name, &evs);
+    let total: usize = expected.values().map(Vec::len).sum();
+    let records = segment_records(&cfg, &evs);
     produce_timed(&b.producer(), &t.input, &records);
     let metrics = run_until_changes(
         b,
@@ -490,4 +513,246 @@ fn a_cloudevents_topic_in_binary_mode_without_keys_is_re_keyed_exactly() {
         "{name}: no changes for other leads"
     );
     assert!(read(b, &t.dlq).is_empty(), "{name}: nothing dead-lettered");
+}
+
+/// `leadscore replay` of a Segment topic keyed by visitor, under another
+/// model: it routes the messages as the service does (visitors,
+/// identifications across partitions), without the repartition topic, and
+/// the shadow topic holds what `score` gives under that model.
+#[test]
+fn a_segment_topic_replays_under_a_new_model_as_score_gives() {
+    let name = "rekey-replay";
+    let b = Broker::shared();
+    let t = topics(b, name);
+    let cfg = gen_config(41, 0.3);
+    let evs = events_of(cfg.clone());
+    let dir = std::env::temp_dir().join(format!("leadscore-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("lenient.toml");
+    let text = include_str!("../src/model/default.toml")
+        .replace("version = \"default-1\"", "version = \"lenient-2\"")
+        .replace("mql_min_total = 50", "mql_min_total = 35");
+    assert!(text.contains("mql_min_total = 35"));
+    std::fs::write(&model, text).unwrap();
+    let expected = score_under(name, &evs, Some(&model));
+    let total: usize = expected.values().map(Vec::len).sum();
+    assert!(total > 300, "the scenario has changes to compare ({total})");
+    assert_ne!(
+        expected,
+        score(name, &evs),
+        "the new model changes the outcome"
+    );
+    produce_timed(&b.producer(), &t.input, &segment_records(&cfg, &evs));
+    let config = dir.join("leadscore.toml");
+    std::fs::write(
+        &config,
+        config_text(b, &t, name, "", "format = \"segment\""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args(["replay", "--json", "--config"])
+        .arg(&config)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["events"], evs.len() as u64, "{summary}");
+    assert_eq!(summary["invalid"], 0, "{summary}");
+    assert_eq!(summary["changes_written"], total as u64, "{summary}");
+    let got = group(
+        read(b, &format!("{}-shadow", t.status))
+            .iter()
+            .map(|r| serde_json::from_slice(&r.payload).unwrap()),
+    );
+    for (lead, want) in &expected {
+        let have = got.get(lead).map(Vec::as_slice).unwrap_or_default();
+        assert!(
+            have.len() == want.len() && have.iter().zip(want).all(|(h, w)| same(h, w)),
+            "changes of {lead}\n got {have:?}\nwant {want:?}"
+        );
+    }
+    assert_eq!(got.len(), expected.len(), "no changes for other leads");
+    // Nothing went through the live service's repartition topic.
+    assert!(
+        read_all(
+            &b.bootstrap,
+            &t.repartition,
+            Duration::from_millis(500),
+            Duration::from_secs(5)
+        )
+        .is_empty(),
+        "the replay writes nothing to the repartition topic"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The model switch of the README on a Segment topic keyed by visitor: the
+/// service runs under the default model, stops; `replay --to-changelog`
+/// rebuilds the state (leads, visitors, leads waiting for a visitor) under a
+/// new model; the service goes on under it from the new changelog. The
+/// status topic holds the old model's changes up to the cut and the new
+/// model's after it, none twice.
+#[test]
+fn a_segment_topic_switches_to_a_new_model_emitting_nothing_twice() {
+    let name = "rekey-switch";
+    let b = Broker::shared();
+    let t = topics(b, name);
+    let cfg = gen_config(43, 0.3);
+    let generated: Vec<Event<'static>> = Generator::new(cfg.clone()).collect();
+    // The cut where the most visitors browsed before it and identify after
+    // it: the rebuilt state must carry them over.
+    let probe = segment_records(&cfg, &generated);
+    let straddling = |cut: usize| {
+        let body = |r: &Timed| serde_json::from_slice::<serde_json::Value>(&r.2).unwrap();
+        let before: std::collections::BTreeSet<String> = probe[..cut]
+            .iter()
+            .map(body)
+            .filter(|m| m.get("userId").is_none())
+            .filter_map(|m| Some(m.get("anonymousId")?.as_str()?.to_string()))
+            .collect();
+        probe[cut..]
+            .iter()
+            .map(body)
+            .filter(|m| m.get("userId").is_some())
+            .filter_map(|m| Some(m.get("anonymousId")?.as_str()?.to_string()))
+            .filter(|v| before.contains(v))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let cut_at = (generated.len() / 3..generated.len() * 2 / 3)
+        .step_by(97)
+        .max_by_key(|&c| straddling(c).len())
+        .unwrap();
+    let visitors = straddling(cut_at);
+    assert!(
+        visitors.len() >= 3,
+        "visitors straddle the cut: {visitors:?}"
+    );
+    // Ticks after each half move every partition's watermark to the time
+    // `score` has reached there, so both see the same timers.
+    let ticks = |tag: &str, at: i64| -> Vec<Event<'static>> {
+        ids_per_partition("tick", PARTITIONS)
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| Event::new(format!("tick-{tag}{i}"), id, "tick", at))
+            .collect()
+    };
+    let mut evs = generated[..cut_at].to_vec();
+    evs.extend(ticks("cut", generated[cut_at - 1].occurred_at));
+    let cut = evs.len();
+    evs.extend_from_slice(&generated[cut_at..]);
+    evs.extend(ticks("end", generated.last().unwrap().occurred_at + DAY));
+    let records = segment_records(&cfg, &evs);
+    let before = &evs[..cut];
+
+    let dir = std::env::temp_dir().join(format!("leadscore-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let new = dir.join("strict.toml");
+    let text = include_str!("../src/model/default.toml")
+        .replace("version = \"default-1\"", "version = \"strict-2\"")
+        .replace("mql_min_total = 50", "mql_min_total = 65");
+    assert!(text.contains("mql_min_total = 65"));
+    std::fs::write(&new, text).unwrap();
+    let live_before = score(name, before);
+    let topic = "format = \"segment\"";
+    let config = dir.join("leadscore.toml");
+    std::fs::write(&config, config_text(b, &t, name, "", topic)).unwrap();
+
+    // 1. The live service, stopped at the cut.
+    produce_timed(&b.producer(), &t.input, &records[..cut]);
+    run_until_changes(
+        b,
+        &t,
+        config_as(b, &t, name, "", topic),
+        live_before.values().map(Vec::len).sum(),
+    );
+    // 2. The state rebuilt under the new model, up to its offsets.
+    let out = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args([
+            "replay",
+            "--json",
+            "--to-changelog",
+            "rekey-switch-changelog-2",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--model")
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["switch_ready"], true, "{summary}");
+    assert_eq!(summary["events"], cut as u64, "{summary}");
+    let kept: Vec<String> = read(b, "rekey-switch-changelog-2")
+        .iter()
+        .filter_map(|r| r.key.strip_prefix(b"\0v"))
+        .map(|k| String::from_utf8(k.to_vec()).unwrap())
+        .filter(|v| visitors.contains(v))
+        .collect();
+    assert!(
+        !kept.is_empty(),
+        "the rebuilt state keeps the visitors that identify after the cut"
+    );
+    // 3. The service under the new model and changelog.
+    let switched = format!(
+        "model = {:?}\n{}",
+        new.to_str().unwrap(),
+        config_text(
+            b,
+            &t,
+            name,
+            "changelog_topic = \"rekey-switch-changelog-2\"",
+            topic
+        )
+    );
+    let switched = Config::from_toml_with_env(&switched, std::iter::empty()).unwrap();
+    produce_timed(&b.producer(), &t.input, &records[cut..]);
+
+    // Expected: the old model's changes up to the cut, then the new model's
+    // caused after it, numbered on from the live sequence.
+    let new_before = score_under(name, before, Some(&new));
+    let new_all = score_under(name, &evs, Some(&new));
+    let mut want = live_before.clone();
+    for (lead, changes) in &new_all {
+        let skip = new_before.get(lead).map_or(0, Vec::len);
+        let live_seq = live_before.get(lead).map_or(0, Vec::len);
+        let shift = live_seq.saturating_sub(skip) as u64;
+        for c in &changes[skip..] {
+            let mut c = c.clone();
+            let seq = c["sequence"].as_u64().unwrap() + shift;
+            c["sequence"] = seq.into();
+            c["change_id"] = format!("{lead}:{seq}").into();
+            want.entry(lead.clone()).or_default().push(c);
+        }
+    }
+    let want_total: usize = want.values().map(Vec::len).sum();
+    assert!(
+        want_total > live_before.values().map(Vec::len).sum::<usize>() + 50,
+        "the new model has changes after the cut"
+    );
+    run_until_changes(b, &t, switched, want_total);
+    let got = group(
+        read(b, &t.status)
+            .iter()
+            .map(|r| serde_json::from_slice(&r.payload).unwrap()),
+    );
+    for (lead, w) in &want {
+        let have = got.get(lead).map(Vec::as_slice).unwrap_or_default();
+        assert!(
+            have.len() == w.len() && have.iter().zip(w).all(|(h, w)| same(h, w)),
+            "changes of {lead}\n got {have:?}\nwant {w:?}"
+        );
+    }
+    assert_eq!(got.len(), want.len(), "no changes for other leads");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -74,6 +74,8 @@ pub enum Reading {
     Restore,
     /// Input partitions, for `leadscore replay`.
     Replay,
+    /// The instance registry, followed for as long as the service runs.
+    Registry,
 }
 
 /// A consumer of explicitly assigned partitions (committed records only),
@@ -84,6 +86,7 @@ pub fn reader(cfg: &Config, reading: Reading) -> ClientConfig {
     let suffix = match reading {
         Reading::Restore => "restore",
         Reading::Replay => "replay",
+        Reading::Registry => "registry",
     };
     c.set("group.id", format!("{}-{suffix}", cfg.kafka.group_id))
         .set("enable.auto.commit", "false")
@@ -108,6 +111,11 @@ pub fn reader(cfg: &Config, reading: Reading) -> ClientConfig {
             // the replay was no faster and 150 MB larger.
             c.set("max.partition.fetch.bytes", "1048576")
                 .set("queued.max.messages.kbytes", "65536");
+        }
+        Reading::Registry => {
+            // A few entries, followed as they change.
+            c.set("enable.partition.eof", "false")
+                .set("fetch.wait.max.ms", "100");
         }
     }
     user_properties(cfg, &mut c);
@@ -286,6 +294,11 @@ pub fn ensure_topics(cfg: &Config) -> Result<usize, StartError> {
             })
         }
         None => create_topic(cfg, &changelog, n, Cleanup::Compact)?,
+    }
+    // Entries of a few hundred bytes per instance, compacted.
+    let instances = cfg.instances_topic();
+    if partition_counts(&probe, &[&instances])?[0].is_none() {
+        create_topic(cfg, &instances, 1, Cleanup::Compact)?;
     }
     if cfg.rekeys() {
         // Partition q of the repartition topic is folded with partition q

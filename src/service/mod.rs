@@ -36,6 +36,7 @@ pub mod http;
 pub mod kafka;
 pub mod processor;
 pub mod protocol;
+pub mod registry;
 pub mod rekey;
 pub mod replay;
 pub mod restore;
@@ -87,6 +88,8 @@ pub struct Shared {
     started: Instant,
     /// Set by a rebalance callback that could not finish its work.
     stop: Mutex<Option<Control>>,
+    /// Which instance owns which partition; this one's entry.
+    registry: registry::Registry,
 }
 
 impl Shared {
@@ -187,10 +190,12 @@ impl ConsumerContext for ConsumerCtx {
         tm::rebalance(tm::REVOKE, tpl.count());
         self.shared.ready.store(false, Ordering::Relaxed);
         // Finish the open transaction while the partitions are still ours.
-        let c = self
-            .shared
-            .processor()
-            .revoking(partitions_of(tpl), consumer);
+        let mut p = self.shared.processor();
+        let c = p.revoking(partitions_of(tpl), consumer);
+        self.shared
+            .registry
+            .publish(p.partitions.keys().copied().collect());
+        drop(p);
         self.shared.control(c);
     }
 
@@ -294,7 +299,9 @@ pub fn run(
     tm::ready(false, 0);
     let partitions = kafka::ensure_topics(&cfg)?;
     let processor = Processor::new(Arc::clone(&cfg), Arc::clone(&model), partitions)?;
+    let registry = registry::Registry::start(&cfg, partitions)?;
     let shared = Arc::new(Shared {
+        registry,
         processor: Mutex::new(processor),
         model: Arc::clone(&model),
         ready: AtomicBool::new(false),
@@ -378,6 +385,10 @@ fn turn(shared: &Shared, consumer: &BaseConsumer<ConsumerCtx>) -> Option<Control
         if !shared.ready.load(Ordering::Relaxed) && p.restored() {
             shared.ready.store(true, Ordering::Relaxed);
             tm::ready(true, p.partitions.len());
+            // Restored: this instance answers for them now.
+            shared
+                .registry
+                .publish(p.partitions.keys().copied().collect());
         }
         p.wait()
     };

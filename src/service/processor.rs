@@ -29,7 +29,7 @@ use super::changelog::{self, CHECKPOINT_KEY};
 use super::dead_letter;
 use super::kafka::{self, is_fatal, produce, produce_value, ProducerCtx, CALL_TIMEOUT};
 use super::protocol::{Action, CheckpointAt, Failure, Mode, Positions, Protocol, Settings, Stop};
-use super::rekey::{partition_for, Buffered, Lane, Merge};
+use super::rekey::{Buffered, Lane, Merge};
 use super::restore::{self, RestoreError};
 use super::telemetry as tm;
 use super::wall_micros;
@@ -529,7 +529,11 @@ impl Processor {
             return;
         };
         let topic = rp.topic.clone();
-        let q = partition_for(r.key().as_bytes(), rp.partitions);
+        let q = self
+            .cfg
+            .kafka
+            .partitioner
+            .partition(r.key().as_bytes(), rp.partitions);
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         encode_routed(r, &mut buf);

@@ -75,6 +75,21 @@ pub fn partition_for(key: &[u8], partitions: usize) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) as u32 % partitions.max(1) as u32) as i32
 }
 
+impl crate::config::Partitioner {
+    /// The partition of `key` among `partitions`, as a producer with this
+    /// partitioner places a keyed record.
+    pub fn partition(self, key: &[u8], partitions: usize) -> i32 {
+        match self {
+            crate::config::Partitioner::Murmur2Random => partition_for(key, partitions),
+            // librdkafka's `rd_kafka_msg_partitioner_consistent`: CRC-32 (the
+            // zlib one) of the key, modulo the partition count.
+            crate::config::Partitioner::ConsistentRandom => {
+                (crc32fast::hash(key) % partitions.max(1) as u32) as i32
+            }
+        }
+    }
+}
+
 /// A message of a re-keyed partition, copied out of the consumer's buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Buffered {
@@ -389,6 +404,21 @@ impl Merge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_consistent_partitioner_is_librdkafkas_crc32() {
+        use crate::config::Partitioner;
+        // CRC-32 check value of "123456789": 0xCBF43926 = 3,421,780,262.
+        assert_eq!(
+            Partitioner::ConsistentRandom.partition(b"123456789", 1000),
+            262
+        );
+        assert_eq!(Partitioner::ConsistentRandom.partition(b"", 7), 0);
+        assert_eq!(
+            Partitioner::Murmur2Random.partition(b"21", 10),
+            partition_for(b"21", 10)
+        );
+    }
 
     #[test]
     fn murmur2_gives_kafkas_values() {

@@ -4,7 +4,9 @@
 //! service is not disturbed) from the beginning or from a record timestamp up
 //! to the end offsets seen at the start, one engine per input partition, as
 //! the service partitions its state. The same events are folded under the
-//! live model too, so the summary can say how the outcome differs.
+//! live model too, so the summary can say how the outcome differs. A
+//! configuration that re-keys is read by one reader and routed between the
+//! partitions' engines in process ([`merged`]).
 //!
 //! Where the changes go:
 //! - a shadow topic (the default), with the change ids of the new model;
@@ -43,6 +45,8 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::model::{Model, ModelError};
 use crate::time::Micros;
+
+mod merged;
 
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +170,11 @@ struct Part {
     /// The live state read from the changelog reflects exactly the input
     /// up to `end` (the live service is stopped at the cut).
     live_at_cut: bool,
+    /// `--to-changelog` of a configuration that re-keys: the end of the
+    /// repartition topic's partition. The rebuilt state holds what the
+    /// records before it hold (the replay routed them in process), so the
+    /// switched service starts reading there.
+    routed_end: Option<i64>,
 }
 
 impl Part {
@@ -191,23 +200,6 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
     let new_model = Arc::clone(&opts.model);
     let lateness = cfg.kafka.allowed_lateness;
     let topics = &cfg.kafka.input_topics;
-    if cfg.rekeys() {
-        // The service routes such a topic's events through the repartition
-        // topic; a replay that folded each input partition on its own would
-        // not give the service's result.
-        let which: Vec<&str> = topics
-            .iter()
-            .filter(|t| {
-                let i = cfg.topic_input(t);
-                !i.keyed_by_lead || i.format == crate::codec::InputFormat::Segment
-            })
-            .map(String::as_str)
-            .collect();
-        return Err(options(format!(
-            "replay of a re-keyed topic is not supported yet ({}: not keyed by lead, or Segment)",
-            which.join(", ")
-        )));
-    }
     match &opts.target {
         Target::Live if new_model.version == current_model.version => {
             return Err(options(format!(
@@ -269,6 +261,8 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         }
     };
     let live_changelog = cfg.changelog_topic();
+    let rekeys = cfg.rekeys();
+    let repartition = cfg.repartition_topic();
     let live_state =
         matches!(opts.target, Target::Changelog(_)) && partitions(&live_changelog)?.is_some();
 
@@ -306,16 +300,16 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         // Always from scratch, also for a state rebuild: a lead's sequence
         // is raised to the live one at the cut, and folding on from a state
         // raised at an earlier cut would count changes twice.
-        let new = Engine::with_lateness(Arc::clone(&new_model), lateness);
+        let mut new = Engine::with_lateness(Arc::clone(&new_model), lateness);
+        new.set_visitor_limits(cfg.input.visitor_limits());
         let (current, live_checkpoint) = if live_state {
             let Restored { engine, checkpoint } =
                 restore_partition(cfg, &current_model, &live_changelog, p)?;
             (engine, checkpoint)
         } else {
-            (
-                Engine::with_lateness(Arc::clone(&current_model), lateness),
-                None,
-            )
+            let mut e = Engine::with_lateness(Arc::clone(&current_model), lateness);
+            e.set_visitor_limits(cfg.input.visitor_limits());
+            (e, None)
         };
         let mut live_at_cut = true;
         let mut next = Vec::new();
@@ -347,12 +341,22 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
             next.push(start.max(low));
             end.push(stop);
         }
+        let routed_end = match (&opts.target, rekeys) {
+            (Target::Changelog(_), true) if partitions(&repartition)?.is_some() => Some(
+                retry("fetch watermarks", || {
+                    probe.fetch_watermarks(&repartition, p, CALL_TIMEOUT)
+                })?
+                .1,
+            ),
+            _ => None,
+        };
         parts.push(Part {
             new,
             current,
             next,
             end,
             live_at_cut,
+            routed_end,
         });
     }
     let total: u64 = parts
@@ -380,9 +384,15 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
     let fold_current = !live_state;
     // One reader per core, each with its share of the partitions (their
     // engines are independent), all writing through one producer.
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, n);
+    // A configuration that re-keys routes across partitions: one reader
+    // takes them all, in the router's merge order.
+    let workers = if rekeys {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, n)
+    };
     let ce_source = (cfg.kafka.output_envelope == crate::config::OutputEnvelope::Cloudevents)
         .then(|| cfg.cloudevents_source());
     let ctx = Worker {
@@ -400,6 +410,7 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         fold_current,
         keep_state: matches!(opts.target, Target::Changelog(_)),
         workers,
+        rekeys,
         done: AtomicU64::new(0),
     };
     let mut groups: Vec<Vec<&mut Part>> = (0..workers).map(|_| Vec::new()).collect();
@@ -579,6 +590,8 @@ struct Worker<'a> {
     /// The engines are needed after the read (`--to-changelog`).
     keep_state: bool,
     workers: usize,
+    /// Every partition is read by one reader and routed ([`merged`]).
+    rekeys: bool,
     /// Messages read, for the progress bar.
     done: AtomicU64,
 }
@@ -588,7 +601,11 @@ impl Worker<'_> {
     /// end offsets, folding every event under both models, then counts
     /// their leads.
     fn read(&self, w: usize, mut parts: Vec<&mut Part>) -> Result<Counts> {
-        let mut counts = self.fold_all(w, &mut parts)?;
+        let mut counts = if self.rekeys {
+            self.fold_merged(&mut parts)?
+        } else {
+            self.fold_all(w, &mut parts)?
+        };
         for part in parts {
             tally(part, &mut counts);
             if !self.keep_state {
@@ -715,8 +732,9 @@ impl Worker<'_> {
                     headers.extend(h.iter().map(|h| (h.key, h.value.unwrap_or_default())));
                 }
             }
-            // Only topics keyed by lead get here (a re-keyed one is refused
-            // up front): each message is an event of a lead of this partition.
+            // Only topics keyed by lead get here (a configuration that
+            // re-keys is read by `merged`): each message is an event of a
+            // lead of this partition.
             match decode_message(
                 input,
                 &self.mapping,
@@ -734,9 +752,24 @@ impl Worker<'_> {
         }
         counts.events += events.len() as u64;
         self.done.fetch_add(run.len() as u64, Ordering::Relaxed);
-        let changes = &mut fold.changes;
-        new.fold_batch(&events, changes, |_| {});
-        for mut c in changes.drain(..) {
+        new.fold_batch(&events, &mut fold.changes, |_| {});
+        self.write_new(fold);
+        if self.fold_current {
+            current.fold_batch(&events, &mut fold.changes, |_| {});
+            count_current(fold);
+        }
+        drop(events);
+        run.clear();
+    }
+}
+
+impl Worker<'_> {
+    /// Counts the new model's changes in `fold.changes` and writes them
+    /// (unless the replay only rebuilds the state); leaves `fold.changes`
+    /// empty.
+    fn write_new(&self, fold: &mut Fold) {
+        let counts = &mut fold.counts;
+        for mut c in fold.changes.drain(..) {
             counts.transitions[1][c.from as usize][c.to as usize] += 1;
             if let Some(p) = self.producer {
                 if let Some(s) = self.suffix {
@@ -762,14 +795,13 @@ impl Worker<'_> {
                 counts.written += 1;
             }
         }
-        if self.fold_current {
-            current.fold_batch(&events, changes, |_| {});
-            for c in changes.drain(..) {
-                counts.transitions[0][c.from as usize][c.to as usize] += 1;
-            }
-        }
-        drop(events);
-        run.clear();
+    }
+}
+
+/// Counts the live model's changes in `fold.changes` (never written).
+fn count_current(fold: &mut Fold) {
+    for c in fold.changes.drain(..) {
+        fold.counts.transitions[0][c.from as usize][c.to as usize] += 1;
     }
 }
 
@@ -866,7 +898,22 @@ fn write_state(cfg: &Config, topic: &str, parts: &mut [Part], live_state: bool) 
                 None,
             );
         }
-        let cp = changelog::encode_checkpoint(part.new.watermark(), topics, &part.end);
+        // Visitors and leads waiting for one.
+        part.new.drain_dirty_aux(|key, value| {
+            if let Some(value) = value {
+                produce(&producer, topic, Some(p as i32), key, value, None);
+            }
+        });
+        let cp = match part.routed_end {
+            Some(end) => {
+                let mut names = topics.clone();
+                names.push(cfg.repartition_topic());
+                let mut next = part.end.clone();
+                next.push(end);
+                changelog::encode_checkpoint(part.new.watermark(), &names, &next)
+            }
+            None => changelog::encode_checkpoint(part.new.watermark(), topics, &part.end),
+        };
         produce(&producer, topic, Some(p as i32), CHECKPOINT_KEY, &cp, None);
         commit(&producer)?;
         if producer
@@ -898,46 +945,5 @@ fn commit(p: &BaseProducer<ProducerCtx>) -> Result<()> {
             }
             Err(e) => return Err(ReplayError::Commit(e)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_re_keyed_topic_is_refused_with_a_clear_message_before_any_broker_call() {
-        let cfg = Config::from_toml_with_env(
-            r#"
-[kafka]
-brokers = "127.0.0.1:1"
-instance_id = "i-0"
-input_topics = ["events", "web"]
-status_topic = "status"
-dead_letter_topic = "dlq"
-
-[input.topics.web]
-format = "segment"
-"#,
-            std::iter::empty(),
-        )
-        .unwrap();
-        let opts = Options {
-            model: Arc::new(Model::default_model()),
-            start: Start::Earliest,
-            target: Target::Shadow(None),
-        };
-        let Err(err) = replay(&cfg, &opts, |_| {}) else {
-            panic!("a re-keyed topic must be refused")
-        };
-        let err = err.to_string();
-        assert!(
-            err.contains("replay of a re-keyed topic is not supported yet") && err.contains("web"),
-            "{err}"
-        );
-        assert!(
-            !err.contains("events"),
-            "names only the re-keyed topic: {err}"
-        );
     }
 }
