@@ -401,7 +401,10 @@ const SECTIONS: [(&str, &[&str]); 3] = [
             "partitioner",
         ],
     ),
-    ("http", &["listen", "token", "lead_endpoints", "advertised_url"]),
+    (
+        "http",
+        &["listen", "token", "lead_endpoints", "advertised_url"],
+    ),
     ("log", &["format", "level"]),
 ];
 
@@ -532,20 +535,20 @@ impl Config {
     }
 
     /// This instance's base URL for the others (see
-    /// [`HttpConfig::advertised_url`]).
-    pub fn advertised_url(&self) -> String {
+    /// [`HttpConfig::advertised_url`]); `bound` is the address the
+    /// endpoints are served on (its port replaces a `:0` in `listen`).
+    pub fn advertised_url(&self, bound: std::net::SocketAddr) -> String {
         if let Some(u) = &self.http.advertised_url {
             return u.trim_end_matches('/').to_string();
         }
-        let listen = &self.http.listen;
-        let (host, port) = listen.rsplit_once(':').unwrap_or((listen, "80"));
-        let host = match host {
-            "0.0.0.0" | "[::]" | "" => {
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
-            }
-            h => h.to_string(),
+        let host = if bound.ip().is_unspecified() {
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
+        } else if bound.is_ipv6() {
+            format!("[{}]", bound.ip())
+        } else {
+            bound.ip().to_string()
         };
-        format!("http://{host}:{port}")
+        format!("http://{host}:{}", bound.port())
     }
 
     /// Reads the file, applies the process environment, validates.
@@ -599,13 +602,12 @@ impl Config {
         nonempty("kafka.status_topic", &k.status_topic)?;
         nonempty("kafka.dead_letter_topic", &k.dead_letter_topic)?;
         if let Some(u) = &self.http.advertised_url {
-            let rest = u
-                .strip_prefix("http://")
-                .or_else(|| u.strip_prefix("https://"));
+            // Instances ask each other over plain HTTP (inside the cluster).
+            let rest = u.strip_prefix("http://");
             if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
                 return Err(invalid(
                     "http.advertised_url",
-                    format!("{u:?} is not an http:// or https:// URL"),
+                    format!("{u:?} is not an http:// URL"),
                 ));
             }
         }

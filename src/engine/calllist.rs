@@ -15,7 +15,7 @@ use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use fnv::FnvBuildHasher;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::lead::{Lead, NEVER, NO_TIME};
 use super::Engine;
@@ -31,6 +31,21 @@ fn ser_opt_time<S: serde::Serializer>(t: &Option<Micros>, s: S) -> Result<S::Ok,
     match t {
         Some(t) => s.collect_str(&Rfc3339(*t)),
         None => s.serialize_none(),
+    }
+}
+
+// Read back when another instance's list is merged in.
+fn de_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Micros, D::Error> {
+    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    crate::time::parse_rfc3339(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Micros>, D::Error> {
+    match <Option<std::borrow::Cow<'de, str>>>::deserialize(d)? {
+        Some(s) => crate::time::parse_rfc3339(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        None => Ok(None),
     }
 }
 
@@ -222,7 +237,7 @@ impl CallListQuery {
 
 /// One lead on the call list, scored at the list's time. Holds no profile
 /// field: the list is what sales sees at a glance.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallListEntry {
     pub lead_id: String,
     pub stage: Stage,
@@ -233,14 +248,14 @@ pub struct CallListEntry {
     /// The team the hand-off goes to (`mql` and `sql`; null in other stages).
     pub route: Option<String>,
     /// When sales must have followed up (`mql` and `sql`; null in other stages).
-    #[serde(serialize_with = "ser_opt_time")]
+    #[serde(serialize_with = "ser_opt_time", deserialize_with = "de_opt_time")]
     pub follow_up_by: Option<Micros>,
     /// `follow_up_by` has passed at the list's time.
     pub overdue: bool,
-    #[serde(serialize_with = "ser_opt_time")]
+    #[serde(serialize_with = "ser_opt_time", deserialize_with = "de_opt_time")]
     pub stage_entered: Option<Micros>,
     /// The time the scores are computed at.
-    #[serde(serialize_with = "ser_time")]
+    #[serde(serialize_with = "ser_time", deserialize_with = "de_time")]
     pub as_of: Micros,
 }
 
@@ -251,11 +266,11 @@ impl CallListEntry {
 }
 
 /// A drawn call list: the leads, and the time they are scored at.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallList {
     /// The event time the list is drawn at (the instance's watermark; see
     /// [`Engine::call_list`]), or null before any event.
-    #[serde(serialize_with = "ser_opt_time")]
+    #[serde(serialize_with = "ser_opt_time", deserialize_with = "de_opt_time")]
     pub at: Option<Micros>,
     pub model_version: String,
     /// The engagement half-life, for a reader who decays the scores further.

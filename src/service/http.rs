@@ -36,7 +36,7 @@ use std::time::Duration;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -46,6 +46,7 @@ use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{oneshot, Semaphore};
 
+use super::peer;
 use crate::engine::{CallList, CallListQuery, QueryError};
 
 /// What the endpoints read from the running service.
@@ -62,6 +63,42 @@ pub trait Status: Send + Sync + 'static {
     /// This instance's call list for `q` (its own partitions). May block,
     /// as [`Status::lead`].
     fn call_list(&self, q: &CallListQuery) -> Result<CallList, QueryError>;
+    /// Which instance serves the lead `id`. Must return at once. Default:
+    /// this one (a server without a cluster).
+    fn route(&self, _id: &str) -> Route {
+        Route::Local
+    }
+    /// The other instances that own partitions, and the partitions nobody
+    /// owns now. Must return at once. Default: none.
+    fn peers(&self) -> Peers {
+        Peers::default()
+    }
+}
+
+/// Where a lead's partition is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// By this instance (or no other is known).
+    Local,
+    /// By another instance, per the instance registry.
+    Remote(Peer),
+    /// By no instance now: the partition is being moved.
+    Unowned { partition: i32 },
+}
+
+/// Another instance and the partitions it owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub instance_id: String,
+    pub url: String,
+    pub partitions: Vec<i32>,
+}
+
+/// The rest of the cluster, for a query across it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peers {
+    pub others: Vec<Peer>,
+    pub unowned: Vec<i32>,
 }
 
 /// The bearer token of the lead endpoints. Its `Debug` does not show it.
@@ -521,32 +558,80 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn call_list(_: Authorized, State(s): State<AppState>, uri: Uri) -> Response {
-    let query = match query_pairs(uri.query().unwrap_or("")) {
-        Some(pairs) => CallListQuery::from_pairs(pairs.iter().map(|(k, v)| (&k[..], &v[..]))),
-        None => {
-            return json(
-                StatusCode::BAD_REQUEST,
-                "{\"error\":\"the query string is not valid percent-encoded UTF-8\"}\n".into(),
-            )
-        }
-    };
+async fn call_list(
+    _: Authorized,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let raw = uri.query().unwrap_or("");
+    let query = CallListQuery::from_pairs(
+        form_urlencoded::parse(raw.as_bytes())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|(k, v)| (&k[..], &v[..])),
+    );
     let query = match query {
         Ok(q) => q,
         Err(e) => return query_error(&e),
     };
-    let status = Arc::clone(&s.status);
-    match blocking(s.request_timeout, move || status.call_list(&query)).await {
-        Ok(Ok(list)) => match serde_json::to_string(&list) {
-            Ok(body) => json(StatusCode::OK, body),
-            Err(e) => {
-                tracing::error!(error = %e, "call list not serialisable");
-                text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
-            }
-        },
-        Ok(Err(e)) => query_error(&e),
-        Err(r) => r,
+    // A forwarded request is answered from this instance's partitions.
+    let peers = if headers.contains_key(peer::FORWARDED) {
+        Peers::default()
+    } else {
+        s.status.peers()
+    };
+    let deadline = s.request_timeout.mul_f64(0.8);
+    let auth = headers.get(header::AUTHORIZATION).cloned();
+    let path = format!("/leads?{raw}");
+    let mut asks = tokio::task::JoinSet::new();
+    for p in peers.others {
+        let (auth, path) = (auth.clone(), path.clone());
+        asks.spawn(async move {
+            let got = peer::get(&p.url, &path, auth.as_ref(), deadline).await;
+            (p, got)
+        });
     }
+    let status = Arc::clone(&s.status);
+    let q = query.clone();
+    let mut list = match blocking(s.request_timeout, move || status.call_list(&q)).await {
+        Ok(Ok(list)) => list,
+        Ok(Err(e)) => return query_error(&e),
+        Err(r) => return r,
+    };
+    let mut missing = peers.unowned;
+    let mut lists = vec![std::mem::take(&mut list.leads)];
+    while let Some(joined) = asks.join_next().await {
+        let Ok((p, got)) = joined else { continue };
+        let answer = got.map_err(|e| e.to_string()).and_then(|(code, body)| {
+            if code != StatusCode::OK {
+                return Err(format!("answered {code}"));
+            }
+            serde_json::from_slice::<CallList>(&body).map_err(|e| e.to_string())
+        });
+        match answer {
+            Ok(other) => {
+                list.at = list.at.max(other.at);
+                lists.push(other.leads);
+            }
+            Err(e) => {
+                tracing::warn!(instance = %p.instance_id, error = %e, "a peer's call list is missing");
+                missing.extend(&p.partitions);
+            }
+        }
+    }
+    list.leads = crate::engine::calllist::merge(&query, lists);
+    missing.sort_unstable();
+    let mut body = match serde_json::to_value(&list) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "call list not serialisable");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+        }
+    };
+    body["complete"] = missing.is_empty().into();
+    body["missing_partitions"] = missing.into();
+    json(StatusCode::OK, format!("{body}\n"))
 }
 
 fn query_error(e: &QueryError) -> Response {
@@ -559,55 +644,69 @@ fn query_error(e: &QueryError) -> Response {
     )
 }
 
-/// The `key=value` pairs of a query string, percent-decoded (`+` is a
-/// space, as in forms); `None` when one is not valid UTF-8 once decoded.
-fn query_pairs(query: &str) -> Option<Vec<(String, String)>> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            Some((percent_decode(k)?, percent_decode(v)?))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
 async fn lead(
     _: Authorized,
     State(s): State<AppState>,
+    headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Response {
     let id = match id {
         Ok(Path(id)) if !id.is_empty() => id,
         _ => return bad_lead_id(Authorized).await,
     };
+    // A forwarded request is answered from this instance's partitions.
+    let route = if headers.contains_key(peer::FORWARDED) {
+        Route::Local
+    } else {
+        s.status.route(&id)
+    };
+    if let Route::Remote(p) = &route {
+        let path = format!("/leads/{}", peer::path_segment(&id));
+        let auth = headers.get(header::AUTHORIZATION);
+        return match peer::get(&p.url, &path, auth, s.request_timeout.mul_f64(0.8)).await {
+            Ok((code, body)) => (
+                code,
+                [
+                    (header::CONTENT_TYPE, "application/json"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                body,
+            )
+                .into_response(),
+            Err(e) => {
+                tracing::warn!(instance = %p.instance_id, error = %e, "forwarding a lead query");
+                json(
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "{}\n",
+                        serde_json::json!({
+                            "error": format!("the instance that owns the lead did not answer: {e}"),
+                            "instance": p.instance_id,
+                        })
+                    ),
+                )
+            }
+        };
+    }
     let status = Arc::clone(&s.status);
     match blocking(s.request_timeout, move || status.lead(&id)).await {
         Ok(Some(body)) => json(StatusCode::OK, body),
-        Ok(None) => json(
-            StatusCode::NOT_FOUND,
-            "{\"error\":\"lead not known to this instance\"}\n".into(),
-        ),
+        Ok(None) => match route {
+            Route::Unowned { partition } => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{}\n",
+                    serde_json::json!({
+                        "error": "the lead's partition is moving between instances; ask again",
+                        "partition": partition,
+                    })
+                ),
+            ),
+            _ => json(
+                StatusCode::NOT_FOUND,
+                "{\"error\":\"lead not known\"}\n".into(),
+            ),
+        },
         Err(r) => r,
     }
 }

@@ -34,6 +34,7 @@ pub mod changelog;
 pub mod dead_letter;
 pub mod http;
 pub mod kafka;
+pub mod peer;
 pub mod processor;
 pub mod protocol;
 pub mod registry;
@@ -133,6 +134,14 @@ impl http::Status for Shared {
     ) -> Result<crate::engine::CallList, crate::engine::QueryError> {
         let p = self.processor();
         crate::engine::calllist::draw(p.partitions.values().map(|x| &x.engine), &self.model, q)
+    }
+
+    fn route(&self, id: &str) -> http::Route {
+        self.registry.route(id)
+    }
+
+    fn peers(&self) -> http::Peers {
+        self.registry.peers()
     }
 }
 
@@ -320,6 +329,7 @@ pub fn run(
         addr: cfg.http.listen.clone(),
         source,
     })?;
+    shared.registry.set_url(cfg.advertised_url(server.addr));
     on_start(&Running {
         http_addr: server.addr,
     });

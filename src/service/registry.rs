@@ -27,8 +27,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
+use super::http::{Peer, Peers, Route};
 use super::kafka::{self, ReaderCtx};
-use crate::config::Config;
+use crate::config::{Config, Partitioner};
 
 /// One instance's entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,8 +80,16 @@ impl Table {
     }
 }
 
+fn peer(e: &Entry) -> Peer {
+    Peer {
+        instance_id: e.instance_id.clone(),
+        url: e.url.clone(),
+        partitions: e.partitions.clone(),
+    }
+}
+
 enum Command {
-    Publish(Vec<i32>),
+    Publish { partitions: Vec<i32>, url: String },
     Stop,
 }
 
@@ -92,6 +101,11 @@ pub struct Registry {
     /// The input's partition count.
     pub partitions: usize,
     pub instance_id: String,
+    partitioner: Partitioner,
+    /// What this instance published last: the partitions it serves.
+    own: RwLock<Vec<i32>>,
+    /// This instance's URL, once its endpoints are up.
+    url: std::sync::OnceLock<String>,
 }
 
 impl Registry {
@@ -107,12 +121,11 @@ impl Registry {
         let producer: BaseProducer = kafka::producer(cfg, None, 5).create()?;
         let table = Arc::new(RwLock::new(Table::default()));
         let (commands, rx) = mpsc::channel();
-        let url = cfg.advertised_url();
         let id = cfg.kafka.instance_id.clone();
         let t = Arc::clone(&table);
         let thread = thread::Builder::new()
             .name("registry".into())
-            .spawn(move || run(consumer, producer, &topic, &id, &url, &t, &rx))
+            .spawn(move || run(consumer, producer, &topic, &id, &t, &rx))
             .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
         Ok(Registry {
             table,
@@ -120,6 +133,9 @@ impl Registry {
             thread: Some(thread),
             partitions,
             instance_id: cfg.kafka.instance_id.clone(),
+            partitioner: cfg.kafka.partitioner,
+            own: RwLock::new(Vec::new()),
+            url: std::sync::OnceLock::new(),
         })
     }
 
@@ -127,7 +143,60 @@ impl Registry {
     pub fn publish(&self, mut partitions: Vec<i32>) {
         partitions.sort_unstable();
         partitions.dedup();
-        let _ = self.commands.send(Command::Publish(partitions));
+        partitions.clone_into(&mut self.own.write().expect("registry lock"));
+        let url = self.url.get().cloned().unwrap_or_default();
+        let _ = self.commands.send(Command::Publish { partitions, url });
+    }
+
+    /// Sets the URL this instance publishes (see [`Config::advertised_url`]).
+    pub fn set_url(&self, url: String) {
+        let _ = self.url.set(url);
+    }
+
+    /// Which instance serves the lead `id`: this one when it serves the
+    /// lead's partition, else the registry's owner.
+    pub fn route(&self, id: &str) -> Route {
+        let p = self.partitioner.partition(id.as_bytes(), self.partitions);
+        if self.own.read().expect("registry lock").contains(&p) {
+            return Route::Local;
+        }
+        self.read(|t| match t.owner(p) {
+            Some(e) if e.instance_id != self.instance_id => Route::Remote(peer(e)),
+            // Our own entry, older than what we serve now, or nobody's.
+            _ => Route::Unowned { partition: p },
+        })
+    }
+
+    /// The other instances serving partitions, and the partitions nobody
+    /// serves now.
+    pub fn peers(&self) -> Peers {
+        let own = self.own.read().expect("registry lock").clone();
+        self.read(|t| {
+            let mut out = Peers::default();
+            for (p, owner) in t.owners(self.partitions).into_iter().enumerate() {
+                let p = p as i32;
+                if own.contains(&p) {
+                    continue;
+                }
+                match owner {
+                    Some(e) if e.instance_id != self.instance_id => {
+                        match out
+                            .others
+                            .iter_mut()
+                            .find(|o| o.instance_id == e.instance_id)
+                        {
+                            Some(o) => o.partitions.push(p),
+                            None => out.others.push(Peer {
+                                partitions: vec![p],
+                                ..peer(e)
+                            }),
+                        }
+                    }
+                    _ => out.unowned.push(p),
+                }
+            }
+            out
+        })
     }
 
     /// Reads the table.
@@ -151,17 +220,16 @@ fn run(
     producer: BaseProducer,
     topic: &str,
     id: &str,
-    url: &str,
     table: &RwLock<Table>,
     commands: &Receiver<Command>,
 ) {
     loop {
         loop {
             match commands.try_recv() {
-                Ok(Command::Publish(partitions)) => {
+                Ok(Command::Publish { partitions, url }) => {
                     let entry = Entry {
                         instance_id: id.to_string(),
-                        url: url.to_string(),
+                        url,
                         partitions,
                         at_ms: super::wall_micros() / 1000,
                     };

@@ -166,6 +166,12 @@ impl std::ops::DerefMut for Service {
     }
 }
 
+impl From<Child> for Service {
+    fn from(c: Child) -> Service {
+        Service(c)
+    }
+}
+
 impl Drop for Service {
     fn drop(&mut self) {
         // A child already waited for is not signalled again.
