@@ -80,8 +80,14 @@ fn the_call_list_is_ordered_by_total_at_the_watermark_with_sla_state() {
     close("B total", b.total, 50.0 + 35.0 * f); // 83.42: hot
     close("A total", a.total, 50.0 + 20.0 * f); // 69.10: warm
     close("C total", c.total, 35.0 + 20.0 * f); // 54.10: warm
-    assert_eq!((b.band.as_str(), a.band.as_str(), c.band.as_str()), ("hot", "warm", "warm"));
-    assert_eq!((b.stage, a.stage, c.stage), (Stage::Mql, Stage::Mql, Stage::Sql));
+    assert_eq!(
+        (b.band.as_str(), a.band.as_str(), c.band.as_str()),
+        ("hot", "warm", "warm")
+    );
+    assert_eq!(
+        (b.stage, a.stage, c.stage),
+        (Stage::Mql, Stage::Mql, Stage::Sql)
+    );
     for e in &list.leads {
         assert_eq!(e.as_of, at);
         assert_eq!(e.route.as_deref(), Some("new_business"));
@@ -98,7 +104,12 @@ fn the_call_list_is_ordered_by_total_at_the_watermark_with_sla_state() {
 
     let overdue = draw([&s.engine], &model, &query(|q| q.overdue_only = true)).unwrap();
     assert_eq!(ids(&overdue.leads), ["B", "C"]);
-    let hot = draw([&s.engine], &model, &query(|q| q.bands = vec!["hot".into()])).unwrap();
+    let hot = draw(
+        [&s.engine],
+        &model,
+        &query(|q| q.bands = vec!["hot".into()]),
+    )
+    .unwrap();
     assert_eq!(ids(&hot.leads), ["B"]);
     let sql = draw([&s.engine], &model, &query(|q| q.stages = vec![Stage::Sql])).unwrap();
     assert_eq!(ids(&sql.leads), ["C"]);
@@ -106,7 +117,12 @@ fn the_call_list_is_ordered_by_total_at_the_watermark_with_sla_state() {
     assert_eq!(ids(&by_due.leads), ["B", "C", "A"]);
     let two = draw([&s.engine], &model, &query(|q| q.limit = 2)).unwrap();
     assert_eq!(ids(&two.leads), ["B", "A"]);
-    let e = draw([&s.engine], &model, &query(|q| q.bands = vec!["tepid".into()])).unwrap_err();
+    let e = draw(
+        [&s.engine],
+        &model,
+        &query(|q| q.bands = vec!["tepid".into()]),
+    )
+    .unwrap_err();
     assert_eq!(e.param, "band");
 }
 
@@ -117,7 +133,10 @@ fn a_follow_up_is_overdue_from_its_follow_up_by_instant_on() {
     let overdue = |s: &Sim| {
         let q = query(|q| q.overdue_only = true);
         let list = draw([&s.engine], &model, &q).unwrap();
-        ids(&list.leads).into_iter().map(str::to_string).collect::<Vec<_>>()
+        ids(&list.leads)
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
     };
     // A is due on Thursday 14:00: not a microsecond before.
     s.blog("D", due["A"] - 1);
@@ -135,12 +154,20 @@ fn leads_leave_the_list_when_they_leave_the_stage() {
     assert_eq!(s.take_one().to, Stage::Recycled);
     let list = draw([&s.engine], &model, &CallListQuery::default()).unwrap();
     assert_eq!(ids(&list.leads), ["B", "C"]);
-    let recycled = draw([&s.engine], &model, &query(|q| q.stages = vec![Stage::Recycled])).unwrap();
+    let recycled = draw(
+        [&s.engine],
+        &model,
+        &query(|q| q.stages = vec![Stage::Recycled]),
+    )
+    .unwrap();
     assert_eq!(ids(&recycled.leads), ["A"]);
     let a = &recycled.leads[0];
     // Recycling starts afresh: engagement 0, no route, no follow-up.
     close("A total", a.total, 50.0);
-    assert_eq!((a.route.as_ref(), a.follow_up_by, a.overdue), (None, None, false));
+    assert_eq!(
+        (a.route.as_ref(), a.follow_up_by, a.overdue),
+        (None, None, false)
+    );
 }
 
 #[test]
