@@ -139,6 +139,17 @@ impl Browser {
             .spawn()
             .expect("start chromedriver");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Killed with the test if it fails before the session exists.
+        struct Guard(Option<Child>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                if let Some(c) = &mut self.0 {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+        let mut guard = Guard(Some(driver));
         wait("chromedriver to listen", Duration::from_secs(30), || {
             matches!(try_http(addr, "GET", "/status", "", ""), Ok((200, _)))
         });
@@ -171,7 +182,7 @@ impl Browser {
         let v: Value = serde_json::from_str(&body).unwrap();
         let session = v["value"]["sessionId"].as_str().unwrap().to_string();
         Browser {
-            driver,
+            driver: guard.0.take().expect("the driver"),
             addr,
             session,
             profile,
