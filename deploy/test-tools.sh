@@ -13,6 +13,9 @@
 #   prometheus  prometheus on PATH                 prometheus
 #   chromium    chromium, chromium-browser or      chromium
 #               google-chrome on PATH
+#   chromedriver  chromedriver on PATH             chromium-driver (the same
+#                                                  Debian source as chromium,
+#                                                  so their versions match)
 #   pyyaml      python3 -c 'import yaml'           python3 -m pip install pyyaml,
 #                                                  else python3-yaml
 #
@@ -27,7 +30,7 @@ log() { echo "test-tools.sh: $*" >&2; }
 
 have() {
   case $1 in
-    java | mvn | python3 | promtool | prometheus) command -v "$1" ;;
+    java | mvn | python3 | promtool | prometheus | chromedriver) command -v "$1" ;;
     chromium) command -v chromium || command -v chromium-browser || command -v google-chrome ;;
     pyyaml) command -v python3 && python3 -c 'import yaml' ;;
     *) false ;;
@@ -41,8 +44,9 @@ package() {
     python3) echo python3 ;;
     promtool | prometheus) echo prometheus ;;
     chromium) echo chromium ;;
+    chromedriver) echo chromium-driver ;;
     pyyaml) echo python3-yaml ;;
-    *) die "unknown tool '$1' (known: java mvn python3 promtool prometheus chromium pyyaml)" ;;
+    *) die "unknown tool '$1' (known: java mvn python3 promtool prometheus chromium chromedriver pyyaml)" ;;
   esac
 }
 

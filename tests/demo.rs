@@ -89,6 +89,20 @@ fn demo_runs_serves_endpoints_and_emits_changes() {
         "a breakdown: {body}"
     );
     assert_eq!(get(&addr, "/leads/no-such-lead").0, 404);
+    // The page's URL was printed, and it serves the page and its call list
+    // (on loopback the demo needs no token).
+    let page = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("call list page: "))
+        .expect("the demo prints the page's URL")
+        .to_string();
+    assert_eq!(page, format!("http://{addr}/ui"));
+    let (code, html) = get(&addr, "/ui");
+    assert_eq!(code, 200);
+    assert!(html.contains("/ui/app.js"), "{html}");
+    let (code, list) = get(&addr, "/leads");
+    assert_eq!(code, 200, "{list}");
+    assert!(list.contains("\"leads\":["), "{list}");
     for line in lines {
         printed.push(line.unwrap());
     }

@@ -477,6 +477,11 @@ fn compose_parses_and_its_files_exist() {
     let cfg: toml::Value = toml::from_str(&read("deploy/compose/leadscore.toml")).unwrap();
     assert_eq!(cfg["kafka"]["brokers"].as_str(), Some("kafka:9092"));
     assert_eq!(cfg["http"]["listen"].as_str(), Some("0.0.0.0:9464"));
+    // Listening on 0.0.0.0, the lead endpoints need a token.
+    assert!(
+        services["leadscore"]["environment"]["LEADSCORE_HTTP_TOKEN"].is_string(),
+        "compose gives leadscore no token"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_leadscore"))
         .args(["check"])
         .arg(root().join("deploy/compose/model.toml"))
@@ -552,8 +557,28 @@ fn k8s_manifests_parse_and_their_files_exist() {
         env.contains("LEADSCORE_KAFKA_INSTANCE_ID") && env.contains("metadata.name"),
         "{env}"
     );
+    // Off loopback, the lead endpoints need the token: from a Secret, never
+    // in the ConfigMap.
+    let token = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "LEADSCORE_HTTP_TOKEN")
+        .expect("LEADSCORE_HTTP_TOKEN is set");
+    assert_eq!(
+        token["valueFrom"]["secretKeyRef"]["key"], "token",
+        "{token}"
+    );
+    assert!(
+        token["valueFrom"]["secretKeyRef"]["name"].is_string(),
+        "{token}"
+    );
     let cfg: toml::Value = toml::from_str(&read("deploy/k8s/leadscore.toml")).unwrap();
     assert_eq!(cfg["http"]["listen"].as_str(), Some("0.0.0.0:9464"));
+    assert!(
+        cfg["http"].get("token").is_none(),
+        "a token in the ConfigMap"
+    );
 }
 
 #[test]

@@ -595,6 +595,15 @@ fn call_list_queries_are_parsed_and_bad_ones_are_400_naming_the_parameter() {
         assert_eq!(body["parameter"], param, "{path}: {body}");
     }
     assert_eq!(get(server.addr, "/leads?stage=%FF").code, 400);
+    // A lead's breakdown at a time: `at`, in RFC 3339.
+    assert_eq!(
+        get(server.addr, "/leads/L-1?at=2026-03-04T14%3A00%3A00Z").code,
+        200
+    );
+    for bad in ["/leads/L-1?at=yesterday", "/leads/L-1?when=now"] {
+        let r = get(server.addr, bad);
+        assert_eq!(r.code, 400, "{bad}");
+    }
 }
 
 #[test]

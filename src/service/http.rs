@@ -60,6 +60,12 @@ pub trait Status: Send + Sync + 'static {
     /// The lead's breakdown as JSON, if this instance owns and knows it. May
     /// block: it runs on a blocking thread, under the request timeout.
     fn lead(&self, id: &str) -> Option<String>;
+    /// The lead's breakdown with its scores decayed to `at` (its own time,
+    /// if later): what the call list drawn at `at` shows of it.
+    fn lead_at(&self, id: &str, at: crate::time::Micros) -> Option<String> {
+        let _ = at;
+        self.lead(id)
+    }
     /// This instance's call list for `q` (its own partitions). May block,
     /// as [`Status::lead`].
     fn call_list(&self, q: &CallListQuery) -> Result<CallList, QueryError>;
@@ -649,11 +655,29 @@ async fn lead(
     State(s): State<AppState>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
+    uri: Uri,
 ) -> Response {
     let id = match id {
         Ok(Path(id)) if !id.is_empty() => id,
         _ => return bad_lead_id(Authorized).await,
     };
+    // `?at=<RFC 3339>`: the scores decayed to that instant.
+    let raw = uri.query().unwrap_or("");
+    let mut at = None;
+    for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
+        let t = (k == "at")
+            .then(|| crate::time::parse_rfc3339(&v).ok())
+            .flatten();
+        match t {
+            Some(t) => at = Some(t),
+            None => {
+                return query_error(&QueryError {
+                    param: if k == "at" { "at" } else { "query" },
+                    problem: format!("{k}={v:?}: the only parameter is `at`, an RFC 3339 time"),
+                })
+            }
+        }
+    }
     // A forwarded request is answered from this instance's partitions.
     let route = if headers.contains_key(peer::FORWARDED) {
         Route::Local
@@ -661,7 +685,10 @@ async fn lead(
         s.status.route(&id)
     };
     if let Route::Remote(p) = &route {
-        let path = format!("/leads/{}", peer::path_segment(&id));
+        let mut path = format!("/leads/{}", peer::path_segment(&id));
+        if !raw.is_empty() {
+            path = format!("{path}?{raw}");
+        }
         let auth = headers.get(header::AUTHORIZATION);
         return match peer::get(&p.url, &path, auth, s.request_timeout.mul_f64(0.8)).await {
             Ok((code, body)) => (
@@ -689,7 +716,11 @@ async fn lead(
         };
     }
     let status = Arc::clone(&s.status);
-    match blocking(s.request_timeout, move || status.lead(&id)).await {
+    let look = move || match at {
+        Some(at) => status.lead_at(&id, at),
+        None => status.lead(&id),
+    };
+    match blocking(s.request_timeout, look).await {
         Ok(Some(body)) => json(StatusCode::OK, body),
         Ok(None) => match route {
             Route::Unowned { partition } => json(

@@ -128,6 +128,10 @@ impl http::Status for Shared {
         self.processor.lock().ok()?.lead_json(id)
     }
 
+    fn lead_at(&self, id: &str, at: crate::time::Micros) -> Option<String> {
+        self.processor.lock().ok()?.lead_json_at(id, Some(at))
+    }
+
     fn call_list(
         &self,
         q: &crate::engine::CallListQuery,

@@ -1058,8 +1058,14 @@ impl Processor {
     /// The lead's breakdown as JSON, with its partition and next timer, if
     /// this instance holds it.
     pub fn lead_json(&self, id: &str) -> Option<String> {
+        self.lead_json_at(id, None)
+    }
+
+    /// [`Processor::lead_json`] with the scores decayed to `at` (the lead's
+    /// own time, if later).
+    pub fn lead_json_at(&self, id: &str, at: Option<Micros>) -> Option<String> {
         self.partitions.iter().find_map(|(&partition, part)| {
-            let mut e = serde_json::to_value(part.engine.explain(id, None)?).ok()?;
+            let mut e = serde_json::to_value(part.engine.explain(id, at)?).ok()?;
             let next = part
                 .engine
                 .lead(id)

@@ -8,6 +8,7 @@ const KEY = "leadscore.token";
 const REFRESH_MS = 5000;
 let selected = null;
 let halfLife = null;
+let listAt = null;
 let timer = null;
 let generation = 0;
 
@@ -119,6 +120,7 @@ function offerBands(bands) {
 
 function renderList(list) {
   halfLife = list.half_life_seconds;
+  listAt = list.at;
   offerBands(list.bands);
   const body = $("leads").tBodies[0];
   const rows = list.leads.map((lead) => {
@@ -195,8 +197,10 @@ function renderBreakdown(x) {
   $("breakdown").dataset.leadId = x.lead_id;
 }
 
+// The breakdown at the list's time, so that its scores are the list's.
 async function loadBreakdown(id, gen) {
-  const x = await api("/leads/" + encodeURIComponent(id));
+  const at = listAt ? "?at=" + encodeURIComponent(listAt) : "";
+  const x = await api("/leads/" + encodeURIComponent(id) + at);
   if (gen === generation && id === selected) renderBreakdown(x);
 }
 
@@ -234,6 +238,11 @@ async function refresh() {
 
 function start() {
   takeFragmentToken();
+  window.addEventListener("hashchange", () => {
+    takeFragmentToken();
+    generation++;
+    refresh();
+  });
   $("login").addEventListener("submit", (ev) => {
     ev.preventDefault();
     sessionStorage.setItem(KEY, $("token").value.trim());
