@@ -30,7 +30,7 @@ pub use json::{
     fields_json, value_json,
 };
 pub use proto::{decode_proto, encode_change_proto, encode_event_proto, pb};
-pub use routed::{decode_routed, encode_routed};
+pub use routed::{decode_routed, decode_routed_records, encode_routed, push_routed};
 pub use segment::{decode_segment, normalise_event_name};
 
 use crate::event::Event;

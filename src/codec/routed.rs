@@ -15,7 +15,8 @@ use crate::event::{Event, Fields, Kind, Value};
 
 /// Types generated from `proto/leadscore/internal/v1/routed.proto`.
 mod ipb {
-    #![allow(clippy::all, rust_2018_idioms)]
+    // `RoutedBatch` is written and read by hand; prost's type serves the tests.
+    #![allow(clippy::all, rust_2018_idioms, dead_code)]
     include!(concat!(env!("OUT_DIR"), "/leadscore.internal.v1.rs"));
 }
 
@@ -203,6 +204,41 @@ pub fn encode_routed(r: &Routed<'_>, out: &mut Vec<u8>) {
             boolean(out, 4, *alias);
         }
     }
+}
+
+/// The key byte of [`RoutedBatch`]'s field 15 (length-delimited).
+const BATCH_KEY: u8 = (15 << 3) | 2;
+
+/// Appends `r` to `batch`, a `RoutedBatch` being written (empty at first).
+/// `scratch` is a buffer to reuse.
+pub fn push_routed(r: &Routed<'_>, scratch: &mut Vec<u8>, batch: &mut Vec<u8>) {
+    scratch.clear();
+    encode_routed(r, scratch);
+    batch.push(BATCH_KEY);
+    wire::varint(batch, scratch.len() as u64);
+    batch.extend_from_slice(scratch);
+}
+
+/// Reads a Kafka record of the repartition topic, a `RoutedBatch` or a
+/// single `Routed`, and hands each record to `f` in order. Stops at the
+/// first that does not decode (those before it have been handed over).
+pub fn decode_routed_records<'a>(
+    bytes: &'a [u8],
+    mut f: impl FnMut(Routed<'a>),
+) -> Result<(), DecodeError> {
+    if bytes.first() != Some(&BATCH_KEY) {
+        return decode_routed(bytes).map(f);
+    }
+    let mut r = crate::codec::pbwire::Reader::new(bytes);
+    while r.more() {
+        match r.key() {
+            Some((15, crate::codec::pbwire::LEN)) => {}
+            _ => return Err(bad("not a batch of routed records")),
+        }
+        let item = r.bytes().ok_or_else(|| bad("a truncated batch"))?;
+        f(decode_routed(item)?);
+    }
+    Ok(())
 }
 
 /// The protobuf wire format of `routed.proto`, by hand: sizes first (a
@@ -755,6 +791,36 @@ mod tests {
                 alias: false,
             },
         ]
+    }
+
+    #[test]
+    fn a_batch_holds_its_records_in_order_as_prost_reads_it() {
+        let records = all();
+        let (mut scratch, mut batch) = (Vec::new(), Vec::new());
+        for r in &records {
+            push_routed(r, &mut scratch, &mut batch);
+        }
+        let mut got = Vec::new();
+        decode_routed_records(&batch, |r| got.push(r.into_owned())).unwrap();
+        assert_eq!(got, records);
+        // prost reads the same batch as a `RoutedBatch`.
+        let pb = ipb::RoutedBatch::decode(&batch[..]).unwrap();
+        assert_eq!(pb.records.len(), records.len());
+        for (m, r) in pb.records.iter().zip(&records) {
+            let mut one = Vec::new();
+            encode_routed(r, &mut one);
+            assert_eq!(m.encode_to_vec(), one);
+        }
+        // A single record, as earlier versions wrote it, still reads.
+        let mut one = Vec::new();
+        encode_routed(&records[0], &mut one);
+        let mut got = Vec::new();
+        decode_routed_records(&one, |r| got.push(r.into_owned())).unwrap();
+        assert_eq!(got, records[..1]);
+        // A cut batch is an error after the records before the cut.
+        let mut n = 0;
+        assert!(decode_routed_records(&batch[..batch.len() - 1], |_| n += 1).is_err());
+        assert_eq!(n, records.len() - 1);
     }
 
     #[test]

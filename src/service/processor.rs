@@ -35,8 +35,8 @@ use super::telemetry as tm;
 use super::wall_micros;
 use crate::change::StatusChange;
 use crate::codec::{
-    cloudevents_headers, decode_message, decode_routed, encode_change_json, encode_change_proto,
-    encode_routed, DecodeError, Format, InputFormat, Mapping, TopicInput,
+    cloudevents_headers, decode_message, decode_routed_records, encode_change_json,
+    encode_change_proto, DecodeError, Format, InputFormat, Mapping, TopicInput,
 };
 use crate::config::{Config, Guarantee, OutputEnvelope};
 use crate::engine::{route, Engine, Routed, VisitorStats};
@@ -66,7 +66,16 @@ struct Repartition {
     /// Its index among the protocol's topics (after the input topics).
     index: usize,
     partitions: usize,
+    /// The records routed to each partition since the last flush, as one
+    /// `RoutedBatch` per partition: one Kafka record carries many, which
+    /// spares the broker and both clients most of their per-record work.
+    batches: Vec<Vec<u8>>,
+    scratch: Vec<u8>,
 }
+
+/// A batch is written once it reaches this size (the broker's default
+/// `message.max.bytes` is 1 MiB).
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// One assigned partition (of every input topic).
 pub struct Partition {
@@ -165,6 +174,8 @@ impl Processor {
             topic: cfg.repartition_topic(),
             index: topics.len(),
             partitions,
+            batches: vec![Vec::new(); partitions],
+            scratch: Vec::new(),
         });
         if let Some(r) = &repartition {
             topics.push(r.topic.clone());
@@ -454,7 +465,7 @@ impl Processor {
                     }
                 })
             }
-            None => decode_routed(payload).map(|r| self.ingest(p, r)),
+            None => decode_routed_records(payload, |r| self.ingest(p, r)),
         };
         if let Err(e) = result {
             self.dead_letter(&e, ti, p, offset, key, payload);
@@ -516,10 +527,11 @@ impl Processor {
         }
     }
 
-    /// Writes a record to the repartition topic, in its key's partition.
-    /// `from` is the index of the topic it came from (for the metric).
+    /// Adds a record to the batch of its key's partition of the repartition
+    /// topic, written at the next commit (or once it is large). `from` is
+    /// the index of the topic it came from (for the metric).
     fn send_routed(&mut self, r: &Routed<'_>, from: usize) {
-        let Some(rp) = &self.repartition else {
+        let Some(rp) = &mut self.repartition else {
             // `Config::rekeys` covers every format that routes across
             // partitions; a record here would mean it does not.
             tracing::error!(
@@ -528,18 +540,41 @@ impl Processor {
             );
             return;
         };
-        let topic = rp.topic.clone();
         let q = self
             .cfg
             .kafka
             .partitioner
             .partition(r.key().as_bytes(), rp.partitions);
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        encode_routed(r, &mut buf);
-        self.send(&topic, Some(q), r.key().as_bytes(), &buf, None);
-        self.buf = buf;
+        let batch = &mut rp.batches[q as usize];
+        crate::codec::push_routed(r, &mut rp.scratch, batch);
         self.routed[from].increment(1);
+        if batch.len() >= BATCH_BYTES {
+            let batch = std::mem::take(batch);
+            let topic = rp.topic.clone();
+            // While the previous transaction commits, held for the next.
+            self.send(&topic, Some(q), b"", &batch, None);
+        }
+    }
+
+    /// Writes the routed records' batches now, into the open transaction
+    /// (called as its commit starts: they are that transaction's).
+    fn flush_batches(&mut self) {
+        let Some(rp) = &mut self.repartition else {
+            return;
+        };
+        for (q, batch) in rp.batches.iter_mut().enumerate() {
+            if !batch.is_empty() {
+                produce(&self.producer, &rp.topic, Some(q as i32), b"", batch, None);
+                batch.clear();
+            }
+        }
+    }
+
+    /// Drops the batches not written (their transaction is aborted).
+    fn discard_batches(&mut self) {
+        if let Some(rp) = &mut self.repartition {
+            rp.batches.iter_mut().for_each(Vec::clear);
+        }
     }
 
     fn dead_letter(
@@ -753,7 +788,10 @@ impl Processor {
                     self.protocol.committed(now, Err(f));
                 }
             }
-            Action::WriteChangelog(checkpoints) => self.write_changelog(&checkpoints),
+            Action::WriteChangelog(checkpoints) => {
+                self.flush_batches();
+                self.write_changelog(&checkpoints);
+            }
             Action::Commit(offsets) => {
                 self.committing_times = std::mem::take(&mut self.pending_times);
                 let result = self.commit_transaction(&offsets, consumer);
@@ -761,6 +799,7 @@ impl Processor {
                 self.after_commit(result);
             }
             Action::Flush => {
+                self.flush_batches();
                 let result = kafka::flush(&self.producer, CALL_TIMEOUT)
                     .and_then(|()| self.lost_writes())
                     .map_err(|e| self.failure(&e, consumer));
@@ -787,10 +826,12 @@ impl Processor {
                 }
             }
             Action::DiscardHeld => {
+                self.discard_batches();
                 self.held.clear();
                 self.pending_times.clear();
             }
             Action::Abort => {
+                self.discard_batches();
                 let result = self.abort().map_err(|e| self.failure(&e, consumer));
                 tm::transaction(false);
                 let now = self.now();
