@@ -99,12 +99,14 @@ fn every_instance_answers_for_every_lead_and_the_same_call_list() {
         .len()
             >= total(&s)
     });
-    // Every instance knows every partition's owner.
+    // Every instance knows every partition's owner, and all three own
+    // some (the group has settled).
     let list = "/leads?stage=mql,sql&limit=1000";
     wait_until("a complete call list", Duration::from_secs(60), || {
         ports.iter().all(|&p| {
             let (code, body) = get(p, list, Some(TOKEN));
-            code == 200 && serde_json::from_str::<Value>(&body).unwrap()["complete"] == true
+            let v: Value = serde_json::from_str(&body).unwrap_or_default();
+            code == 200 && v["complete"] == true && v["instances"] == 3
         })
     });
 

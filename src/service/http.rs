@@ -606,6 +606,7 @@ async fn call_list(
         Err(r) => return r,
     };
     let mut missing = peers.unowned;
+    let mut answered = 1;
     let mut lists = vec![std::mem::take(&mut list.leads)];
     while let Some(joined) = asks.join_next().await {
         let Ok((p, got)) = joined else { continue };
@@ -619,6 +620,7 @@ async fn call_list(
             Ok(other) => {
                 list.at = list.at.max(other.at);
                 lists.push(other.leads);
+                answered += 1;
             }
             Err(e) => {
                 tracing::warn!(instance = %p.instance_id, error = %e, "a peer's call list is missing");
@@ -635,6 +637,7 @@ async fn call_list(
             return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
         }
     };
+    body["instances"] = answered.into();
     body["complete"] = missing.is_empty().into();
     body["missing_partitions"] = missing.into();
     json(StatusCode::OK, format!("{body}\n"))
