@@ -573,6 +573,37 @@ fn k8s_manifests_parse_and_their_files_exist() {
         token["valueFrom"]["secretKeyRef"]["name"].is_string(),
         "{token}"
     );
+    // The other instances reach this pod by its stable name under the
+    // headless Service, to forward lead queries; the variables it uses are
+    // defined before it (Kubernetes expands only those).
+    let names: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    let url = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "LEADSCORE_HTTP_ADVERTISED_URL")
+        .and_then(|e| e["value"].as_str())
+        .expect("LEADSCORE_HTTP_ADVERTISED_URL is set");
+    let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    for var in ["LEADSCORE_KAFKA_INSTANCE_ID", "POD_NAMESPACE"] {
+        assert!(url.contains(&format!("$({var})")), "{url}");
+        assert!(
+            pos(var) < pos("LEADSCORE_HTTP_ADVERTISED_URL"),
+            "{var} first"
+        );
+    }
+    assert!(
+        url.contains(&format!(
+            ".{}.",
+            statefulset["spec"]["serviceName"].as_str().unwrap()
+        )),
+        "{url}"
+    );
     let cfg: toml::Value = toml::from_str(&read("deploy/k8s/leadscore.toml")).unwrap();
     assert_eq!(cfg["http"]["listen"].as_str(), Some("0.0.0.0:9464"));
     assert!(
