@@ -3,17 +3,15 @@
 //! leads in call order with the overdue ones highlighted, and a lead's
 //! breakdown when its row is clicked.
 //!
-//! Chromium is driven through chromedriver's W3C WebDriver API, spoken over
-//! plain HTTP/1.1 with std's `TcpStream` and serde_json: real clicks and key
-//! presses, waiting on what the page renders, and no client crate to build
-//! (a WebDriver crate brings an async HTTP client and TLS; the DevTools
-//! protocol needs a WebSocket client; `--dump-dom` cannot click).
+//! Chromium is driven through chromedriver's W3C WebDriver API (JSON over
+//! HTTP, with ureq): real clicks and key presses, waiting on what the page
+//! renders. A WebDriver crate would bring an async HTTP client and TLS to
+//! build for a dozen commands; `--dump-dom` cannot click.
 
 mod broker;
 mod helpers;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -29,90 +27,40 @@ use serde_json::{json, Value};
 const TOKEN: &str = "ui-test-token-5d1c0f9e";
 const PARTITIONS: i32 = 2;
 
-/// One HTTP/1.1 exchange; the connection closes after the response.
+/// One HTTP exchange: the status code and the body (any status).
 fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     try_http(addr, method, path, headers, body)
         .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
 }
 
+/// `headers`: `Name: value` lines, each ended by CRLF.
 fn try_http(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &str,
     body: &str,
-) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    // chromedriver keeps the connection open after its response: read the
-    // head, then as many bytes as it says (or to the end, if it does not).
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let (head_end, length) = loop {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            break (raw.len(), None);
-        }
-        raw.extend_from_slice(&buf[..n]);
-        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..i]).to_ascii_lowercase();
-            let length = head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                (k.trim() == "content-length").then(|| v.trim().parse::<usize>().ok())?
-            });
-            break (i + 4, length);
-        }
-    };
-    match length {
-        Some(n) => {
-            while raw.len() < head_end + n {
-                let got = s.read(&mut buf)?;
-                if got == 0 {
-                    break;
-                }
-                raw.extend_from_slice(&buf[..got]);
-            }
-        }
-        None => {
-            s.read_to_end(&mut raw)?;
-        }
+) -> Result<(u16, String), ureq::Error> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut req = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for line in headers.split("\r\n").filter(|l| !l.is_empty()) {
+        let (k, v) = line.split_once(':').expect("a `Name: value` header");
+        req = req.header(k.trim(), v.trim());
     }
-    let raw = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("no response head: {raw:?}"),
-        )
-    })?;
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
+    let mut resp = if body.is_empty() {
+        agent.run(req.body(()).expect("a request"))?
     } else {
-        body.to_string()
+        let req = req.header("content-type", "application/json");
+        agent.run(req.body(body.to_string()).expect("a request"))?
     };
-    Ok((code, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n").expect("a chunk size");
-        let n = usize::from_str_radix(size.trim(), 16).expect("hex chunk size");
-        if n == 0 {
-            return out;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
+    let code = resp.status().as_u16();
+    Ok((code, resp.body_mut().read_to_string()?))
 }
 
 /// A chromedriver process and one browser session in it.
