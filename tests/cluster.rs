@@ -2,7 +2,7 @@
 //! /leads/{id}` on any instance reaches the instance that owns the lead
 //! (found through the instance registry and the producers' partitioner),
 //! and `GET /leads` merges every instance's call list into the one that
-//! `leadscore score` implies. The token guards every instance, forwarded
+//! `leadscore score` and `explain` give offline. The token guards every instance, forwarded
 //! requests included.
 
 mod broker;
@@ -163,12 +163,39 @@ fn every_instance_answers_for_every_lead_and_the_same_call_list() {
         .collect();
     assert!(!handed_off.is_empty());
     assert_eq!(ids, handed_off, "the call list holds the mql and sql leads");
-    let totals: Vec<f64> = listed
+    // Each lead's total and band at the list's time are `leadscore explain`'s
+    // at that time, and the order is theirs: highest total first, ties by id.
+    let at = lists[0]["at"].as_str().expect("the list's time");
+    let events = s.config.with_file_name("events.jsonl");
+    let mut want: Vec<(f64, &str)> = Vec::new();
+    for e in &listed {
+        let id = e["lead_id"].as_str().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadscore"))
+            .args(["explain", "--lead", id, "--at", at, "--input"])
+            .arg(&events)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let x: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let total = x["score"]["total"].as_f64().unwrap();
+        assert!(
+            (e["total"].as_f64().unwrap() - total).abs() < 1e-9,
+            "{id}: list {} explain {total}",
+            e["total"]
+        );
+        assert_eq!(e["band"], x["band"], "{id}");
+        assert_eq!(e["stage"], x["stage"], "{id}");
+        want.push((total, id));
+    }
+    want.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    let order: Vec<&str> = listed
         .iter()
-        .map(|e| e["total"].as_f64().unwrap())
+        .map(|e| e["lead_id"].as_str().unwrap())
         .collect();
-    assert!(
-        totals.windows(2).all(|w| w[0] >= w[1]),
-        "highest total first: {totals:?}"
-    );
+    let want: Vec<&str> = want.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(order, want, "highest total first, ties by lead id");
 }
