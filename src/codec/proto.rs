@@ -307,13 +307,18 @@ pub fn encode_event_proto(e: &Event<'_>, out: &mut Vec<u8>) {
 
 /// Encodes a change as a protobuf `leadscore.v1.StatusChange`.
 pub fn encode_change_proto(c: &StatusChange, out: &mut Vec<u8>) {
+    let breach = c.is_breach();
+    let stage_changed = |s: &str| if breach { String::new() } else { s.to_string() };
     let m = pb::StatusChange {
+        kind: c.kind.as_str().to_string(),
+        stage: breach.then(|| c.to.as_str().to_string()),
+        breached_at: breach.then(|| format_rfc3339(c.occurred_at)),
         change_id: c.change_id.clone(),
         lead_id: c.lead_id.clone(),
         sequence: c.sequence,
-        from: c.from.as_str().to_string(),
-        to: c.to.as_str().to_string(),
-        occurred_at: format_rfc3339(c.occurred_at),
+        from: stage_changed(c.from.as_str()),
+        to: stage_changed(c.to.as_str()),
+        occurred_at: stage_changed(&format_rfc3339(c.occurred_at)),
         score: Some(pb::Score {
             total: c.score.total,
             fit: c.score.fit,

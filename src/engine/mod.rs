@@ -9,6 +9,7 @@ mod index;
 mod lead;
 mod leads;
 mod route;
+mod sla;
 pub mod snapshot;
 mod stage;
 
@@ -18,10 +19,11 @@ use std::sync::Arc;
 
 pub use explain::Explanation;
 pub use lead::{disq, hash64, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
+pub use sla::Touch;
 pub use route::{is_aux_key, route, Local, Routed, VisitorLimits, VisitorStats, VisitorView};
 pub use stage::num as format_number;
 
-use crate::change::{Contribution, Score, Stage, StatusChange};
+use crate::change::{ChangeKind, Contribution, Score, Stage, StatusChange};
 use crate::event::{Event, Kind};
 use crate::model::Model;
 use crate::time::Micros;
@@ -79,6 +81,9 @@ pub struct Engine {
     scratch: Vec<u32>,
     /// Anonymous visitors, and leads waiting for a visitor's handoff.
     visitors: route::Visitors,
+    /// First touches of hand-offs since the last [`Engine::drain_touches`],
+    /// kept only when asked for ([`Engine::record_touches`]).
+    touches: Option<Vec<Touch>>,
 }
 
 impl Engine {
@@ -98,6 +103,21 @@ impl Engine {
             dirty: Vec::new(),
             scratch: Vec::new(),
             visitors: route::Visitors::default(),
+            touches: None,
+        }
+    }
+
+    /// Keeps each hand-off's first touch for [`Engine::drain_touches`] (the
+    /// service's metrics, the backtest); off by default, so that nothing
+    /// piles up where no one drains.
+    pub fn record_touches(&mut self, on: bool) {
+        self.touches = on.then(Vec::new);
+    }
+
+    /// Takes the first touches recorded since the last call.
+    pub fn drain_touches(&mut self, f: impl FnMut(Touch)) {
+        if let Some(t) = &mut self.touches {
+            t.drain(..).for_each(f);
         }
     }
 
@@ -277,6 +297,13 @@ impl Engine {
                 cause.sales_rejected = Some(reason);
             }
             Kind::DealLost => cause.deal_lost = true,
+            Kind::SalesContacted => {
+                if let Some(touch) = sla::touch(lead, t) {
+                    if let Some(v) = &mut self.touches {
+                        v.push(touch);
+                    }
+                }
+            }
             Kind::Engagement => {}
         }
         if !stale {
@@ -365,6 +392,11 @@ impl Engine {
         let model = &*self.model;
         let lead = &mut self.leads[idx as usize];
         lead.advance_time(due, model);
+        // The follow-up was due while the lead was still handed off: the
+        // breach comes before anything the same instant does to the stage.
+        if lead.sla_timer() <= due {
+            out.push(sla::breach(lead, model, due));
+        }
         let requal = lead.stage.is_qualified() && lead.deadline <= due;
         match stage::decide(lead, model, Cause::Timer { requal }, due) {
             Some((to, why)) => out.push(transition(lead, model, to, why, due, None, None)),
@@ -451,11 +483,16 @@ fn transition(
         } else {
             track.sla_mql
         };
-        (Some(track.route.clone()), Some(sla.due(at)))
+        (
+            Some(track.route.clone()),
+            Some(sla.due(at, &track.calendar)),
+        )
     } else {
         (None, None)
     };
+    sla::hand_off(lead, to, follow_up_by);
     StatusChange {
+        kind: ChangeKind::StageChanged,
         change_id: change_id(lead.id(), lead.sequence),
         lead_id: lead.id().to_string(),
         sequence: u64::from(lead.sequence),

@@ -65,13 +65,14 @@ pub const BROKER_ERROR_KINDS: [&str; 6] = [
 ];
 /// The event types every model knows (`leadscore_events_total{type}`), and
 /// the label of the types no rule reads.
-pub const RESERVED_TYPES: [&str; 6] = [
+pub const RESERVED_TYPES: [&str; 7] = [
     "profile_updated",
     "qualification_updated",
     "sales_accepted",
     "sales_rejected",
     "deal_won",
     "deal_lost",
+    "sales_contacted",
 ];
 pub const OTHER_TYPE: &str = "other";
 /// Gauges labelled by partition: their series appear with the first
