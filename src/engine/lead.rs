@@ -330,15 +330,21 @@ impl Lead {
     }
 
     /// The next instant a timer of this lead falls due, or [`NEVER`].
+    #[inline]
     pub fn next_due(&self, model: &Model) -> Micros {
+        self.next_stage_due(model).min(self.sla_timer())
+    }
+
+    /// The next instant a timer that re-evaluates the stage falls due
+    /// (requalification, end of a quiet period), or [`NEVER`].
+    #[inline]
+    pub fn next_stage_due(&self, model: &Model) -> Micros {
         let requal = if self.stage.is_qualified() {
             self.deadline
         } else {
             NEVER
         };
-        self.quiet_until(model)
-            .map_or(requal, |q| q.min(requal))
-            .min(self.sla_timer())
+        self.quiet_until(model).map_or(requal, |q| q.min(requal))
     }
 
     /// When the SLA clock of the current hand-off runs out, while it runs.

@@ -391,12 +391,19 @@ impl Engine {
         self.touch(idx);
         let model = &*self.model;
         let lead = &mut self.leads[idx as usize];
-        lead.advance_time(due, model);
         // The follow-up was due while the lead was still handed off: the
         // breach comes before anything the same instant does to the stage.
         if lead.sla_timer() <= due {
             out.push(sla::breach(lead, model, due));
+            // The SLA clock only watches: alone, it neither moves the lead's
+            // time nor re-evaluates its stage, so that stage changes are
+            // what they would be without it.
+            if lead.next_stage_due(model) > due {
+                self.schedule(idx);
+                return;
+            }
         }
+        lead.advance_time(due, model);
         let requal = lead.stage.is_qualified() && lead.deadline <= due;
         match stage::decide(lead, model, Cause::Timer { requal }, due) {
             Some((to, why)) => out.push(transition(lead, model, to, why, due, None, None)),

@@ -73,12 +73,18 @@ pub(super) fn touch(lead: &mut Lead, t: Micros) -> Option<Touch> {
     Some(touch)
 }
 
-/// The breach of the lead's hand-off, whose clock ran out at `at` (the lead's
-/// time, moved there by the timer). Marks it emitted: one per hand-off.
+/// The breach of the lead's hand-off, whose clock ran out at `at` (not
+/// before the lead's time), with the score at `at`. Marks it emitted: one
+/// per hand-off.
 pub(super) fn breach(lead: &mut Lead, model: &Model, at: Micros) -> StatusChange {
     lead.sla |= sla::BREACHED;
-    let engagement = lead.engagement(model);
-    let fit = lead.fit(model);
+    let lead = &*lead;
+    // The score at the deadline, without moving the lead's own clock. A
+    // copy, because breaches are rare and decay is per rule slot.
+    let mut then = lead.clone();
+    then.advance_time(at, model);
+    let engagement = then.engagement(model);
+    let fit = then.fit(model);
     let total = fit + engagement;
     let track = model.track(lead.sla & sla::INSTALLED != 0);
     StatusChange {
@@ -96,7 +102,7 @@ pub(super) fn breach(lead: &mut Lead, model: &Model, at: Micros) -> StatusChange
         },
         band: model.bands[model.band(total)].name.clone(),
         reasons: Vec::new(),
-        top_contributors: top_contributors(lead, model),
+        top_contributors: top_contributors(&then, model),
         route: Some(track.route.clone()),
         follow_up_by: Some(lead.sla_due),
         model_version: model.version.clone(),
