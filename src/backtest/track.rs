@@ -350,8 +350,7 @@ impl Backtest {
                 .filter(|id| !self.index.contains_key(id.as_str()))
                 .count() as u64
         });
-        let sla =
-            (self.contacts > 0).then(|| self.sla.iter().map(SlaTally::report).collect());
+        let sla = (self.contacts > 0).then(|| self.sla.iter().map(SlaTally::report).collect());
         // The process is about to exit: freeing every lead one by one would
         // only cost time (as in `leadscore score`).
         std::mem::forget(self.engines);
@@ -445,7 +444,13 @@ mod tests {
             ev("a2", "A", "webinar_attended", at(0), json!({})),
             ev("b1", "B", "profile_updated", at(0), fit35()),
             ev("b2", "B", "webinar_attended", at(0), json!({})),
-            ev("c1", "C", "profile_updated", at(0), json!({"profile": {"is_customer": true}})),
+            ev(
+                "c1",
+                "C",
+                "profile_updated",
+                at(0),
+                json!({"profile": {"is_customer": true}}),
+            ),
             ev("c2", "C", "demo_requested", at(0), json!({})),
             ev("c3", "C", "sales_contacted", at(0) + HOUR, json!({})),
             ev("a3", "A", "sales_contacted", at(0) + 2 * HOUR, json!({})),

@@ -440,4 +440,52 @@ mod tests {
         .unwrap();
         assert_eq!(decode_proto(&buf).unwrap_err().code(), "missing_field");
     }
+    #[test]
+    fn status_records_carry_their_kind() {
+        use crate::engine::Engine;
+        use std::sync::Arc;
+        let mut engine = Engine::new(Arc::new(crate::Model::default_model()));
+        let mut out = Vec::new();
+        for line in [
+            r#"{"event_id":"p","lead_id":"L","type":"profile_updated","occurred_at":"2026-03-02T14:00:00Z","profile":{"job_title":"Director of Operations"}}"#,
+            r#"{"event_id":"s","lead_id":"L","type":"sales_accepted","occurred_at":"2026-03-02T14:00:00Z"}"#,
+        ] {
+            engine.fold(&decode_json(line.as_bytes()).unwrap(), &mut out);
+        }
+        engine.advance_to(
+            crate::time::parse_rfc3339("2026-03-04T00:00:00Z").unwrap(),
+            &mut out,
+        );
+        let decoded: Vec<pb::StatusChange> = out
+            .iter()
+            .map(|c| {
+                let mut buf = Vec::new();
+                encode_change_proto(c, &mut buf);
+                pb::StatusChange::decode(buf.as_slice()).unwrap()
+            })
+            .collect();
+        assert_eq!(decoded.len(), 2);
+        let (change, breach) = (&decoded[0], &decoded[1]);
+        assert_eq!(change.kind, "stage_changed");
+        assert_eq!((change.from.as_str(), change.to.as_str()), ("lead", "sql"));
+        assert_eq!(
+            (change.stage.as_deref(), change.breached_at.as_deref()),
+            (None, None)
+        );
+        // SQL + 24 h.
+        assert_eq!(breach.kind, "sla_breached");
+        assert_eq!(breach.change_id, "L:1:sla");
+        assert_eq!(breach.stage.as_deref(), Some("sql"));
+        assert_eq!(breach.breached_at.as_deref(), Some("2026-03-03T14:00:00Z"));
+        assert_eq!(breach.follow_up_by.as_deref(), Some("2026-03-03T14:00:00Z"));
+        assert_eq!(
+            (
+                breach.from.as_str(),
+                breach.to.as_str(),
+                breach.occurred_at.as_str()
+            ),
+            ("", "", "")
+        );
+        assert_eq!(breach.route.as_deref(), Some("new_business"));
+    }
 }

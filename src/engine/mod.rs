@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 pub use explain::Explanation;
 pub use lead::{disq, hash64, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
-pub use sla::Touch;
 pub use route::{is_aux_key, route, Local, Routed, VisitorLimits, VisitorStats, VisitorView};
+pub use sla::Touch;
 pub use stage::num as format_number;
 
 use crate::change::{ChangeKind, Contribution, Score, Stage, StatusChange};

@@ -117,11 +117,11 @@ impl Calendar {
             cal.days = 0;
             for (i, d) in days.iter().enumerate() {
                 let bit = weekday(d).ok_or_else(|| {
-                        (
-                            format!("{prefix}.days[{i}]"),
-                            format!("{d:?} is not a weekday (mon, tue, wed, thu, fri, sat, sun)"),
-                        )
-                    })?;
+                    (
+                        format!("{prefix}.days[{i}]"),
+                        format!("{d:?} is not a weekday (mon, tue, wed, thu, fri, sat, sun)"),
+                    )
+                })?;
                 cal.days |= 1 << bit;
             }
             if cal.days == 0 {
@@ -322,9 +322,12 @@ mod tests {
             );
         }
         // An explicit UTC Monday-to-Friday calendar is the same calendar.
-        let explicit = cal("time_zone = \"UTC\"\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]\n");
+        let explicit =
+            cal("time_zone = \"UTC\"\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]\n");
         assert_eq!(
-            iso(explicit.try_add_working_days(ts("2026-03-07T10:15:00Z"), 3).unwrap()),
+            iso(explicit
+                .try_add_working_days(ts("2026-03-07T10:15:00Z"), 3)
+                .unwrap()),
             "2026-03-11T10:15:00Z"
         );
     }
