@@ -576,7 +576,10 @@ mod tests {
             .filter(|n| {
                 !PER_PARTITION.contains(&n.as_str())
                     && !PER_TOPIC.contains(&n.as_str())
-                    && !PER_ROUTE.contains(&n.as_str())
+                    && !PER_ROUTE.iter().any(|m| {
+                        n.strip_prefix(m)
+                            .is_some_and(|s| ["", "_bucket", "_sum", "_count"].contains(&s))
+                    })
                     && !present(n, &exported)
             })
             .collect();
