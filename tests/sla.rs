@@ -121,6 +121,20 @@ fn sales_contacted_before_the_deadline_stops_the_clock() {
 }
 
 #[test]
+fn a_touch_leaves_the_requalification_timer_in_place() {
+    // The clock was the lead's earliest timer; once stopped, the 30-day
+    // requalification must still fire with no further event of the lead:
+    // 35 × 2^(−1) = 17.5, total 37.5 < 40 → recycled at T + 30 d.
+    let mut sim = Sim::new();
+    sim.make_mql("A", t0());
+    sim.take_one();
+    sim.bare("A", "sales_contacted", t0() + hours(1));
+    sim.advance(t0() + days(31));
+    let c = sim.take_one();
+    assert_change(&c, "A", Stage::Mql, Stage::Recycled, t0() + days(30));
+}
+
+#[test]
 fn a_contact_at_the_deadline_itself_is_too_late() {
     // SPEC §3: a timer due at an event's instant fires before the event.
     let mut sim = Sim::new();
@@ -309,10 +323,13 @@ fn warm_mql_lines(lead: &str, at: Micros) -> Vec<String> {
 }
 
 fn score(model: &str, lines: &[String], until: &str) -> Vec<Value> {
-    let dir = std::env::temp_dir().join(format!("leadscore-sla-{}", std::process::id()));
+    // Tests run in parallel in this process: a directory each.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("leadscore-sla-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let model_path = dir.join(format!("model-{until}.toml"));
-    let input = dir.join(format!("events-{until}.jsonl"));
+    let model_path = dir.join("model.toml");
+    let input = dir.join("events.jsonl");
     std::fs::write(&model_path, model).unwrap();
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadscore"))

@@ -268,6 +268,7 @@ impl Engine {
         lead.advance_time(t, model);
         let stale = outcome == Outcome::Stale;
         let mut cause = EventCause::default();
+        let mut stopped_clock = false;
         match event.kind {
             Kind::ProfileUpdated => lead.merge_profile(&event.profile, model),
             Kind::DealWon => {
@@ -299,6 +300,7 @@ impl Engine {
             Kind::DealLost => cause.deal_lost = true,
             Kind::SalesContacted => {
                 if let Some(touch) = sla::touch(lead, t) {
+                    stopped_clock = true;
                     if let Some(v) = &mut self.touches {
                         v.push(touch);
                     }
@@ -334,6 +336,10 @@ impl Engine {
                 }
                 self.fire(idx, due, out);
             }
+        } else if stopped_clock {
+            // The heap may hold only the clock's (now stale) entry, the
+            // lead's earliest: its next timer needs an entry of its own.
+            self.schedule(idx);
         }
         outcome
     }
