@@ -109,13 +109,18 @@ fn topic(b: &Broker, name: &str) -> ByLead {
     by_lead(records.iter().map(|r| r.payload.as_slice()))
 }
 
+/// The lead's last stage change (SLA breaches are records of another kind).
+fn last_change<'a>(changes: &'a ByLead, id: &str) -> Option<&'a serde_json::Value> {
+    changes
+        .get(id)
+        .and_then(|c| c.iter().rev().find(|c| c["kind"] == "stage_changed"))
+}
+
 /// Leads per final stage: the last change's `to`, or `lead` without changes.
 fn stages(changes: &ByLead, leads: &[String]) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for id in leads {
-        let stage = changes
-            .get(id)
-            .and_then(|c| c.last())
+        let stage = last_change(changes, id)
             .map(|c| c["to"].as_str().unwrap().to_string())
             .unwrap_or_else(|| "lead".into());
         *out.entry(stage).or_insert(0) += 1;
@@ -217,7 +222,7 @@ fn a_shadow_replay_equals_score_under_the_new_model_and_leaves_the_live_group_al
     let differ = leads
         .iter()
         .filter(|id| {
-            let last = |c: &ByLead| c.get(*id).and_then(|c| c.last()).map(|c| c["to"].clone());
+            let last = |c: &ByLead| last_change(c, id).map(|c| c["to"].clone());
             last(&s.expected).unwrap_or("lead".into()) != last(&want).unwrap_or("lead".into())
         })
         .count() as u64;
@@ -226,7 +231,11 @@ fn a_shadow_replay_equals_score_under_the_new_model_and_leaves_the_live_group_al
     let examples = summary["examples"].as_array().unwrap();
     assert_eq!(examples.len() as u64, differ.min(10));
     let mut transitions = BTreeMap::new();
-    for c in want.values().flatten() {
+    for c in want
+        .values()
+        .flatten()
+        .filter(|c| c["kind"] == "stage_changed")
+    {
         *transitions
             .entry(format!(
                 "{}->{}",

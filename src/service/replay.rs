@@ -737,7 +737,10 @@ impl Worker<'_> {
         let changes = &mut fold.changes;
         new.fold_batch(&events, changes, |_| {});
         for mut c in changes.drain(..) {
-            counts.transitions[1][c.from as usize][c.to as usize] += 1;
+            // A breach is written like a change but is no transition.
+            if !c.is_breach() {
+                counts.transitions[1][c.from as usize][c.to as usize] += 1;
+            }
             if let Some(p) = self.producer {
                 if let Some(s) = self.suffix {
                     c.change_id.push_str(s);
@@ -764,7 +767,7 @@ impl Worker<'_> {
         }
         if self.fold_current {
             current.fold_batch(&events, changes, |_| {});
-            for c in changes.drain(..) {
+            for c in changes.drain(..).filter(|c| !c.is_breach()) {
                 counts.transitions[0][c.from as usize][c.to as usize] += 1;
             }
         }
