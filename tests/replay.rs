@@ -552,15 +552,21 @@ fn switching_the_live_service_to_a_new_model_emits_nothing_twice() {
     produce(&p, &s.input, after);
 
     // Expected: the old model's changes up to the cut, then the new model's
-    // changes caused after the cut, numbered on from the live sequence.
+    // changes caused after the cut, numbered on from the live sequence (an
+    // SLA breach takes its hand-off's number).
     let new_before = score_with(&new, before);
     let new_all = score_with(&new, &s.events);
+    let stage_changes = |by: &ByLead, lead: &str| {
+        by.get(lead).map_or(0, |v| {
+            v.iter().filter(|c| c["kind"] == "stage_changed").count()
+        })
+    };
     let mut want = live_before.clone();
     let mut shifted = 0;
     for (lead, changes) in &new_all {
         let skip = new_before.get(lead).map_or(0, Vec::len);
-        let live_seq = live_before.get(lead).map_or(0, Vec::len);
-        let shift = live_seq.saturating_sub(skip) as u64;
+        let shift = stage_changes(&live_before, lead)
+            .saturating_sub(stage_changes(&new_before, lead)) as u64;
         if shift > 0 && changes.len() > skip {
             shifted += 1;
         }
@@ -568,7 +574,12 @@ fn switching_the_live_service_to_a_new_model_emits_nothing_twice() {
             let mut c = c.clone();
             let seq = c["sequence"].as_u64().unwrap() + shift;
             c["sequence"] = seq.into();
-            c["change_id"] = format!("{lead}:{seq}").into();
+            c["change_id"] = if c["kind"] == "sla_breached" {
+                format!("{lead}:{seq}:sla")
+            } else {
+                format!("{lead}:{seq}")
+            }
+            .into();
             want.entry(lead.clone()).or_default().push(c);
         }
     }
