@@ -290,9 +290,14 @@ fn a_topic_keyed_by_lead_but_not_declared_so_is_re_keyed_exactly() {
         assert_eq!(h["ce_specversion"], "1.0");
         assert_eq!(h["ce_id"], v["change_id"].as_str().unwrap());
         assert_eq!(h["ce_subject"], v["lead_id"].as_str().unwrap());
-        assert_eq!(h["ce_type"], "com.leadscore.status.stage_changed");
+        // An SLA breach is a record of its own kind, timed at its deadline.
+        let (kind, time) = match v["kind"].as_str().unwrap() {
+            "sla_breached" => ("sla_breached", "breached_at"),
+            _ => ("stage_changed", "occurred_at"),
+        };
+        assert_eq!(h["ce_type"], format!("com.leadscore.status.{kind}"));
         assert_eq!(h["ce_source"], "leadscore/test");
-        assert_eq!(h["ce_time"], v["occurred_at"].as_str().unwrap());
+        assert_eq!(h["ce_time"], v[time].as_str().unwrap());
         assert_eq!(h["content-type"], "application/json");
     }
 }
