@@ -42,6 +42,9 @@ fn the_breach_fires_at_follow_up_by_exactly_once() {
     // One microsecond before: nothing.
     sim.advance(thursday() - 1);
     assert!(sim.take_all().is_empty());
+    let lead = sim.engine.lead("W").unwrap();
+    assert_eq!(lead.follow_up_by(), Some(thursday()));
+    assert!(!lead.sla_breached());
     sim.advance(thursday());
     let all = sim.take_all();
     assert_eq!(all.len(), 1, "{all:#?}");
@@ -66,6 +69,8 @@ fn the_breach_fires_at_follow_up_by_exactly_once() {
     // unchanged, and nothing more comes for this hand-off.
     assert_eq!(sim.stage("W"), Stage::Mql);
     assert_eq!(sim.engine.lead("W").unwrap().time(), t0());
+    // Overdue and untouched, as a call list shows it.
+    assert!(sim.engine.lead("W").unwrap().sla_breached());
     sim.advance(thursday() + days(20));
     assert!(sim.take_all().is_empty());
 }
@@ -115,6 +120,7 @@ fn sales_contacted_before_the_deadline_stops_the_clock() {
     let mut sim = Sim::new();
     sim.make_mql("A", t0());
     sim.bare("A", "sales_contacted", t0() + hours(1));
+    assert_eq!(sim.engine.lead("A").unwrap().follow_up_by(), None);
     sim.advance(thursday() + days(40));
     // The requalification at T + 30 d may move the stage; no breach ever.
     assert!(sim.take_breaches().is_empty());

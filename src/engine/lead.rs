@@ -362,6 +362,12 @@ impl Lead {
         (self.sla & sla::OPEN != 0).then_some(self.sla_due)
     }
 
+    /// Whether the open hand-off's breach was emitted (it is overdue and
+    /// still untouched).
+    pub fn sla_breached(&self) -> bool {
+        self.sla & (sla::OPEN | sla::BREACHED) == sla::OPEN | sla::BREACHED
+    }
+
     /// Moves the lead's clock forward to `to`, decaying its engagement.
     #[inline]
     pub fn advance_time(&mut self, to: Micros, model: &Model) {
