@@ -1,4 +1,5 @@
-//! The status change: what the engine emits when a lead changes stage (SPEC §4).
+//! The status record: what the engine emits when a lead changes stage
+//! (SPEC §4), or when a hand-off's follow-up deadline passes untouched.
 
 use std::fmt;
 
@@ -70,35 +71,107 @@ pub struct Contribution {
     pub points: f64,
 }
 
-/// One stage change of one lead. `change_id` and `sequence` make it
-/// idempotent for consumers.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What a status record reports (`"kind"` in every record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// The lead moved `from` one stage `to` another.
+    #[default]
+    StageChanged,
+    /// The hand-off to `to` (`mql` or `sql`) reached its `follow_up_by`
+    /// without a `sales_contacted`. `from` equals `to`, `occurred_at` and
+    /// `follow_up_by` are the deadline, `sequence` is the hand-off change's.
+    SlaBreached,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::StageChanged => "stage_changed",
+            ChangeKind::SlaBreached => "sla_breached",
+        }
+    }
+}
+
+/// One status record of one lead: a stage change, or an SLA breach (see
+/// [`ChangeKind`]). `change_id` makes every record idempotent for consumers.
+///
+/// One type for both kinds, because they travel together in event-time order
+/// to the same topic and share most fields; the JSON of a breach has its own
+/// shape (`stage` and `breached_at` instead of `from`, `to`, `occurred_at`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct StatusChange {
+    pub kind: ChangeKind,
     pub change_id: String,
     pub lead_id: String,
     pub sequence: u64,
     pub from: Stage,
     pub to: Stage,
-    #[serde(serialize_with = "ser_time")]
     pub occurred_at: Micros,
     pub score: Score,
     pub band: String,
     pub reasons: Vec<String>,
     pub top_contributors: Vec<Contribution>,
     pub route: Option<String>,
-    #[serde(serialize_with = "ser_opt_time")]
     pub follow_up_by: Option<Micros>,
     pub model_version: String,
     pub cause_event_id: Option<String>,
 }
 
-fn ser_time<S: serde::Serializer>(t: &Micros, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&Rfc3339(*t))
+impl StatusChange {
+    pub fn is_breach(&self) -> bool {
+        self.kind == ChangeKind::SlaBreached
+    }
 }
 
-fn ser_opt_time<S: serde::Serializer>(t: &Option<Micros>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.collect_str(&Rfc3339(*t)),
-        None => s.serialize_none(),
+/// An instant as RFC 3339 text.
+struct Time(Micros);
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&Rfc3339(self.0))
+    }
+}
+
+impl Serialize for StatusChange {
+    /// A stage change: SPEC §4's record with `"kind": "stage_changed"` first.
+    /// A breach: `kind`, `change_id`, `lead_id`, `sequence` (the hand-off's),
+    /// `stage`, `route`, `follow_up_by`, `breached_at`, the `score`, `band` and
+    /// `top_contributors` at `breached_at`, and `model_version`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        if self.kind == ChangeKind::SlaBreached {
+            let mut m = s.serialize_struct("SlaBreached", 12)?;
+            m.serialize_field("kind", &self.kind)?;
+            m.serialize_field("change_id", &self.change_id)?;
+            m.serialize_field("lead_id", &self.lead_id)?;
+            m.serialize_field("sequence", &self.sequence)?;
+            m.serialize_field("stage", &self.to)?;
+            m.serialize_field("route", &self.route)?;
+            m.serialize_field("follow_up_by", &self.follow_up_by.map(Time))?;
+            m.serialize_field("breached_at", &Time(self.occurred_at))?;
+            m.serialize_field("score", &self.score)?;
+            m.serialize_field("band", &self.band)?;
+            m.serialize_field("top_contributors", &self.top_contributors)?;
+            m.serialize_field("model_version", &self.model_version)?;
+            return m.end();
+        }
+        let mut m = s.serialize_struct("StatusChange", 15)?;
+        m.serialize_field("kind", &self.kind)?;
+        m.serialize_field("change_id", &self.change_id)?;
+        m.serialize_field("lead_id", &self.lead_id)?;
+        m.serialize_field("sequence", &self.sequence)?;
+        m.serialize_field("from", &self.from)?;
+        m.serialize_field("to", &self.to)?;
+        m.serialize_field("occurred_at", &Time(self.occurred_at))?;
+        m.serialize_field("score", &self.score)?;
+        m.serialize_field("band", &self.band)?;
+        m.serialize_field("reasons", &self.reasons)?;
+        m.serialize_field("top_contributors", &self.top_contributors)?;
+        m.serialize_field("route", &self.route)?;
+        m.serialize_field("follow_up_by", &self.follow_up_by.map(Time))?;
+        m.serialize_field("model_version", &self.model_version)?;
+        m.serialize_field("cause_event_id", &self.cause_event_id)?;
+        m.end()
     }
 }

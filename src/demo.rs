@@ -186,6 +186,8 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
                 leads: 400,
                 events: total,
                 span: 120 * DAY,
+                // Sales follow some leads up: the SLA metrics have touches.
+                contact_rate: 0.5,
                 ..GenConfig::default()
             });
             let started = Instant::now();
@@ -229,6 +231,7 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
     printer.subscribe(&[STATUS, DLQ])?;
     let mut transitions: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut dead = 0u64;
+    let mut breaches = 0u64;
     let end = Instant::now() + opts.duration;
     let mut drain_until = None;
     loop {
@@ -261,6 +264,21 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
             continue;
         };
         let s = |k: &str| c[k].as_str().unwrap_or("").to_string();
+        if c["kind"] == "sla_breached" {
+            breaches += 1;
+            writeln!(
+                out,
+                "{:<10} {:<12} {:<26} {:>7.1} {:<5}  {}, was due {}",
+                now_hms(),
+                s("lead_id"),
+                format!("{} follow-up missed", s("stage")),
+                c["score"]["total"].as_f64().unwrap_or(0.0),
+                s("band"),
+                s("route"),
+                s("follow_up_by"),
+            )?;
+            continue;
+        }
         *transitions.entry((s("from"), s("to"))).or_default() += 1;
         writeln!(
             out,
@@ -291,6 +309,7 @@ pub fn run(opts: DemoOptions, out: &mut (dyn Write + Send)) -> Result<()> {
     for ((from, to), n) in &transitions {
         writeln!(out, "  {from:>12} -> {to:<12} {n}")?;
     }
+    writeln!(out, "  {:>12}    {:<12} {breaches}", "SLA", "breaches")?;
     Ok(())
 }
 

@@ -69,6 +69,9 @@ pub enum Kind {
     SalesRejected,
     DealWon,
     DealLost,
+    /// Sales followed the lead up (a call, a meeting): stops the SLA clock of
+    /// its current hand-off.
+    SalesContacted,
     Engagement,
 }
 
@@ -81,6 +84,7 @@ impl Kind {
             "sales_rejected" => Kind::SalesRejected,
             "deal_won" => Kind::DealWon,
             "deal_lost" => Kind::DealLost,
+            "sales_contacted" => Kind::SalesContacted,
             _ => Kind::Engagement,
         }
     }

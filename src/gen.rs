@@ -17,7 +17,7 @@ pub mod wire;
 use std::borrow::Cow;
 
 use crate::event::{Event, Kind, Value};
-use crate::time::{Micros, DAY, SECOND};
+use crate::time::{Micros, DAY, HOUR, SECOND};
 
 /// SplitMix64: small, fast, and good enough for synthetic traffic.
 #[derive(Debug, Clone)]
@@ -77,6 +77,11 @@ pub struct GenConfig {
     /// Share of leads, in [0, 1], that browse (page views, downloads)
     /// before their first profile. At 0 the stream is what it always was.
     pub anonymous_share: f64,
+    /// Share, in [0, 1], of `demo_requested` and `sales_accepted` events that
+    /// sales follow up with a `sales_contacted` of the lead, 1 hour to 5
+    /// days later (so some in time for the SLA, some late). At 0 the stream
+    /// is what it always was.
+    pub contact_rate: f64,
 }
 
 impl Default for GenConfig {
@@ -92,6 +97,7 @@ impl Default for GenConfig {
             late_by: 6 * 3600 * SECOND,
             outcomes: true,
             anonymous_share: 0.0,
+            contact_rate: 0.0,
         }
     }
 }
@@ -171,6 +177,10 @@ pub struct Generator {
     pending: Vec<(Micros, Event<'static>)>,
     queue: std::collections::VecDeque<Event<'static>>,
     last_at: Micros,
+    /// Draws the follow-ups (`contact_rate`), apart from the main generator
+    /// so that it draws the same numbers whatever the rate.
+    contact_rng: Rng,
+    contacts: u64,
 }
 
 impl Generator {
@@ -194,6 +204,7 @@ impl Generator {
                 }
             }
         }
+        let contact_rng = Rng::new(cfg.seed ^ 0xC0_47AC_7ED5_A1E5);
         Generator {
             cfg,
             rng,
@@ -203,7 +214,30 @@ impl Generator {
             pending: Vec::new(),
             queue: Default::default(),
             last_at: Micros::MIN,
+            contact_rng,
+            contacts: 0,
         }
+    }
+
+    /// Holds back a `sales_contacted` of the event's lead, if sales follow
+    /// this event up.
+    fn follow_up(&mut self, e: &Event<'static>) {
+        if self.cfg.contact_rate <= 0.0
+            || !matches!(e.kind, Kind::SalesAccepted) && e.event_type != "demo_requested"
+            || !self.contact_rng.chance(self.cfg.contact_rate)
+        {
+            return;
+        }
+        let at = e.occurred_at + HOUR + self.contact_rng.below((5 * DAY - HOUR) as u64) as Micros;
+        self.contacts += 1;
+        let mut c = Event::new(
+            Cow::Owned(format!("e-{:x}-c{}", self.cfg.seed, self.contacts)),
+            e.lead_id.clone(),
+            Cow::Borrowed("sales_contacted"),
+            at,
+        );
+        c.kind = Kind::SalesContacted;
+        self.pending.push((at, c));
     }
 
     fn event(&mut self, lead: u64, event_type: &'static str, at: Micros) -> Event<'static> {
@@ -431,6 +465,7 @@ impl Iterator for Generator {
                     None => self.engagement(lead, at),
                 }
             };
+            self.follow_up(&e);
             if self.rng.chance(self.cfg.duplicate_rate) {
                 let again = at + self.rng.below(3600 * SECOND as u64) as Micros;
                 self.pending.push((again, e.clone()));
@@ -447,6 +482,38 @@ impl Iterator for Generator {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn follow_ups_leave_the_rest_of_the_stream_as_it_was() {
+        let cfg = GenConfig {
+            leads: 300,
+            events: 6_000,
+            ..GenConfig::default()
+        };
+        let plain = Generator::new(cfg.clone()).all();
+        let with = Generator::new(GenConfig {
+            contact_rate: 0.5,
+            ..cfg
+        })
+        .all();
+        let contacts: Vec<&Event<'_>> = with
+            .iter()
+            .filter(|e| e.kind == Kind::SalesContacted)
+            .collect();
+        assert!(contacts.len() > 20, "{}", contacts.len());
+        let rest: Vec<Event<'static>> = with
+            .iter()
+            .filter(|e| e.kind != Kind::SalesContacted)
+            .cloned()
+            .collect();
+        assert_eq!(rest, plain);
+        // Each follows a demo request or a sales acceptance of its lead by 1 h to 5 d.
+        for c in contacts {
+            assert!(plain.iter().any(|e| e.lead_id == c.lead_id
+                && (e.event_type == "demo_requested" || e.kind == Kind::SalesAccepted)
+                && (HOUR..5 * DAY).contains(&(c.occurred_at - e.occurred_at))));
+        }
+    }
     use super::*;
 
     #[test]

@@ -53,7 +53,7 @@ pub mod model;
 pub mod service;
 pub mod time;
 
-pub use change::{Stage, StatusChange};
+pub use change::{ChangeKind, Stage, StatusChange};
 pub use engine::{Engine, Outcome};
 pub use event::Event;
 pub use model::Model;

@@ -842,3 +842,66 @@ fn a_segment_stream_with_visitors_backtests_as_the_native_one() {
     }
     assert!(want["models"][0]["became_mql"]["leads"].as_u64().unwrap() > 50);
 }
+
+/// SLA compliance, when the events hold `sales_contacted`. A, B and C: fit
+/// 35 + webinar 15 = 50, warm MQLs at T (Monday 14:00), due Thursday 14:00
+/// (3 working days). A is touched after 2 h, in time; B never (a breach); C
+/// on Friday, after its breach (96 h). A wins, B loses at T + 10 d.
+/// New business: 3 hand-offs, 1 in time, 2 breaches, 1 touched late,
+/// compliance 1 / (1 + 2) = 33.3%, median of 2 h and 96 h = 49 h.
+#[test]
+fn sla_compliance_is_reported_when_the_events_hold_sales_contacted() {
+    let dir = scratch("sla");
+    let t = t0();
+    let p = || json!({ "profile": fit35() });
+    let mut lines = Vec::new();
+    for l in ["A", "B", "C"] {
+        lines.push(ev(&format!("{l}1"), l, "profile_updated", t, p()).to_string());
+        lines.push(ev(&format!("{l}2"), l, "webinar_attended", t, json!({})).to_string());
+    }
+    let hours = |h: i64| h * 3_600_000_000;
+    lines.push(ev("A3", "A", "sales_contacted", t + hours(2), json!({})).to_string());
+    lines.push(ev("C3", "C", "sales_contacted", t + days(4), json!({})).to_string());
+    lines.push(ev("A4", "A", "deal_won", t + days(10), json!({})).to_string());
+    lines.push(ev("B4", "B", "deal_lost", t + days(10), json!({})).to_string());
+    let events = dir.join("events.jsonl");
+    write_lines(&events, &lines);
+    let (v, _) = backtest_json(&["--events", events.to_str().unwrap()]);
+    assert_eq!(
+        v["models"][0]["sla"],
+        json!([{
+            "route": "new_business", "handoffs": 3, "touched_in_time": 1, "breaches": 2,
+            "touched_after_breach": 1, "compliance": 1.0 / 3.0,
+            "median_hours_to_first_touch": 49.0
+        }])
+    );
+    let out = leadscore(&["backtest", "--events", events.to_str().unwrap()]);
+    let summary = text(&out.stdout);
+    assert!(summary.contains("SLA compliance by route"), "{summary}");
+    assert!(
+        summary.contains("new_business          3        1         2             1       33.3%               49.0"),
+        "{summary}"
+    );
+    let report = dir.join("report");
+    let out = leadscore(&[
+        "backtest",
+        "--events",
+        events.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(page.contains("Follow-up SLA by route") && page.contains("33.3%"));
+
+    // Without a sales_contacted: no SLA section (every hand-off would breach).
+    let without: Vec<String> = lines
+        .iter()
+        .filter(|l| !l.contains("sales_contacted"))
+        .cloned()
+        .collect();
+    write_lines(&events, &without);
+    let (v, _) = backtest_json(&["--events", events.to_str().unwrap()]);
+    assert!(v["models"][0].get("sla").is_none(), "{}", v["models"][0]);
+    let _ = std::fs::remove_dir_all(dir);
+}

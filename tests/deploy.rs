@@ -171,6 +171,8 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
         "leadscore_transactions_total",
         "leadscore_ready",
         "leadscore_leads",
+        "leadscore_sla_breaches_total",
+        "leadscore_sla_first_touch_seconds",
     ] {
         assert!(used.contains(needed), "no panel or alert uses {needed}");
     }
@@ -181,6 +183,7 @@ fn dashboard_and_alerts_use_only_exported_metrics() {
         "LeadscoreNoChanges",
         "LeadscoreNotReady",
         "LeadscoreTransactionAborts",
+        "LeadscoreSlaBreaches",
     ] {
         assert!(
             alerts.contains(&format!("alert: {alert}")),

@@ -104,11 +104,29 @@ fn by_lead(changes: Vec<StatusChange>) -> BTreeMap<String, Vec<StatusChange>> {
     m
 }
 
-/// SPEC §4: `change_id` = `lead_id:sequence`, sequences 1, 2, 3, … per lead.
+/// SPEC §4: `change_id` = `lead_id:sequence`, sequences 1, 2, 3, … per
+/// lead. An SLA breach belongs to the lead's last change, a hand-off to
+/// `mql` or `sql` (`lead_id:sequence:sla`), at most once.
 fn check_sequences(changes: &[StatusChange]) -> Result<(), TestCaseError> {
     let mut next: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut breached = std::collections::BTreeSet::new();
     for c in changes {
         let n = next.entry(c.lead_id.as_str()).or_insert(1);
+        if c.is_breach() {
+            prop_assert_eq!(
+                c.sequence,
+                *n - 1,
+                "a breach of {} follows its hand-off",
+                c.lead_id
+            );
+            prop_assert!(c.to.is_qualified(), "a breach is of an mql or sql");
+            prop_assert_eq!(&c.change_id, &format!("{}:{}:sla", c.lead_id, c.sequence));
+            prop_assert!(
+                breached.insert(c.change_id.clone()),
+                "one breach per hand-off"
+            );
+            continue;
+        }
         prop_assert_eq!(c.sequence, *n, "sequence of {}", c.lead_id);
         prop_assert_eq!(&c.change_id, &format!("{}:{}", c.lead_id, c.sequence));
         prop_assert_ne!(c.from, c.to, "a change changes the stage");
@@ -177,6 +195,7 @@ enum Action {
     SalesRejected(&'static str),
     DealWon,
     DealLost,
+    SalesContacted,
     /// Sends one of the lead's earlier events again (same id and time).
     Repeat(Index),
 }
@@ -264,6 +283,7 @@ fn arb_action() -> impl Strategy<Value = Action> {
         1 => select(vec!["no_budget", "disqualified", "timing"]).prop_map(Action::SalesRejected),
         1 => Just(Action::DealWon),
         1 => Just(Action::DealLost),
+        1 => Just(Action::SalesContacted),
         1 => any::<Index>().prop_map(Action::Repeat),
     ]
 }
@@ -337,6 +357,7 @@ fn build_lead(n: usize, plan: &LeadPlan) -> Vec<Event<'static>> {
             }
             Action::DealWon => ev("deal_won"),
             Action::DealLost => ev("deal_lost"),
+            Action::SalesContacted => ev("sales_contacted"),
             Action::Repeat(i) => out[i.index(out.len())].clone(),
         };
         out.push(e);
@@ -430,6 +451,7 @@ fn arb_event() -> impl Strategy<Value = Event<'static>> {
             "sales_rejected",
             "deal_won",
             "deal_lost",
+            "sales_contacted",
             "page_view",
         ])
         .prop_map(str::to_string),

@@ -315,9 +315,14 @@ fn a_topic_keyed_by_lead_but_not_declared_so_is_re_keyed_exactly() {
         assert_eq!(h["ce_specversion"], "1.0");
         assert_eq!(h["ce_id"], v["change_id"].as_str().unwrap());
         assert_eq!(h["ce_subject"], v["lead_id"].as_str().unwrap());
-        assert_eq!(h["ce_type"], "com.leadscore.status.stage_changed");
+        // An SLA breach is a record of its own kind, timed at its deadline.
+        let (kind, time) = match v["kind"].as_str().unwrap() {
+            "sla_breached" => ("sla_breached", "breached_at"),
+            _ => ("stage_changed", "occurred_at"),
+        };
+        assert_eq!(h["ce_type"], format!("com.leadscore.status.{kind}"));
         assert_eq!(h["ce_source"], "leadscore/test");
-        assert_eq!(h["ce_time"], v["occurred_at"].as_str().unwrap());
+        assert_eq!(h["ce_time"], v[time].as_str().unwrap());
         assert_eq!(h["content-type"], "application/json");
     }
 }
@@ -732,16 +737,27 @@ fn a_segment_topic_switches_to_a_new_model_emitting_nothing_twice() {
     // caused after it, numbered on from the live sequence.
     let new_before = score_under(name, before, Some(&new));
     let new_all = score_under(name, &evs, Some(&new));
+    // (An SLA breach takes its hand-off's number.)
+    let stage_changes = |by: &BTreeMap<String, Vec<serde_json::Value>>, lead: &str| {
+        by.get(lead).map_or(0, |v| {
+            v.iter().filter(|c| c["kind"] == "stage_changed").count()
+        })
+    };
     let mut want = live_before.clone();
     for (lead, changes) in &new_all {
         let skip = new_before.get(lead).map_or(0, Vec::len);
-        let live_seq = live_before.get(lead).map_or(0, Vec::len);
-        let shift = live_seq.saturating_sub(skip) as u64;
+        let shift = stage_changes(&live_before, lead)
+            .saturating_sub(stage_changes(&new_before, lead)) as u64;
         for c in &changes[skip..] {
             let mut c = c.clone();
             let seq = c["sequence"].as_u64().unwrap() + shift;
             c["sequence"] = seq.into();
-            c["change_id"] = format!("{lead}:{seq}").into();
+            c["change_id"] = if c["kind"] == "sla_breached" {
+                format!("{lead}:{seq}:sla")
+            } else {
+                format!("{lead}:{seq}")
+            }
+            .into();
             want.entry(lead.clone()).or_default().push(c);
         }
     }

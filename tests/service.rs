@@ -1,6 +1,7 @@
 //! The service on a real Apache Kafka broker (started by the test itself):
-//! end-to-end output equals `leadscore score`, in JSON and protobuf, and bad
-//! input reaches the dead-letter topic with its reason.
+//! end-to-end output equals `leadscore score`, in JSON and protobuf, SLA
+//! breaches come once per untouched hand-off and never after a touch, and
+//! bad input reaches the dead-letter topic with its reason.
 
 mod broker;
 
@@ -165,11 +166,26 @@ fn score(events: &[(Option<i32>, Event<'static>)]) -> BTreeMap<String, Vec<serde
     by_lead
 }
 
-/// A protobuf status change in the JSON shape, for comparison.
+/// A protobuf status record in the JSON shape, for comparison.
 fn proto_to_json(b: &[u8]) -> serde_json::Value {
     let c = pb::StatusChange::decode(b).expect("status change decodes");
     let s = c.score.unwrap_or_default();
+    let top = c
+        .top_contributors
+        .iter()
+        .map(|t| serde_json::json!({"rule": t.rule, "points": t.points}))
+        .collect::<Vec<_>>();
+    if c.kind == "sla_breached" {
+        return serde_json::json!({
+            "kind": c.kind, "change_id": c.change_id, "lead_id": c.lead_id,
+            "sequence": c.sequence, "stage": c.stage, "route": c.route,
+            "follow_up_by": c.follow_up_by, "breached_at": c.breached_at,
+            "score": {"total": s.total, "fit": s.fit, "engagement": s.engagement},
+            "band": c.band, "top_contributors": top, "model_version": c.model_version,
+        });
+    }
     serde_json::json!({
+        "kind": c.kind,
         "change_id": c.change_id, "lead_id": c.lead_id, "sequence": c.sequence,
         "from": c.from, "to": c.to, "occurred_at": c.occurred_at,
         "score": {"total": s.total, "fit": s.fit, "engagement": s.engagement},
@@ -353,4 +369,124 @@ fn a_restore_under_an_incompatible_model_stops_naming_the_model_and_the_remedy()
     assert!(err.contains("wider-2"), "names the model: {err}");
     assert!(err.contains("leadscore replay"), "names the remedy: {err}");
     assert!(err.contains("layout"), "says what is wrong: {err}");
+}
+
+/// SLA breaches on the broker: generated leads, and a `sales_contacted` one
+/// hour after every other hand-off (found by a first `score` run). The
+/// service's status topic equals `score`'s output, breaches included; each
+/// hand-off touched in time has no breach; each untouched one has exactly
+/// one, at its `follow_up_by`, if the deadline came while the lead was still
+/// in that stage (its next change, if any, at or after the deadline), and
+/// none otherwise.
+#[test]
+fn sla_breaches_come_once_per_untouched_hand_off_and_never_after_a_touch() {
+    use leadscore::time::{parse_rfc3339, HOUR};
+    let b = Broker::shared();
+    let name = "sla";
+    let t = topics(b, name);
+    let mut evs = events(200, 4_000, 23);
+    let end = evs.last().unwrap().1.occurred_at;
+
+    // The hand-offs without any touch, and the next change of each lead.
+    let first = score(&evs);
+    let time = |v: &serde_json::Value| parse_rfc3339(v.as_str().unwrap()).unwrap();
+    let mut contacts = Vec::new();
+    for changes in first.values() {
+        let stages: Vec<_> = changes
+            .iter()
+            .filter(|c| c["kind"] == "stage_changed")
+            .collect();
+        for (i, c) in stages.iter().enumerate() {
+            if !c["follow_up_by"].is_string() || c["sequence"].as_u64().unwrap() % 2 == 1 {
+                continue;
+            }
+            let touch = time(&c["occurred_at"]) + HOUR;
+            let next_after = stages
+                .get(i + 1)
+                .is_none_or(|n| time(&n["occurred_at"]) > touch);
+            if next_after && touch < end {
+                let lead = c["lead_id"].as_str().unwrap();
+                let id = format!("touch-{}", c["change_id"].as_str().unwrap());
+                contacts.push(Event::new(id, lead.to_string(), "sales_contacted", touch));
+            }
+        }
+    }
+    assert!(
+        contacts.len() > 20,
+        "the scenario touches hand-offs ({})",
+        contacts.len()
+    );
+    let touched: std::collections::BTreeSet<String> = contacts
+        .iter()
+        .map(|e| e.event_id.strip_prefix("touch-").unwrap().to_string())
+        .collect();
+    // In event-time order, as the allowed lateness of 0 needs.
+    for e in contacts {
+        let at = evs
+            .iter()
+            .position(|(_, x)| x.occurred_at > e.occurred_at)
+            .unwrap_or(evs.len());
+        evs.insert(at, (None, e));
+    }
+
+    let expected = score(&evs);
+    let total: usize = expected.values().map(Vec::len).sum();
+    produce(&b.producer(), &t.input, &encode(&evs, Format::Json));
+    run_until_changes(b, &t, config(b, &t, name, Format::Json, ""), total);
+    let records = read_all(
+        &b.bootstrap,
+        &t.status,
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+    );
+    assert_eq!(records.len(), total, "no record twice, none missing");
+    let got = group(&records, Format::Json);
+    for (lead, want) in &expected {
+        assert_eq!(got.get(lead), Some(want), "records of {lead}");
+    }
+
+    let (mut breached, mut in_time) = (0, 0);
+    for changes in got.values() {
+        let breaches: Vec<&serde_json::Value> = changes
+            .iter()
+            .filter(|c| c["kind"] == "sla_breached")
+            .collect();
+        let stages: Vec<&serde_json::Value> = changes
+            .iter()
+            .filter(|c| c["kind"] == "stage_changed")
+            .collect();
+        for (i, c) in stages.iter().enumerate() {
+            let Some(due) = c["follow_up_by"].as_str() else {
+                continue;
+            };
+            let id = c["change_id"].as_str().unwrap();
+            let mine: Vec<_> = breaches
+                .iter()
+                .filter(|b| b["change_id"] == format!("{id}:sla"))
+                .collect();
+            let due = parse_rfc3339(due).unwrap();
+            let still_there = stages
+                .get(i + 1)
+                .is_none_or(|n| time(&n["occurred_at"]) >= due);
+            if touched.contains(id) {
+                assert!(mine.is_empty(), "{id} was touched in time: {mine:?}");
+                in_time += 1;
+            } else if due <= end && still_there {
+                assert_eq!(mine.len(), 1, "{id}: one breach");
+                assert_eq!(time(&mine[0]["breached_at"]), due, "{id}");
+                assert_eq!(mine[0]["stage"], c["to"], "{id}");
+                breached += 1;
+            } else {
+                assert!(
+                    mine.is_empty(),
+                    "{id}: left its stage before {due} or not due: {mine:?}"
+                );
+            }
+        }
+        assert!(breaches.len() <= stages.len());
+    }
+    assert!(
+        breached > 20 && in_time > 20,
+        "breached {breached}, touched {in_time}"
+    );
 }

@@ -335,6 +335,9 @@ pub struct ModelReport {
     pub threshold_sweep: Vec<SweepPoint>,
     /// Highest F1; ties → the higher threshold.
     pub suggested_threshold: Option<SweepPoint>,
+    /// SLA compliance by route; only when the events hold a `sales_contacted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sla: Option<Vec<super::sla::SlaRoute>>,
 }
 
 /// Computes every metric of one model. `step` and `thresholds` come from
@@ -368,6 +371,7 @@ pub fn evaluate(
         score_histogram: histogram(results, step, thresholds.len()),
         suggested_threshold: suggest(&threshold_sweep),
         threshold_sweep,
+        sla: None,
     }
 }
 

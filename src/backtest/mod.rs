@@ -12,6 +12,8 @@
 //! - [`outcomes`] parses a separate outcomes file (JSON lines or CSV).
 //! - [`metrics`] turns the per-lead results into counts, conversions,
 //!   precision and recall, bands, a histogram and a threshold sweep.
+//! - [`sla`] counts, by route, the hand-offs sales touched before their
+//!   `follow_up_by`, the breaches and the time to first touch.
 //! - [`summary`] prints them as a table, [`report`] as an HTML page with
 //!   charts drawn by a small inline script.
 //!
@@ -21,13 +23,14 @@
 pub mod metrics;
 pub mod outcomes;
 pub mod report;
+pub mod sla;
 pub mod summary;
 pub mod track;
 
 use serde::Serialize;
 
 pub use metrics::{Deal, LeadResult, ModelReport};
-pub use track::Backtest;
+pub use track::{Backtest, Finished};
 
 /// The whole result of a backtest, as written by `--json` and to
 /// `backtest.json`.

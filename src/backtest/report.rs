@@ -360,6 +360,36 @@ pub fn render(r: &BacktestReport) -> String {
         }
         out.push_str("</tbody></table>\n");
     }
+    if r.models.iter().any(|m| m.sla.is_some()) {
+        out.push_str(
+            "<h2>Follow-up SLA by route</h2>\n\
+             <p class=\"meta\">Hand-offs to mql or sql before the outcome. In time: a sales_contacted \
+             before follow_up_by. Compliance: in time of in time + breaches.</p>\n",
+        );
+        for m in &r.models {
+            let _ = writeln!(
+                out,
+                "<table class=\"bands\"><thead><tr><th>{} {}</th><th>hand-offs</th><th>in time</th><th>breaches</th><th>touched late</th><th>compliance</th><th>median h to touch</th></tr></thead><tbody>",
+                esc(&m.role),
+                esc(&m.version)
+            );
+            for s in m.sla.iter().flatten() {
+                let _ = writeln!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&s.route),
+                    s.handoffs,
+                    s.touched_in_time,
+                    s.breaches,
+                    s.touched_after_breach,
+                    pct(s.compliance),
+                    s.median_hours_to_first_touch
+                        .map_or("-".into(), |h| format!("{h:.1}"))
+                );
+            }
+            out.push_str("</tbody></table>\n");
+        }
+    }
     let _ = write!(
         out,
         "<h2>Threshold sweep</h2>\n\

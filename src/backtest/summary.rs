@@ -147,6 +147,39 @@ pub fn render(r: &BacktestReport) -> String {
         table(&mut out, "    ", &rows, true);
     }
 
+    if ms.iter().any(|m| m.sla.is_some()) {
+        out.push_str(
+            "\nSLA compliance by route (hand-offs to mql/sql before the outcome; in time = sales_contacted before follow_up_by)\n",
+        );
+        for m in ms {
+            let _ = writeln!(out, "  {}", title(m));
+            let mut rows = vec![[
+                "route",
+                "hand-offs",
+                "in time",
+                "breaches",
+                "touched late",
+                "compliance",
+                "median h to touch",
+            ]
+            .map(String::from)
+            .to_vec()];
+            for r in m.sla.iter().flatten() {
+                rows.push(vec![
+                    r.route.clone(),
+                    r.handoffs.to_string(),
+                    r.touched_in_time.to_string(),
+                    r.breaches.to_string(),
+                    r.touched_after_breach.to_string(),
+                    pct(r.compliance),
+                    r.median_hours_to_first_touch
+                        .map_or("-".into(), |h| format!("{h:.1}")),
+                ]);
+            }
+            table(&mut out, "    ", &rows, true);
+        }
+    }
+
     out.push_str(
         "\nthreshold sweep (leads whose peak score before the outcome reaches the threshold; * = suggested)\n",
     );

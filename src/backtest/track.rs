@@ -25,6 +25,7 @@ use crate::model::Model;
 use crate::time::{Micros, DAY};
 
 use super::metrics::{Deal, LeadResult};
+use super::sla::{SlaRoute, SlaTally};
 
 /// What is known of a lead regardless of the model.
 #[derive(Debug, Clone)]
@@ -97,6 +98,19 @@ pub struct Backtest {
     tracks: Vec<Vec<Track>>,
     changes: Vec<StatusChange>,
     last_time: Micros,
+    /// `sla[model]`: hand-offs, breaches and first touches before the outcomes.
+    sla: Vec<SlaTally>,
+    /// `sales_contacted` events seen (SLA compliance is reported if any).
+    contacts: u64,
+}
+
+/// What a backtest found, per model (in the order given).
+pub struct Finished {
+    pub results: Vec<Vec<LeadResult>>,
+    /// Given outcomes that name a lead with no event.
+    pub without_events: u64,
+    /// SLA compliance by route, when the events hold a `sales_contacted`.
+    pub sla: Option<Vec<Vec<SlaRoute>>>,
 }
 
 impl Backtest {
@@ -106,7 +120,16 @@ impl Backtest {
     pub fn new(models: Vec<Arc<Model>>, given: Option<HashMap<String, (Deal, Micros)>>) -> Self {
         assert!(!models.is_empty(), "a backtest needs a model");
         Backtest {
-            engines: models.iter().map(|m| Engine::new(m.clone())).collect(),
+            engines: models
+                .iter()
+                .map(|m| {
+                    let mut e = Engine::new(m.clone());
+                    e.record_touches(true);
+                    e
+                })
+                .collect(),
+            sla: vec![SlaTally::default(); models.len()],
+            contacts: 0,
             tracks: vec![Vec::new(); models.len()],
             models,
             given,
@@ -161,6 +184,9 @@ impl Backtest {
         if counts {
             info.first_at = info.first_at.min(t);
         }
+        if event.kind == Kind::SalesContacted {
+            self.contacts += 1;
+        }
         let mut first = Outcome::Applied;
         for m in 0..self.engines.len() {
             let mut changes = std::mem::take(&mut self.changes);
@@ -186,6 +212,13 @@ impl Backtest {
                 self.record(m, j, c, caused_here && event.kind == Kind::SalesAccepted);
             }
             self.changes = changes;
+            let (engine, tally) = (&mut self.engines[m], &mut self.sla[m]);
+            let model = &*self.models[m];
+            engine.drain_touches(|touch| {
+                if counts {
+                    tally.touch(&model.track(touch.installed_base).route, &touch);
+                }
+            });
             if counts && outcome != Outcome::Duplicate {
                 let model = &*self.models[m];
                 let lead = self.engines[m]
@@ -248,6 +281,15 @@ impl Backtest {
                 self.record(m, j, c, false);
             }
             self.changes = changes;
+            let model = self.models[m].clone();
+            let mut touches = Vec::new();
+            self.engines[m].drain_touches(|t| touches.push(t));
+            for touch in touches {
+                let j = self.lead_index(&touch.lead_id);
+                if !self.leads[j].closed {
+                    self.sla[m].touch(&model.track(touch.installed_base).route, &touch);
+                }
+            }
         }
         first
     }
@@ -257,13 +299,22 @@ impl Backtest {
         if info.closed || info.outcome.is_some_and(|(_, at)| c.occurred_at > at) {
             return;
         }
+        let route = c.route.as_deref().unwrap_or_default();
+        if c.is_breach() {
+            self.sla[m].breach(route);
+            return;
+        }
+        if c.to.is_qualified() {
+            self.sla[m].hand_off(route);
+        }
         self.tracks[m][j].record(c, by_sales_accepted);
     }
 
     /// Advances to the last event time (firing the timers due by then) and
     /// returns one result per lead for each model, leads in order of first
-    /// appearance, and how many given outcomes name a lead with no event.
-    pub fn finish(mut self) -> (Vec<Vec<LeadResult>>, u64) {
+    /// appearance, how many given outcomes name a lead with no event, and
+    /// the SLA compliance.
+    pub fn finish(mut self) -> Finished {
         for m in 0..self.engines.len() {
             let mut changes = std::mem::take(&mut self.changes);
             changes.clear();
@@ -299,10 +350,15 @@ impl Backtest {
                 .filter(|id| !self.index.contains_key(id.as_str()))
                 .count() as u64
         });
+        let sla = (self.contacts > 0).then(|| self.sla.iter().map(SlaTally::report).collect());
         // The process is about to exit: freeing every lead one by one would
         // only cost time (as in `leadscore score`).
         std::mem::forget(self.engines);
-        (results, without_events)
+        Finished {
+            results,
+            without_events,
+            sla,
+        }
     }
 }
 
@@ -341,7 +397,7 @@ mod tests {
         for e in events {
             bt.event(e);
         }
-        bt.finish().0.remove(0)
+        bt.finish().results.remove(0)
     }
 
     #[test]
@@ -375,6 +431,67 @@ mod tests {
         assert_eq!(r.peak, 50.0);
         assert_eq!(r.days_to_mql, Some(2.0));
         assert_eq!(r.stage_before_outcome, Some(Stage::Mql));
+    }
+
+    #[test]
+    fn sla_compliance_by_route() {
+        // A and B: fit 35 + webinar 15 = 50, warm MQLs on Monday 14:00, due
+        // Thursday 14:00 (3 working days). A is touched 2 h later; B's
+        // contact on Friday comes after its breach (waited 96 h). C: an
+        // installed-base MQL (demo 20 ≥ 5), due in 4 h, touched after 1 h.
+        let events = [
+            ev("a1", "A", "profile_updated", at(0), fit35()),
+            ev("a2", "A", "webinar_attended", at(0), json!({})),
+            ev("b1", "B", "profile_updated", at(0), fit35()),
+            ev("b2", "B", "webinar_attended", at(0), json!({})),
+            ev(
+                "c1",
+                "C",
+                "profile_updated",
+                at(0),
+                json!({"profile": {"is_customer": true}}),
+            ),
+            ev("c2", "C", "demo_requested", at(0), json!({})),
+            ev("c3", "C", "sales_contacted", at(0) + HOUR, json!({})),
+            ev("a3", "A", "sales_contacted", at(0) + 2 * HOUR, json!({})),
+            ev("b3", "B", "sales_contacted", at(4), json!({})),
+            // A second contact is no first touch.
+            ev("a4", "A", "sales_contacted", at(5), json!({})),
+            ev("x1", "X", "page_view", at(10), json!({})),
+        ];
+        let mut bt = Backtest::new(vec![Arc::new(Model::default_model())], None);
+        for e in &events {
+            bt.event(e);
+        }
+        let sla = bt.finish().sla.expect("the events hold sales_contacted");
+        assert_eq!(
+            sla[0],
+            vec![
+                SlaRoute {
+                    route: "account_management".into(),
+                    handoffs: 1,
+                    touched_in_time: 1,
+                    breaches: 0,
+                    touched_after_breach: 0,
+                    compliance: Some(1.0),
+                    median_hours_to_first_touch: Some(1.0),
+                },
+                SlaRoute {
+                    route: "new_business".into(),
+                    handoffs: 2,
+                    touched_in_time: 1,
+                    breaches: 1,
+                    touched_after_breach: 1,
+                    compliance: Some(0.5),
+                    // (2 + 96) / 2
+                    median_hours_to_first_touch: Some(49.0),
+                },
+            ]
+        );
+        // Without a sales_contacted in the events: no SLA report.
+        let mut bt = Backtest::new(vec![Arc::new(Model::default_model())], None);
+        bt.event(&events[0]);
+        assert!(bt.finish().sla.is_none());
     }
 
     #[test]

@@ -191,7 +191,11 @@ pub fn backtest(opts: &BacktestOptions) -> Result<BacktestReport> {
     if stats.events == 0 {
         bail!("no events in {input}");
     }
-    let (results, without_events) = bt.finish();
+    let crate::backtest::Finished {
+        results,
+        without_events,
+        sla,
+    } = bt.finish();
 
     // The outcomes are the same under every model.
     let all = metrics::Counts::of(&results[0]);
@@ -230,8 +234,11 @@ pub fn backtest(opts: &BacktestOptions) -> Result<BacktestReport> {
     let reports = models
         .iter()
         .zip(&results)
-        .map(|(c, results)| {
-            metrics::evaluate(c.role, &c.source, &c.model, results, step, &thresholds)
+        .enumerate()
+        .map(|(m, (c, results))| {
+            let mut r = metrics::evaluate(c.role, &c.source, &c.model, results, step, &thresholds);
+            r.sla = sla.as_ref().map(|s| s[m].clone());
+            r
         })
         .collect();
     Ok(BacktestReport {

@@ -304,6 +304,10 @@ struct GenerateArgs {
     /// until then carry only an anonymousId.
     #[arg(long, value_name = "FRACTION", value_parser = parse_share)]
     anonymous_share: Option<f64>,
+    /// Share of demo requests and sales acceptances that sales follow up
+    /// with a sales_contacted 1 hour to 5 days later (default 0: none).
+    #[arg(long, value_name = "FRACTION", value_parser = parse_share, default_value_t = 0.0)]
+    contact_rate: f64,
 }
 
 #[derive(Debug, Args)]
@@ -429,6 +433,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 anonymous_share: a
                     .anonymous_share
                     .unwrap_or(format.default_anonymous_share()),
+                contact_rate: a.contact_rate,
                 ..GenConfig::default()
             };
             if a.no_duplicates {

@@ -5,11 +5,13 @@
 //! CloudEvents read the body as before.
 
 use super::Format;
-use crate::change::StatusChange;
+use crate::change::{ChangeKind, StatusChange};
 use crate::time::format_rfc3339;
 
-/// The CloudEvents `type` of a status record.
+/// The CloudEvents `type` of a status record of kind `stage_changed`.
 pub const STAGE_CHANGED_TYPE: &str = "com.leadscore.status.stage_changed";
+/// The CloudEvents `type` of a status record of kind `sla_breached`.
+pub const SLA_BREACHED_TYPE: &str = "com.leadscore.status.sla_breached";
 
 /// The headers of a status record in CloudEvents binary mode, in order:
 /// `ce_specversion`, `ce_id` (the change id, unique and stable across
@@ -27,7 +29,14 @@ pub fn cloudevents_headers(
     [
         ("ce_specversion", "1.0".to_string()),
         ("ce_id", change.change_id.clone()),
-        ("ce_type", STAGE_CHANGED_TYPE.to_string()),
+        (
+            "ce_type",
+            match change.kind {
+                ChangeKind::StageChanged => STAGE_CHANGED_TYPE,
+                ChangeKind::SlaBreached => SLA_BREACHED_TYPE,
+            }
+            .to_string(),
+        ),
         ("ce_source", source.to_string()),
         ("ce_time", format_rfc3339(change.occurred_at)),
         ("ce_subject", change.lead_id.clone()),
@@ -43,6 +52,7 @@ mod tests {
 
     fn change() -> StatusChange {
         StatusChange {
+            kind: ChangeKind::StageChanged,
             change_id: "L-1042:3".into(),
             lead_id: "L-1042".into(),
             sequence: 3,
@@ -80,6 +90,16 @@ mod tests {
         let mut unique = names.clone();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "each header once");
+    }
+
+    #[test]
+    fn a_breach_has_its_own_type() {
+        let mut c = change();
+        c.kind = ChangeKind::SlaBreached;
+        c.change_id = "L-1042:3:sla".into();
+        let h = cloudevents_headers(&c, "s", Format::Json);
+        assert!(h.contains(&("ce_type", "com.leadscore.status.sla_breached".to_string())));
+        assert!(h.contains(&("ce_id", "L-1042:3:sla".to_string())));
     }
 
     #[test]

@@ -307,13 +307,18 @@ pub fn encode_event_proto(e: &Event<'_>, out: &mut Vec<u8>) {
 
 /// Encodes a change as a protobuf `leadscore.v1.StatusChange`.
 pub fn encode_change_proto(c: &StatusChange, out: &mut Vec<u8>) {
+    let breach = c.is_breach();
+    let stage_changed = |s: &str| if breach { String::new() } else { s.to_string() };
     let m = pb::StatusChange {
+        kind: c.kind.as_str().to_string(),
+        stage: breach.then(|| c.to.as_str().to_string()),
+        breached_at: breach.then(|| format_rfc3339(c.occurred_at)),
         change_id: c.change_id.clone(),
         lead_id: c.lead_id.clone(),
         sequence: c.sequence,
-        from: c.from.as_str().to_string(),
-        to: c.to.as_str().to_string(),
-        occurred_at: format_rfc3339(c.occurred_at),
+        from: stage_changed(c.from.as_str()),
+        to: stage_changed(c.to.as_str()),
+        occurred_at: stage_changed(&format_rfc3339(c.occurred_at)),
         score: Some(pb::Score {
             total: c.score.total,
             fit: c.score.fit,
@@ -434,5 +439,53 @@ mod tests {
         .encode(&mut buf)
         .unwrap();
         assert_eq!(decode_proto(&buf).unwrap_err().code(), "missing_field");
+    }
+    #[test]
+    fn status_records_carry_their_kind() {
+        use crate::engine::Engine;
+        use std::sync::Arc;
+        let mut engine = Engine::new(Arc::new(crate::Model::default_model()));
+        let mut out = Vec::new();
+        for line in [
+            r#"{"event_id":"p","lead_id":"L","type":"profile_updated","occurred_at":"2026-03-02T14:00:00Z","profile":{"job_title":"Director of Operations"}}"#,
+            r#"{"event_id":"s","lead_id":"L","type":"sales_accepted","occurred_at":"2026-03-02T14:00:00Z"}"#,
+        ] {
+            engine.fold(&decode_json(line.as_bytes()).unwrap(), &mut out);
+        }
+        engine.advance_to(
+            crate::time::parse_rfc3339("2026-03-04T00:00:00Z").unwrap(),
+            &mut out,
+        );
+        let decoded: Vec<pb::StatusChange> = out
+            .iter()
+            .map(|c| {
+                let mut buf = Vec::new();
+                encode_change_proto(c, &mut buf);
+                pb::StatusChange::decode(buf.as_slice()).unwrap()
+            })
+            .collect();
+        assert_eq!(decoded.len(), 2);
+        let (change, breach) = (&decoded[0], &decoded[1]);
+        assert_eq!(change.kind, "stage_changed");
+        assert_eq!((change.from.as_str(), change.to.as_str()), ("lead", "sql"));
+        assert_eq!(
+            (change.stage.as_deref(), change.breached_at.as_deref()),
+            (None, None)
+        );
+        // SQL + 24 h.
+        assert_eq!(breach.kind, "sla_breached");
+        assert_eq!(breach.change_id, "L:1:sla");
+        assert_eq!(breach.stage.as_deref(), Some("sql"));
+        assert_eq!(breach.breached_at.as_deref(), Some("2026-03-03T14:00:00Z"));
+        assert_eq!(breach.follow_up_by.as_deref(), Some("2026-03-03T14:00:00Z"));
+        assert_eq!(
+            (
+                breach.from.as_str(),
+                breach.to.as_str(),
+                breach.occurred_at.as_str()
+            ),
+            ("", "", "")
+        );
+        assert_eq!(breach.route.as_deref(), Some("new_business"));
     }
 }

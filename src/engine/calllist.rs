@@ -345,31 +345,12 @@ fn top(q: &CallListQuery, all: &mut Vec<CallListEntry>) {
 }
 
 impl Lead {
-    /// When sales must have followed up the lead's current hand-off (`mql`
-    /// or `sql`), or `None` when no follow-up is due.
-    ///
-    /// The same instant as the `follow_up_by` of the change that made the
-    /// hand-off: the SLA of its track, from the time it entered the stage.
-    pub fn follow_up_by(&self, model: &Model) -> Option<Micros> {
-        if !self.stage.is_qualified() || self.stage_entered == NO_TIME {
-            return None;
-        }
-        let track = self.track(model);
-        let sla = if self.stage == Stage::Sql {
-            track.sla_sql
-        } else if self.flags & super::lead::flags::HOT_HANDOFF != 0 {
-            track.sla_hot_mql
-        } else {
-            track.sla_mql
-        };
-        Some(sla.due(self.stage_entered))
-    }
-
-    /// Whether the lead's follow-up is overdue at `t`: its `follow_up_by`
-    /// has been reached (as the SLA timer fires, at `follow_up_by` itself)
-    /// and sales has not followed up.
-    pub fn overdue_at(&self, t: Micros, model: &Model) -> bool {
-        self.follow_up_by(model).is_some_and(|due| due <= t)
+    /// Whether the lead's follow-up is overdue at `t`: the open hand-off's
+    /// `follow_up_by` ([`Lead::follow_up_by`], the SLA clock's) has been
+    /// reached (as the SLA timer fires, at `follow_up_by` itself) and sales
+    /// has not touched it (`sales_contacted` stops the clock).
+    pub fn overdue_at(&self, t: Micros) -> bool {
+        self.follow_up_by().is_some_and(|due| due <= t)
     }
 }
 
@@ -390,7 +371,7 @@ impl Engine {
             for &idx in self.stages.of(stage) {
                 let lead = &self.leads[idx as usize];
                 let t = at.max(lead.time);
-                let overdue = lead.overdue_at(t, model);
+                let overdue = lead.overdue_at(t);
                 if q.overdue_only && !overdue {
                     continue;
                 }
@@ -412,7 +393,7 @@ impl Engine {
                     route: stage
                         .is_qualified()
                         .then(|| lead.track(model).route.clone()),
-                    follow_up_by: lead.follow_up_by(model),
+                    follow_up_by: lead.follow_up_by(),
                     overdue,
                     stage_entered: time(lead.stage_entered),
                     as_of: t,

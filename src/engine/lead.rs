@@ -25,9 +25,17 @@ pub(crate) mod flags {
     pub const PROFILE_CUSTOMER: u8 = 4;
     /// Changed since the last [`crate::engine::Engine::drain_dirty`].
     pub const DIRTY: u8 = 8;
-    /// The current `mql` hand-off began in the hot band: its follow-up is
-    /// due on the hot MQL SLA (kept in the changelog).
-    pub const HOT_HANDOFF: u8 = 16;
+}
+
+/// The SLA clock of the lead's current hand-off (its last change to `mql`
+/// or `sql`), as bits of [`Lead::sla`].
+pub(crate) mod sla {
+    /// The hand-off waits for its first `sales_contacted`.
+    pub const OPEN: u8 = 1;
+    /// Its `follow_up_by` passed untouched and the breach was emitted.
+    pub const BREACHED: u8 = 2;
+    /// It went to the installed base's route (as the hand-off said).
+    pub const INSTALLED: u8 = 4;
 }
 
 /// Disqualification rules that match, as bits.
@@ -114,6 +122,9 @@ pub struct Lead {
     pub(crate) stage_entered: Micros,
     /// Requalification deadline while `mql` or `sql`, else [`NEVER`].
     pub(crate) deadline: Micros,
+    /// `follow_up_by` of the current hand-off while it is [`sla::OPEN`],
+    /// else [`NEVER`]. Its timer runs until the breach or the first touch.
+    pub(crate) sla_due: Micros,
     /// The fit rules the current profile matches, bit `i` for rule `i`
     /// (recomputed on profile change): fit is their sum, and explanations
     /// and contributors list them, without reading the profile again.
@@ -129,6 +140,8 @@ pub struct Lead {
     pub(crate) flags: u8,
     /// Matching disqualification rules ([`disq`] bits), cached with `fit`.
     pub(crate) disq: u8,
+    /// The SLA clock's state ([`sla`] bits; 0: no hand-off waiting).
+    pub(crate) sla: u8,
     /// How many recent ids are remembered (up to [`RECENT_IDS`]).
     recent_len: u8,
     /// Once the recent ids are a full ring: the oldest, replaced next.
@@ -151,6 +164,7 @@ impl Lead {
             fresh_start: NO_TIME,
             stage_entered: NO_TIME,
             deadline: NEVER,
+            sla_due: NEVER,
             fit_hits: 0,
             id_len: u32::try_from(id.len()).expect("a lead id under 4 GiB"),
             profile_at: u32::try_from(data.len()).expect("lead state under 4 GiB"),
@@ -160,6 +174,7 @@ impl Lead {
             stage: Stage::Lead,
             flags: 0,
             disq: 0,
+            sla: 0,
             recent_len: 0,
             recent_pos: 0,
         };
@@ -315,13 +330,42 @@ impl Lead {
     }
 
     /// The next instant a timer of this lead falls due, or [`NEVER`].
+    #[inline]
     pub fn next_due(&self, model: &Model) -> Micros {
+        self.next_stage_due(model).min(self.sla_timer())
+    }
+
+    /// The next instant a timer that re-evaluates the stage falls due
+    /// (requalification, end of a quiet period), or [`NEVER`].
+    #[inline]
+    pub fn next_stage_due(&self, model: &Model) -> Micros {
         let requal = if self.stage.is_qualified() {
             self.deadline
         } else {
             NEVER
         };
         self.quiet_until(model).map_or(requal, |q| q.min(requal))
+    }
+
+    /// When the SLA clock of the current hand-off runs out, while it runs.
+    #[inline]
+    pub fn sla_timer(&self) -> Micros {
+        if self.sla & (sla::OPEN | sla::BREACHED) == sla::OPEN {
+            self.sla_due
+        } else {
+            NEVER
+        }
+    }
+
+    /// The open hand-off's `follow_up_by` (run out or not), until its first touch.
+    pub fn follow_up_by(&self) -> Option<Micros> {
+        (self.sla & sla::OPEN != 0).then_some(self.sla_due)
+    }
+
+    /// Whether the open hand-off's breach was emitted (it is overdue and
+    /// still untouched).
+    pub fn sla_breached(&self) -> bool {
+        self.sla & (sla::OPEN | sla::BREACHED) == sla::OPEN | sla::BREACHED
     }
 
     /// Moves the lead's clock forward to `to`, decaying its engagement.

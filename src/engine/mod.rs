@@ -10,6 +10,7 @@ mod index;
 mod lead;
 mod leads;
 mod route;
+mod sla;
 pub mod snapshot;
 mod stage;
 
@@ -21,9 +22,10 @@ pub use calllist::{CallList, CallListEntry, CallListQuery, Order, QueryError};
 pub use explain::Explanation;
 pub use lead::{disq, hash64, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
 pub use route::{is_aux_key, route, Local, Routed, VisitorLimits, VisitorStats, VisitorView};
+pub use sla::Touch;
 pub use stage::num as format_number;
 
-use crate::change::{Contribution, Score, Stage, StatusChange};
+use crate::change::{ChangeKind, Contribution, Score, Stage, StatusChange};
 use crate::event::{Event, Kind};
 use crate::model::Model;
 use crate::time::Micros;
@@ -83,6 +85,9 @@ pub struct Engine {
     visitors: route::Visitors,
     /// Leads by stage, for the call list.
     stages: calllist::StageIndex,
+    /// First touches of hand-offs since the last [`Engine::drain_touches`],
+    /// kept only when asked for ([`Engine::record_touches`]).
+    touches: Option<Vec<Touch>>,
 }
 
 impl Engine {
@@ -103,6 +108,21 @@ impl Engine {
             scratch: Vec::new(),
             visitors: route::Visitors::default(),
             stages: calllist::StageIndex::default(),
+            touches: None,
+        }
+    }
+
+    /// Keeps each hand-off's first touch for [`Engine::drain_touches`] (the
+    /// service's metrics, the backtest); off by default, so that nothing
+    /// piles up where no one drains.
+    pub fn record_touches(&mut self, on: bool) {
+        self.touches = on.then(Vec::new);
+    }
+
+    /// Takes the first touches recorded since the last call.
+    pub fn drain_touches(&mut self, f: impl FnMut(Touch)) {
+        if let Some(t) = &mut self.touches {
+            t.drain(..).for_each(f);
         }
     }
 
@@ -253,6 +273,7 @@ impl Engine {
         lead.advance_time(t, model);
         let stale = outcome == Outcome::Stale;
         let mut cause = EventCause::default();
+        let mut stopped_clock = false;
         match event.kind {
             Kind::ProfileUpdated => lead.merge_profile(&event.profile, model),
             Kind::DealWon => {
@@ -282,6 +303,14 @@ impl Engine {
                 cause.sales_rejected = Some(reason);
             }
             Kind::DealLost => cause.deal_lost = true,
+            Kind::SalesContacted => {
+                if let Some(touch) = sla::touch(lead, t) {
+                    stopped_clock = true;
+                    if let Some(v) = &mut self.touches {
+                        v.push(touch);
+                    }
+                }
+            }
             Kind::Engagement => {}
         }
         if !stale {
@@ -314,6 +343,10 @@ impl Engine {
                 }
                 self.fire(idx, due, out);
             }
+        } else if stopped_clock {
+            // The heap may hold only the clock's (now stale) entry, the
+            // lead's earliest: its next timer needs an entry of its own.
+            self.schedule(idx);
         }
         outcome
     }
@@ -371,6 +404,18 @@ impl Engine {
         self.touch(idx);
         let model = &*self.model;
         let lead = &mut self.leads[idx as usize];
+        // The follow-up was due while the lead was still handed off: the
+        // breach comes before anything the same instant does to the stage.
+        if lead.sla_timer() <= due {
+            out.push(sla::breach(lead, model, due));
+            // The SLA clock only watches: alone, it neither moves the lead's
+            // time nor re-evaluates its stage, so that stage changes are
+            // what they would be without it.
+            if lead.next_stage_due(model) > due {
+                self.schedule(idx);
+                return;
+            }
+        }
         lead.advance_time(due, model);
         let requal = lead.stage.is_qualified() && lead.deadline <= due;
         match stage::decide(lead, model, Cause::Timer { requal }, due) {
@@ -464,17 +509,16 @@ fn transition(
         } else {
             track.sla_mql
         };
-        // Kept, so that the lead knows its follow-up time (the call list).
-        if to == Stage::Mql && band == model.hot_band {
-            lead.flags |= flags::HOT_HANDOFF;
-        } else {
-            lead.flags &= !flags::HOT_HANDOFF;
-        }
-        (Some(track.route.clone()), Some(sla.due(at)))
+        (
+            Some(track.route.clone()),
+            Some(sla.due(at, &track.calendar)),
+        )
     } else {
         (None, None)
     };
+    sla::hand_off(lead, to, follow_up_by);
     StatusChange {
+        kind: ChangeKind::StageChanged,
         change_id: change_id(lead.id(), lead.sequence),
         lead_id: lead.id().to_string(),
         sequence: u64::from(lead.sequence),

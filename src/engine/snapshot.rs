@@ -5,15 +5,27 @@
 //! fields below. Times are varints relative to the lead's clock. Fit and
 //! disqualification are not stored: they derive from the profile and are
 //! recomputed on restore.
+//!
+//! After the profile come optional extensions, each a tag byte and its
+//! fields, for state that later versions added; a lead without such state
+//! writes none, so its bytes are version 1's exactly, and bytes written
+//! before an extension existed restore without it:
+//!
+//! - [`EXT_SLA`]: the SLA clock of the current hand-off (its [`sla`] bits,
+//!   then `follow_up_by` relative to the lead's clock). Absent: no clock
+//!   running.
 
 use prost::encoding::{decode_varint, encode_varint};
 
-use super::lead::{flags, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
+use super::lead::{flags, sla, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
 use crate::change::Stage;
 use crate::model::Model;
 use crate::time::Micros;
 
 const VERSION: u8 = 1;
+
+/// Extension tag: the SLA clock.
+const EXT_SLA: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -100,6 +112,11 @@ pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
             ProfileValue::Other => out.push(4),
         }
     }
+    if lead.sla != 0 {
+        out.push(EXT_SLA);
+        out.push(lead.sla);
+        put_rel(out, lead.time, lead.sla_due);
+    }
 }
 
 struct Reader<'a> {
@@ -172,7 +189,7 @@ pub fn decode(bytes: &[u8], model: &Model) -> Result<Lead, SnapshotError> {
     lead.stage_entered = r.rel(lead.time)?;
     lead.deadline = r.rel(lead.time)?;
     lead.stage = Stage::from_u8(r.byte()?).ok_or(SnapshotError::Corrupt("stage"))?;
-    lead.flags = r.byte()? & (flags::DEAL_WON | flags::REJECTED_DISQ | flags::HOT_HANDOFF);
+    lead.flags = r.byte()? & (flags::DEAL_WON | flags::REJECTED_DISQ);
     lead.sequence = u32::try_from(r.varint()?).map_err(|_| SnapshotError::Corrupt("sequence"))?;
     lead.criteria = u32::try_from(r.varint()?).map_err(|_| SnapshotError::Corrupt("criteria"))?;
     let n = model.engagement_rules.len();
@@ -209,8 +226,14 @@ pub fn decode(bytes: &[u8], model: &Model) -> Result<Lead, SnapshotError> {
         profile.push((k, v));
     }
     lead.set_profile(&profile);
-    if !r.b.is_empty() {
-        return Err(SnapshotError::Corrupt("trailing bytes"));
+    while !r.b.is_empty() {
+        match r.byte()? {
+            EXT_SLA => {
+                lead.sla = r.byte()? & (sla::OPEN | sla::BREACHED | sla::INSTALLED);
+                lead.sla_due = r.rel(lead.time)?;
+            }
+            _ => return Err(SnapshotError::Corrupt("unknown extension")),
+        }
     }
     lead.refresh_profile(model);
     Ok(lead)
@@ -277,6 +300,16 @@ mod tests {
         "6e7402000000000000f83f",
     );
 
+    /// The SLA extension the sample lead adds to [`PINNED`]: it became an
+    /// MQL at e-2 (fit 50 + 5 ≥ 50, warm) on Mon 03-02 10:00, so its
+    /// follow-up is Thu 03-05 10:00, one day after its clock (e-4, 03-04
+    /// 10:00): tag 1, bits OPEN (1), then zigzag(1 day) + 2 as a varint.
+    fn sla_suffix() -> Vec<u8> {
+        let mut v = vec![EXT_SLA, sla::OPEN];
+        encode_varint(zigzag(crate::time::DAY) + 2, &mut v);
+        v
+    }
+
     #[test]
     fn encoding_is_the_one_already_in_changelogs() {
         let (engine, model) = sample();
@@ -284,6 +317,13 @@ mod tests {
         let lead = engine.lead("L-1").expect("folded");
         let mut bytes = Vec::new();
         encode(lead, &model, &mut bytes);
+        assert_eq!(hex(&bytes), format!("{PINNED}{}", hex(&sla_suffix())));
+        // Without a clock running, version 1's bytes exactly.
+        let mut quiet = lead.clone();
+        quiet.sla = 0;
+        quiet.sla_due = NEVER;
+        bytes.clear();
+        encode(&quiet, &model, &mut bytes);
         assert_eq!(hex(&bytes), PINNED);
     }
 
@@ -294,8 +334,28 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&PINNED[i..i + 2], 16).expect("hex"))
             .collect();
+        // Written before SLA clocks: restored with none running.
         let restored = decode(&bytes, &model).expect("pinned bytes decode");
+        let mut want = engine.lead("L-1").expect("folded").clone();
+        assert_eq!(want.sla, sla::OPEN);
+        want.sla = 0;
+        want.sla_due = NEVER;
+        assert_eq!(restored, want);
+        assert_eq!(restored.next_due(&model), restored.deadline);
+        // With the extension: the clock as it was.
+        let mut with_sla = bytes.clone();
+        with_sla.extend(sla_suffix());
+        let restored = decode(&with_sla, &model).expect("extended bytes decode");
         assert_eq!(&restored, engine.lead("L-1").expect("folded"));
+        assert_eq!(
+            crate::time::format_rfc3339(restored.sla_timer()),
+            "2026-03-05T10:00:00Z"
+        );
+        with_sla.push(9);
+        assert_eq!(
+            decode(&with_sla, &model),
+            Err(SnapshotError::Corrupt("unknown extension"))
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use super::calendar::CalendarFile;
+
 /// One string or a list of strings (`equals = "food"` or `equals = ["food", "pharma"]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -168,6 +170,8 @@ pub struct TrackFile {
     pub sla_sql: Option<String>,
     pub sla_hot_mql: Option<String>,
     pub sla_mql: Option<String>,
+    /// This route's business calendar (replaces the model's `[calendar]`).
+    pub calendar: Option<CalendarFile>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -208,4 +212,6 @@ pub struct ModelFile {
     pub installed_base: TrackFile,
     /// Which band makes an MQL "hot" for the fast SLA.
     pub hot_band: Option<String>,
+    /// The business calendar of every route without one of its own.
+    pub calendar: Option<CalendarFile>,
 }

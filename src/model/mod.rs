@@ -6,6 +6,7 @@
 //! path (lower-cased needles, rules indexed by event type, a slot layout for
 //! per-lead rule state). The default model of SPEC §1 is embedded.
 
+mod calendar;
 mod file;
 mod matcher;
 
@@ -13,6 +14,7 @@ use std::collections::HashSet;
 use std::hash::Hasher as _;
 use std::path::Path;
 
+pub use calendar::Calendar;
 pub use matcher::{lower as lower_text, Matcher, TextOp, ValueRef};
 
 use crate::time::{parse_duration, Micros, DAY, HOUR};
@@ -85,9 +87,14 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ModelError {
 /// How long a follow-up may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sla {
+    /// Elapsed time, whatever the calendar.
     Duration(Micros),
-    /// Monday to Friday after the change's day, same time of day.
+    /// Working days of the route's calendar (by default Monday to Friday
+    /// after the change's day, same time of day, UTC).
     WorkingDays(u32),
+    /// Business time of the route's calendar: only time within business
+    /// hours on working days counts.
+    BusinessHours(Micros),
 }
 
 impl Sla {
@@ -100,17 +107,33 @@ impl Sla {
                 });
             }
         }
+        for suffix in ["business hours", "business hour", "bh"] {
+            if let Some(n) = t.strip_suffix(suffix) {
+                return match n.trim().parse::<f64>() {
+                    Ok(h) if h > 0.0 && h <= 1e6 => {
+                        Ok(Sla::BusinessHours((h * HOUR as f64).round() as Micros))
+                    }
+                    _ => Err(format!(
+                        "{s:?}: business hours must be a positive number (e.g. \"8 business hours\")"
+                    )),
+                };
+            }
+        }
         match parse_duration(t) {
             Ok(d) if d > 0 => Ok(Sla::Duration(d)),
             Ok(_) => Err(format!("{s:?}: must be longer than zero")),
-            Err(e) => Err(format!("{s:?}: {e}; or \"N working days\"")),
+            Err(e) => Err(format!(
+                "{s:?}: {e}; or \"N working days\", or \"N business hours\""
+            )),
         }
     }
 
-    pub fn due(self, from: Micros) -> Micros {
+    /// The follow-up deadline of a hand-off at `from`, on `calendar`.
+    pub fn due(self, from: Micros, calendar: &Calendar) -> Micros {
         match self {
-            Sla::Duration(d) => from + d,
-            Sla::WorkingDays(n) => crate::time::add_working_days(from, n),
+            Sla::Duration(d) => from.saturating_add(d),
+            Sla::WorkingDays(n) => calendar.add_working_days(from, n),
+            Sla::BusinessHours(d) => calendar.add_business_time(from, d),
         }
     }
 }
@@ -127,6 +150,8 @@ pub struct Track {
     pub sla_sql: Sla,
     pub sla_hot_mql: Sla,
     pub sla_mql: Sla,
+    /// Counts the working-day and business-hour SLAs.
+    pub calendar: Calendar,
 }
 
 /// A fit rule on one profile field.
@@ -326,7 +351,19 @@ struct TrackDefaults {
     sla_mql: Sla,
 }
 
-fn track(prefix: &str, f: TrackFile, d: TrackDefaults) -> Result<Track, ModelError> {
+fn calendar(prefix: &str, f: Option<&file::CalendarFile>) -> Result<Calendar, ModelError> {
+    match f {
+        None => Ok(Calendar::default()),
+        Some(f) => Calendar::compile(prefix, f).map_err(|(key, problem)| invalid(key, problem)),
+    }
+}
+
+fn track(
+    prefix: &str,
+    f: TrackFile,
+    d: TrackDefaults,
+    shared: &Calendar,
+) -> Result<Track, ModelError> {
     let key = |k: &str| format!("{prefix}.{k}");
     let sla = |k: &str, v: &Option<String>, default: Sla| -> Result<Sla, ModelError> {
         match v.as_ref().or(f.sla.as_ref()) {
@@ -349,6 +386,10 @@ fn track(prefix: &str, f: TrackFile, d: TrackDefaults) -> Result<Track, ModelErr
         sla_sql: sla("sla_sql", &f.sla_sql, d.sla_sql)?,
         sla_hot_mql: sla("sla_hot_mql", &f.sla_hot_mql, d.sla_hot_mql)?,
         sla_mql: sla("sla_mql", &f.sla_mql, d.sla_mql)?,
+        calendar: match &f.calendar {
+            Some(c) => calendar(&key("calendar"), Some(c))?,
+            None => shared.clone(),
+        },
         route,
     })
 }
@@ -580,6 +621,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         }
     }
 
+    let shared = calendar("calendar", f.calendar.as_ref())?;
     let new_business = track(
         "new_business",
         f.new_business,
@@ -589,6 +631,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
             sla_hot_mql: Sla::Duration(24 * HOUR),
             sla_mql: Sla::WorkingDays(3),
         },
+        &shared,
     )?;
     let installed_base = track(
         "installed_base",
@@ -599,6 +642,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
             sla_hot_mql: Sla::Duration(4 * HOUR),
             sla_mql: Sla::Duration(4 * HOUR),
         },
+        &shared,
     )?;
 
     Ok(Model {

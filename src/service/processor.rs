@@ -180,6 +180,7 @@ impl Processor {
         if let Some(r) = &repartition {
             topics.push(r.topic.clone());
         }
+        tm::sla_routes(&model);
         Ok(Processor {
             protocol: Protocol::new(settings, topics.len(), Duration::ZERO),
             started: Instant::now(),
@@ -932,6 +933,7 @@ impl Processor {
                 changelog::encode_lead(lead, model, &mut v);
                 records.push((p, lead.id().as_bytes().to_vec(), Some(v)));
             });
+            part.engine.drain_touches(|t| tm::first_touch(model, &t));
             // Visitors and held records; `None` deletes one.
             part.engine.drain_dirty_aux(|key, value| {
                 records.push((p, key.to_vec(), value.map(<[u8]>::to_vec)));

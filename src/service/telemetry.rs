@@ -35,6 +35,25 @@ pub const VISITORS: &str = "leadscore_visitors";
 pub const IDENTIFICATIONS: &str = "leadscore_identifications_total";
 pub const FORWARDED: &str = "leadscore_forwarded_events_total";
 pub const VISITORS_EXPIRED: &str = "leadscore_visitors_expired_total";
+pub const SLA_BREACHES: &str = "leadscore_sla_breaches_total";
+pub const FIRST_TOUCH: &str = "leadscore_sla_first_touch_seconds";
+
+/// Buckets of [`FIRST_TOUCH`], in seconds: 15 min to 2 weeks, with the
+/// default SLAs (4 h, 24 h, 3 working days ≤ 5 days) among the bounds.
+pub const FIRST_TOUCH_BUCKETS: [f64; 12] = [
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14_400.0,
+    28_800.0,
+    86_400.0,
+    172_800.0,
+    259_200.0,
+    432_000.0,
+    604_800.0,
+    1_209_600.0,
+];
 
 /// `leadscore_schema_ids_total{schema_id}`: at most this many distinct ids
 /// get a series of their own; the others count under [`OTHER_SCHEMA`].
@@ -65,13 +84,14 @@ pub const BROKER_ERROR_KINDS: [&str; 6] = [
 ];
 /// The event types every model knows (`leadscore_events_total{type}`), and
 /// the label of the types no rule reads.
-pub const RESERVED_TYPES: [&str; 6] = [
+pub const RESERVED_TYPES: [&str; 7] = [
     "profile_updated",
     "qualification_updated",
     "sales_accepted",
     "sales_rejected",
     "deal_won",
     "deal_lost",
+    "sales_contacted",
 ];
 pub const OTHER_TYPE: &str = "other";
 /// Gauges labelled by partition: their series appear with the first
@@ -81,6 +101,9 @@ pub const PER_PARTITION: [&str; 4] = [CONSUMER_LAG, LEADS, TIMERS, WATERMARK];
 /// Counters labelled by input topic: their series are created, at 0, when
 /// the processor is (from the config, before the endpoints serve).
 pub const PER_TOPIC: [&str; 1] = [ROUTED];
+/// Labelled by the model's routes: created, at 0, when the processor is
+/// (from the model, before the endpoints serve; see [`sla_routes`]).
+pub const PER_ROUTE: [&str; 2] = [SLA_BREACHES, FIRST_TOUCH];
 
 const OUTCOMES: [Outcome; 5] = [
     Outcome::Applied,
@@ -114,6 +137,11 @@ fn recorder() -> metrics_exporter_prometheus::PrometheusRecorder {
     ];
     PrometheusBuilder::new()
         .set_buckets(&buckets)
+        .expect("bucket list is not empty")
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(FIRST_TOUCH.to_string()),
+            &FIRST_TOUCH_BUCKETS,
+        )
         .expect("bucket list is not empty")
         .build_recorder()
 }
@@ -242,6 +270,30 @@ fn describe() {
         VISITORS_EXPIRED,
         "Visitors dropped after their time to live"
     );
+    describe_counter!(
+        SLA_BREACHES,
+        "Hand-offs to mql/sql whose follow_up_by passed without sales_contacted, by route"
+    );
+    describe_histogram!(
+        FIRST_TOUCH,
+        Unit::Seconds,
+        "From a lead's change to mql/sql to its first sales_contacted (event time), by route"
+    );
+}
+
+/// Creates the SLA series of the model's routes at 0 (route names come from
+/// the model: bounded).
+pub fn sla_routes(model: &crate::model::Model) {
+    for track in [&model.new_business, &model.installed_base] {
+        counter!(SLA_BREACHES, "route" => track.route.clone()).increment(0);
+        let _ = histogram!(FIRST_TOUCH, "route" => track.route.clone());
+    }
+}
+
+/// A hand-off's first touch: its wait, in event time.
+pub fn first_touch(model: &crate::model::Model, touch: &crate::engine::Touch) {
+    let route = model.track(touch.installed_base).route.clone();
+    histogram!(FIRST_TOUCH, "route" => route).record(touch.waited().max(0) as f64 / 1e6);
 }
 
 /// The routing counters of the given topics, at 0 (the input topics'
@@ -355,7 +407,13 @@ pub fn dead_letter(reason: &'static str) {
     counter!(DEAD_LETTERS, "reason" => reason).increment(1);
 }
 
+/// Counts a status record: a stage change by its stages, a breach by route.
 pub fn change_emitted(c: &StatusChange) {
+    if c.is_breach() {
+        let route = c.route.clone().unwrap_or_default();
+        counter!(SLA_BREACHES, "route" => route).increment(1);
+        return;
+    }
     counter!(CHANGES, "from" => c.from.as_str(), "to" => c.to.as_str()).increment(1);
 }
 
@@ -518,6 +576,10 @@ mod tests {
             .filter(|n| {
                 !PER_PARTITION.contains(&n.as_str())
                     && !PER_TOPIC.contains(&n.as_str())
+                    && !PER_ROUTE.iter().any(|m| {
+                        n.strip_prefix(m)
+                            .is_some_and(|s| ["", "_bucket", "_sum", "_count"].contains(&s))
+                    })
                     && !present(n, &exported)
             })
             .collect();
@@ -538,9 +600,10 @@ mod tests {
             partition_state(0, 5, 2, 1_700_000_000_000_000);
             consumer_lag("lead-events", 0, 3);
             routed_counters(&["lead-events".to_string()]);
+            sla_routes(&crate::Model::default_model());
         });
         let after = series(&recorder.handle().render());
-        for p in PER_PARTITION.into_iter().chain(PER_TOPIC) {
+        for p in PER_PARTITION.into_iter().chain(PER_TOPIC).chain(PER_ROUTE) {
             assert!(
                 present(p, &after),
                 "{p} missing once a partition is assigned"

@@ -74,10 +74,12 @@ pub fn fit50() -> Value {
            "job_title": "Director of Operations"})
 }
 
-/// One partition's engine and the status changes it emitted.
+/// One partition's engine and the status records it emitted.
 pub struct Sim {
     pub engine: Engine,
     pub out: Vec<StatusChange>,
+    /// SLA breaches set aside by [`Sim::take`], for [`Sim::take_breaches`].
+    breaches: Vec<StatusChange>,
     next_id: u64,
 }
 
@@ -103,6 +105,7 @@ impl Sim {
         Sim {
             engine: Engine::with_lateness(Arc::new(model), lateness),
             out: Vec::new(),
+            breaches: Vec::new(),
             next_id: 0,
         }
     }
@@ -218,9 +221,29 @@ impl Sim {
         self.engine.advance_to(t, &mut self.out);
     }
 
-    /// The changes emitted since the last call.
+    /// The stage changes emitted since the last call. SLA breaches are set
+    /// aside for [`Sim::take_breaches`]: the stage tests are about stages.
     pub fn take(&mut self) -> Vec<StatusChange> {
-        std::mem::take(&mut self.out)
+        let (breaches, changes) = std::mem::take(&mut self.out)
+            .into_iter()
+            .partition(StatusChange::is_breach);
+        self.breaches.extend::<Vec<_>>(breaches);
+        changes
+    }
+
+    /// Every record emitted since the last call, breaches included, in order.
+    pub fn take_all(&mut self) -> Vec<StatusChange> {
+        let mut all = std::mem::take(&mut self.breaches);
+        assert!(all.is_empty(), "take_all after take: {all:#?}");
+        all.append(&mut self.out);
+        all
+    }
+
+    /// The SLA breaches emitted since the last call (set aside by
+    /// [`Sim::take`], or still in `out`).
+    pub fn take_breaches(&mut self) -> Vec<StatusChange> {
+        self.take();
+        std::mem::take(&mut self.breaches)
     }
 
     /// Exactly one change since the last call.

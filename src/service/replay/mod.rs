@@ -770,7 +770,10 @@ impl Worker<'_> {
     fn write_new(&self, fold: &mut Fold) {
         let counts = &mut fold.counts;
         for mut c in fold.changes.drain(..) {
-            counts.transitions[1][c.from as usize][c.to as usize] += 1;
+            // A breach is written like a change but is no transition.
+            if !c.is_breach() {
+                counts.transitions[1][c.from as usize][c.to as usize] += 1;
+            }
             if let Some(p) = self.producer {
                 if let Some(s) = self.suffix {
                     c.change_id.push_str(s);
@@ -800,7 +803,7 @@ impl Worker<'_> {
 
 /// Counts the live model's changes in `fold.changes` (never written).
 fn count_current(fold: &mut Fold) {
-    for c in fold.changes.drain(..) {
+    for c in fold.changes.drain(..).filter(|c| !c.is_breach()) {
         fold.counts.transitions[0][c.from as usize][c.to as usize] += 1;
     }
 }
