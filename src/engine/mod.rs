@@ -4,6 +4,7 @@
 //! `fold` and `advance_to` are synchronous and deterministic: no I/O, no wall
 //! clock. The Kafka service, `leadscore score` and replay all drive this.
 
+mod decay;
 mod explain;
 mod index;
 mod lead;
@@ -23,7 +24,8 @@ pub use stage::num as format_number;
 
 use crate::change::{Contribution, Score, Stage, StatusChange};
 use crate::event::{Event, Kind};
-use crate::model::Model;
+use crate::model::{self, Model};
+use crate::score_record::ScoreRecord;
 use crate::time::Micros;
 use lead::{flags, value_ref};
 use stage::{Cause, EventCause, Why};
@@ -79,6 +81,9 @@ pub struct Engine {
     scratch: Vec<u32>,
     /// Anonymous visitors, and leads waiting for a visitor's handoff.
     visitors: route::Visitors,
+    /// Whether the score stream is kept: band timers and
+    /// [`Engine::drain_scores`]. Off, it costs a branch per event.
+    scores: bool,
 }
 
 impl Engine {
@@ -98,7 +103,15 @@ impl Engine {
             dirty: Vec::new(),
             scratch: Vec::new(),
             visitors: route::Visitors::default(),
+            scores: false,
         }
+    }
+
+    /// Keeps the score stream: band timers, and the records that
+    /// [`Engine::drain_scores`] hands out. Call it before folding or
+    /// restoring anything.
+    pub fn track_scores(&mut self) {
+        self.scores = true;
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -235,6 +248,14 @@ impl Engine {
             }
             self.fire(idx, due, out);
         }
+        // Timers that move with every event (band, demotion by decay) are
+        // queued lazily: see `requeue`.
+        let lazy = self.scores || self.model.demote_on_score;
+        let due_before = if lazy {
+            self.leads[idx as usize].next_due(&self.model)
+        } else {
+            NEVER
+        };
         self.touch(idx);
         let model = &*self.model;
         let lead = &mut self.leads[idx as usize];
@@ -308,7 +329,31 @@ impl Engine {
                 self.fire(idx, due, out);
             }
         }
+        if lazy {
+            self.requeue(idx, due_before);
+        }
         outcome
+    }
+
+    /// After an event, with timers that move with every event (the band
+    /// timer of the score stream, the demotion by decay of
+    /// `demote_on_score`): recomputes the band timer, and queues the lead's
+    /// next timer if it moved earlier than `before` (its next timer before
+    /// the event, which has an entry in the queue at or before it). One
+    /// that moved later is queued again when that entry comes due
+    /// ([`Engine::advance_to`]), so that a busy lead does not leave an entry
+    /// per event in the queue.
+    fn requeue(&mut self, idx: u32, before: Micros) {
+        let model = &*self.model;
+        let lead = &mut self.leads[idx as usize];
+        if self.scores {
+            lead.score_time = lead.score_time.max(lead.time);
+            lead.band_deadline = decay::band_deadline(lead, model, lead.score_time);
+        }
+        let next = lead.next_due(model);
+        if next < before {
+            self.timers.push(Reverse((next, idx)));
+        }
     }
 
     fn touch(&mut self, idx: u32) {
@@ -347,11 +392,14 @@ impl Engine {
             });
             batch.dedup();
             for &idx in &batch {
+                let next = self.leads[idx as usize].next_due(&self.model);
                 // A lead waiting for a visitor's handoff fires once it has it.
-                if self.leads[idx as usize].next_due(&self.model) == due
-                    && !self.visitors.is_waiting(self.leads[idx as usize].id())
-                {
+                if next == due && !self.visitors.is_waiting(self.leads[idx as usize].id()) {
                     self.fire(idx, due, out);
+                } else if (self.scores || self.model.demote_on_score) && next > due && next != NEVER
+                {
+                    // A timer that moved later (see `requeue`).
+                    self.timers.push(Reverse((next, idx)));
                 }
             }
             self.scratch = batch;
@@ -359,20 +407,28 @@ impl Engine {
         self.expire_visitors(watermark);
     }
 
-    /// Fires the lead's timer due at `due`.
+    /// Fires the lead's timers due at `due`.
     fn fire(&mut self, idx: u32, due: Micros, out: &mut Vec<StatusChange>) {
         self.touch(idx);
         let model = &*self.model;
         let lead = &mut self.leads[idx as usize];
-        lead.advance_time(due, model);
-        let requal = lead.stage.is_qualified() && lead.deadline <= due;
-        match stage::decide(lead, model, Cause::Timer { requal }, due) {
-            Some((to, why)) => out.push(transition(lead, model, to, why, due, None, None)),
-            None if requal => {
-                // Requalified: same stage, next deadline one window later.
-                lead.deadline = lead.deadline.saturating_add(window(model, lead.stage));
+        // A band timer alone only moves the score stream's clock: the stage
+        // and the lead's time stay as they would be without a score stream.
+        if lead.stage_due(model) <= due {
+            lead.advance_time(due, model);
+            let requal = lead.stage.is_qualified() && lead.deadline <= due;
+            match stage::decide(lead, model, Cause::Timer { requal }, due) {
+                Some((to, why)) => out.push(transition(lead, model, to, why, due, None, None)),
+                None if requal => {
+                    // Requalified: same stage, next deadline one window later.
+                    lead.deadline = lead.deadline.saturating_add(window(model, lead.stage));
+                }
+                None => {}
             }
-            None => {}
+        }
+        if self.scores {
+            lead.score_time = lead.score_time.max(due);
+            lead.band_deadline = decay::band_deadline(lead, model, lead.score_time);
         }
         self.schedule(idx);
     }
@@ -381,6 +437,58 @@ impl Engine {
         let due = self.leads[idx as usize].next_due(&self.model);
         if due != NEVER {
             self.timers.push(Reverse((due, idx)));
+        }
+    }
+
+    /// Hands out the score records due among the leads changed since the
+    /// last [`Engine::drain_dirty`]: a lead's first, then one whenever its
+    /// stage or band differs from the last record's, or its total has moved
+    /// by at least the model's `score_min_delta`. Each record is of the
+    /// lead's state at the score stream's clock (its time, or a later band
+    /// timer). Call it before `drain_dirty` (which ends the interval), in
+    /// the transaction that writes the changelog: the lead's state remembers
+    /// the record written. Nothing without [`Engine::track_scores`].
+    pub fn drain_scores(&mut self, mut f: impl FnMut(ScoreRecord)) {
+        if !self.scores {
+            return;
+        }
+        let model = &*self.model;
+        for &idx in &self.dirty {
+            let lead = &mut self.leads[idx as usize];
+            if lead.time == NO_TIME {
+                continue;
+            }
+            let at = lead.score_time.max(lead.time);
+            let decay = lead.decay_factor(model, at);
+            let engagement = lead.engagement_at(model, at);
+            let fit = lead.fit(model);
+            let total = fit + engagement;
+            let band = model.band(total);
+            let due = lead.scored_band == lead::NO_BAND
+                || usize::from(lead.scored_band) != band
+                || lead.scored_stage != lead.stage
+                || model::at_least((total - lead.scored_total).abs(), model.score_min_delta);
+            if !due {
+                continue;
+            }
+            lead.score_time = at;
+            lead.scored_band = band as u8;
+            lead.scored_stage = lead.stage;
+            lead.scored_total = total;
+            let next = lead.next_due(model);
+            f(ScoreRecord {
+                lead_id: lead.id().to_string(),
+                stage: lead.stage,
+                fit,
+                engagement,
+                total,
+                band: model.bands[band].name.clone(),
+                as_of: at,
+                half_life_micros: model.half_life,
+                next_deadline: (next != NEVER).then_some(next),
+                top_contributors: top_contributors(lead, model, decay),
+                model_version: model.version.clone(),
+            });
         }
     }
 
@@ -397,6 +505,16 @@ impl Engine {
     /// state of the same id, and schedules its timer.
     pub fn restore(&mut self, mut lead: Lead) {
         lead.flags &= !flags::DIRTY;
+        if self.scores && lead.scored_band == lead::NO_BAND && lead.time != NO_TIME {
+            // State written before the score stream was on: its band timer
+            // starts now; its first record follows its next event or timer.
+            lead.score_time = lead.score_time.max(lead.time);
+            lead.band_deadline = decay::band_deadline(&lead, &self.model, lead.score_time);
+        }
+        if !self.scores {
+            // Written with a score stream that is now off: no band timer.
+            lead.band_deadline = NEVER;
+        }
         let idx = self.find_or_insert(lead.id());
         self.leads[idx as usize] = lead;
         self.schedule(idx);
@@ -469,7 +587,7 @@ fn transition(
         },
         band: model.bands[band].name.clone(),
         reasons,
-        top_contributors: top_contributors(lead, model),
+        top_contributors: top_contributors(lead, model, 1.0),
         route,
         follow_up_by,
         model_version: model.version.clone(),
@@ -541,12 +659,14 @@ fn score_engagement(lead: &mut Lead, model: &Model, event: &Event<'_>) {
 
 /// The rules that weigh most in the lead's score now (fit and engagement),
 /// largest first, ties by name.
-fn top_contributors(lead: &Lead, model: &Model) -> Vec<Contribution> {
+/// `decay` scales the engagement contributions (to show them at a later
+/// instant than the lead's time).
+fn top_contributors(lead: &Lead, model: &Model, decay: f64) -> Vec<Contribution> {
     // The best few so far, in order (no list of all of them to sort).
     let mut top = Top::default();
     lead.for_each_fit_hit(model, |i, p| top.offer(p, &model.fit_rules[i].name));
     for (i, r) in model.engagement_rules.iter().enumerate() {
-        top.offer(lead.contribution(i), &r.name);
+        top.offer(lead.contribution(i) * decay, &r.name);
     }
     top.best[..top.len]
         .iter()

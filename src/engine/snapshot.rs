@@ -5,15 +5,29 @@
 //! fields below. Times are varints relative to the lead's clock. Fit and
 //! disqualification are not stored: they derive from the profile and are
 //! recomputed on restore.
+//!
+//! After the profile come extensions, each a tag byte, its length (varint)
+//! and that many bytes; a lead without one writes nothing, so its bytes are
+//! those of version 1 before extensions existed, and state written before
+//! them restores as it was. A reader skips a tag it does not know (state
+//! written by a newer build, read by an older one during a rolling
+//! downgrade) rather than refusing the lead.
 
 use prost::encoding::{decode_varint, encode_varint};
 
-use super::lead::{flags, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
+use super::lead::{flags, Lead, ProfileValue, NEVER, NO_BAND, NO_TIME, RECENT_IDS};
 use crate::change::Stage;
 use crate::model::Model;
 use crate::time::Micros;
 
 const VERSION: u8 = 1;
+
+/// Extension tags.
+mod ext {
+    /// The score stream: its clock, the band timer, and the last record
+    /// written (band, stage, total).
+    pub const SCORE: u8 = 1;
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -100,6 +114,30 @@ pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
             ProfileValue::Other => out.push(4),
         }
     }
+    if lead.scored_band != NO_BAND || lead.band_deadline != NEVER || lead.score_time != NO_TIME {
+        let mut body = Vec::with_capacity(24);
+        put_rel(&mut body, lead.time, lead.score_time);
+        put_rel(&mut body, lead.time, lead.band_deadline);
+        body.push(lead.scored_band);
+        body.push(lead.scored_stage as u8);
+        body.extend_from_slice(&lead.scored_total.to_le_bytes());
+        out.push(ext::SCORE);
+        put_bytes(out, &body);
+    }
+}
+
+/// Reads the score stream's extension into the lead.
+fn read_score(body: &[u8], lead: &mut Lead) -> Result<(), SnapshotError> {
+    let mut r = Reader { b: body };
+    lead.score_time = r.rel(lead.time)?;
+    lead.band_deadline = r.rel(lead.time)?;
+    lead.scored_band = r.byte()?;
+    lead.scored_stage = Stage::from_u8(r.byte()?).ok_or(SnapshotError::Corrupt("scored stage"))?;
+    lead.scored_total = f64::from_bits(r.u64_le()?);
+    if !r.b.is_empty() {
+        return Err(SnapshotError::Corrupt("score extension"));
+    }
+    Ok(())
 }
 
 struct Reader<'a> {
@@ -209,8 +247,13 @@ pub fn decode(bytes: &[u8], model: &Model) -> Result<Lead, SnapshotError> {
         profile.push((k, v));
     }
     lead.set_profile(&profile);
-    if !r.b.is_empty() {
-        return Err(SnapshotError::Corrupt("trailing bytes"));
+    while !r.b.is_empty() {
+        let tag = r.byte()?;
+        let n = usize::try_from(r.varint()?).map_err(|_| SnapshotError::Corrupt("length"))?;
+        let body = r.take(n)?;
+        if tag == ext::SCORE {
+            read_score(body, &mut lead)?;
+        }
     }
     lead.refresh_profile(model);
     Ok(lead)

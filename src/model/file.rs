@@ -184,6 +184,12 @@ pub struct RequalifyFile {
     pub mql_window: Option<String>,
     pub sql_window: Option<String>,
     pub quiet_period: Option<String>,
+    /// An MQL whose requalification conditions fail (its total below the
+    /// demotion threshold, or its engagement below the minimum) goes to its
+    /// home stage at once, at the event or the decay instant, instead of at
+    /// the requalification deadline.
+    #[serde(default)]
+    pub demote_on_score: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,4 +214,7 @@ pub struct ModelFile {
     pub installed_base: TrackFile,
     /// Which band makes an MQL "hot" for the fast SLA.
     pub hot_band: Option<String>,
+    /// The score stream writes a lead's record again when its total has
+    /// moved by at least this many points since the last one (default 1).
+    pub score_min_delta: Option<f64>,
 }
