@@ -81,7 +81,10 @@ fn first_event_writes_a_record_with_the_fields_a_crm_needs() {
     .expect("json");
     assert_eq!(v["half_life"], json!(2_592_000), "seconds: {v}");
     assert_eq!(v["as_of"], json!("2026-03-02T14:00:00Z"));
-    assert_eq!(v["top_contributors"][0]["rule"], json!("title_director_of_operations"));
+    assert_eq!(
+        v["top_contributors"][0]["rule"],
+        json!("title_director_of_operations")
+    );
     // Nothing new: nothing due.
     assert!(commit(&mut sim).is_empty());
 }
@@ -120,7 +123,11 @@ fn min_delta_from_the_model() {
     commit(&mut sim);
     // 0.114 ≥ 0.1: due now.
     sim.bare("L", "page_view", t + days(1));
-    close("total", one(commit(&mut sim)).total, 20.0 + 5.0 * 2f64.powf(-1.0 / 30.0));
+    close(
+        "total",
+        one(commit(&mut sim)).total,
+        20.0 + 5.0 * 2f64.powf(-1.0 / 30.0),
+    );
 }
 
 #[test]
@@ -137,7 +144,13 @@ fn band_timer_fires_at_the_computed_microsecond() {
     let due: Micros = t + 1_258_226_336_175;
     let r = one(commit(&mut sim));
     assert_eq!((r.band.as_str(), r.stage), ("hot", Stage::Mql));
-    assert_eq!(r.next_deadline, Some(due), "{} vs {}", iso(r.next_deadline.unwrap_or(0)), iso(due));
+    assert_eq!(
+        r.next_deadline,
+        Some(due),
+        "{} vs {}",
+        iso(r.next_deadline.unwrap_or(0)),
+        iso(due)
+    );
 
     sim.advance(due - 1);
     assert!(commit(&mut sim).is_empty(), "not due a microsecond early");
@@ -147,7 +160,11 @@ fn band_timer_fires_at_the_computed_microsecond() {
     let r = one(commit(&mut sim));
     assert_eq!(r.band, "warm");
     assert_eq!(r.as_of, due);
-    assert!(r.total < 75.0 - 1e-9 && r.total > 75.0 - 1e-6, "{}", r.total);
+    assert!(
+        r.total < 75.0 - 1e-9 && r.total > 75.0 - 1e-6,
+        "{}",
+        r.total
+    );
     // explain at the same instant says the same.
     let x = sim.explain("L", Some(due));
     assert_eq!((x.band.as_str(), x.score.total), ("warm", r.total));
@@ -166,7 +183,10 @@ fn band_timer_moves_with_new_points_and_fires_once() {
     // Δ > h · log2(35 / (30 − 1e-9)) = 576,441,156,228.722 µs → …229.
     sim.make_mql("L", t);
     sim.take_one();
-    assert_eq!(one(commit(&mut sim)).next_deadline, Some(t + 576_441_156_229));
+    assert_eq!(
+        one(commit(&mut sim)).next_deadline,
+        Some(t + 576_441_156_229)
+    );
     // At T + 1 d a whitepaper (+3): the band holds longer. Engagement at T + 1 d
     // is 35 · 2^(−1/30) + 3 = E; warm until E · 2^(−Δ'/h) < 30 − 1e-9 (Δ' from T + 1 d):
     // E = 37.2006... ; Δ' = h · log2(E / (30 − 1e-9)) = 804,461,795,168.908 µs
@@ -197,7 +217,11 @@ fn negative_points_change_the_band_at_once() {
     sim.bare("L", "unsubscribed", t + days(1));
     let r = one(commit(&mut sim));
     assert_eq!((r.band.as_str(), r.as_of), ("cold", t + days(1)));
-    close("total", r.total, 20.0 + 35.0 * 2f64.powf(-1.0 / 30.0) - 30.0);
+    close(
+        "total",
+        r.total,
+        20.0 + 35.0 * 2f64.powf(-1.0 / 30.0) - 30.0,
+    );
     // Default: the MQL stays until its requalification.
     assert_eq!(r.stage, Stage::Mql);
     sim.none();
@@ -211,7 +235,12 @@ fn demote_on_score_at_the_event_that_drops_the_total() {
     sim.make_mql("L", t);
     sim.take_one();
     // +1 d: total 24.2006 < 40 (the demotion threshold): home stage at once.
-    sim.at("L", "unsubscribed", t + days(1), json!({"event_id": "unsub-1"}));
+    sim.at(
+        "L",
+        "unsubscribed",
+        t + days(1),
+        json!({"event_id": "unsub-1"}),
+    );
     let c = sim.take_one();
     assert_change(&c, "L", Stage::Mql, Stage::Recycled, t + days(1));
     assert_eq!(c.cause_event_id.as_deref(), Some("unsub-1"));
@@ -252,7 +281,13 @@ fn demote_on_score_at_the_decay_instant_default_at_requalification() {
     off.advance(t + days(30) - 1);
     off.none();
     off.advance(t + days(30));
-    assert_change(&off.take_one(), "L", Stage::Mql, Stage::Recycled, t + days(30));
+    assert_change(
+        &off.take_one(),
+        "L",
+        Stage::Mql,
+        Stage::Recycled,
+        t + days(30),
+    );
 }
 
 #[test]

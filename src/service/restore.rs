@@ -72,6 +72,9 @@ pub fn restore_partition(
         .map_err(kafka_err)?;
     let mut engine = Engine::with_lateness(Arc::clone(model), cfg.kafka.allowed_lateness);
     engine.set_visitor_limits(cfg.input.visitor_limits());
+    if cfg.kafka.score_topic.is_some() {
+        engine.track_scores();
+    }
     let mut checkpoint = None;
     let mut leads = 0u64;
     let mut aux: BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)> = BTreeMap::new();
