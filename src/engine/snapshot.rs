@@ -341,6 +341,63 @@ mod tests {
         assert_eq!(&restored, engine.lead("L-1").expect("folded"));
     }
 
+    /// The sample lead in an engine that keeps the score stream, with its
+    /// first record written.
+    fn scored_sample() -> (Lead, Arc<Model>) {
+        let (plain, model) = sample();
+        let mut engine = Engine::new(model.clone());
+        engine.track_scores();
+        engine.restore(plain.lead("L-1").expect("folded").clone());
+        let mut n = 0;
+        engine.drain_scores(|_| n += 1);
+        // A restored lead is not dirty: touch it the way an event would.
+        let e = decode_json(br#"{"event_id":"e-5","lead_id":"L-1","type":"page_view","occurred_at":"2026-03-05T10:00:00Z"}"#)
+            .expect("valid event");
+        engine.fold(&e, &mut Vec::new());
+        engine.drain_scores(|_| n += 1);
+        assert_eq!(n, 1, "the first record");
+        engine.drain_dirty(|_| {});
+        (engine.lead("L-1").expect("folded").clone(), model)
+    }
+
+    #[test]
+    fn score_state_is_an_extension_after_the_version_1_bytes() {
+        let (lead, model) = scored_sample();
+        assert_ne!(lead.scored_band, NO_BAND);
+        // Fit 50 is warm's lower bound: decay never takes it out of warm.
+        assert_eq!(lead.band_deadline, NEVER);
+        assert_eq!(lead.score_time, lead.time);
+        let mut bytes = Vec::new();
+        encode(&lead, &model, &mut bytes);
+        assert_eq!(decode(&bytes, &model).as_ref(), Ok(&lead));
+        // Without the score state, the same lead writes the bytes it always did.
+        let mut plain = lead.clone();
+        plain.scored_band = NO_BAND;
+        plain.scored_total = 0.0;
+        plain.scored_stage = Stage::Lead;
+        plain.score_time = NO_TIME;
+        plain.band_deadline = NEVER;
+        let mut old = Vec::new();
+        encode(&plain, &model, &mut old);
+        assert_eq!(&bytes[..old.len()], &old[..]);
+        assert_eq!(bytes[old.len()], ext::SCORE);
+        assert_eq!(decode(&old, &model).as_ref(), Ok(&plain));
+    }
+
+    #[test]
+    fn unknown_extensions_are_skipped_and_truncated_ones_refused() {
+        let (lead, model) = scored_sample();
+        let mut bytes = Vec::new();
+        encode(&lead, &model, &mut bytes);
+        let mut newer = bytes.clone();
+        newer.extend_from_slice(&[0x7f, 3, 1, 2, 3]);
+        assert_eq!(decode(&newer, &model).as_ref(), Ok(&lead));
+        assert_eq!(
+            decode(&bytes[..bytes.len() - 1], &model),
+            Err(SnapshotError::Corrupt("ends early"))
+        );
+    }
+
     #[test]
     fn rejects_overlong_and_truncated_varints() {
         let (engine, model) = sample();
