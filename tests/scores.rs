@@ -388,3 +388,81 @@ fn restored_state_keeps_the_band_timer_and_the_last_record() {
     let r = one(records);
     assert_eq!((r.band.as_str(), r.as_of), ("warm", due));
 }
+
+#[test]
+fn score_writes_each_leads_final_record_equal_to_explain() {
+    use leadscore::codec::encode_event_json;
+    use leadscore::gen::{GenConfig, Generator};
+    let events = Generator::new(GenConfig {
+        seed: 7,
+        leads: 40,
+        events: 600,
+        late_rate: 0.0,
+        span: 90 * DAY,
+        ..GenConfig::default()
+    })
+    .all();
+    let dir = std::env::temp_dir().join(format!("leadscore-scores-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("events.jsonl");
+    let mut body = Vec::new();
+    for e in &events {
+        encode_event_json(e, &mut body);
+        body.push(b'\n');
+    }
+    std::fs::write(&input, body).unwrap();
+    let out = dir.join("scores.jsonl");
+    let until = events.iter().map(|e| e.occurred_at).max().unwrap() + 60 * DAY;
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args([
+            "score",
+            "--input",
+            input.to_str().unwrap(),
+            "--until",
+            &iso(until),
+        ])
+        .args(["--scores", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let leads: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e.lead_id.as_ref()).collect();
+    assert_eq!(text.lines().count(), leads.len(), "one record per lead");
+    let model = Model::default_model();
+    let mut by_decay = 0;
+    for line in text.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = r["lead_id"].as_str().unwrap();
+        let as_of = ts(r["as_of"].as_str().unwrap());
+        let x = leadscore::cli::explain(model.clone(), input.to_str().unwrap(), id, Some(as_of))
+            .unwrap();
+        let own = leadscore::cli::explain(model.clone(), input.to_str().unwrap(), id, Some(until))
+            .unwrap();
+        assert_eq!(r["stage"], json!(x.stage), "{id}");
+        assert_eq!(r["band"], json!(x.band), "{id}");
+        assert_eq!(r["total"], json!(x.score.total), "{id}");
+        assert_eq!(r["engagement"], json!(x.score.engagement), "{id}");
+        // With every timer up to `until` fired, the band at `until` is the record's.
+        assert_eq!(r["band"], json!(own.band), "{id}");
+        if as_of > ts(&sim_time(&model, &input, id)) {
+            by_decay += 1;
+        }
+    }
+    assert!(
+        by_decay > 0,
+        "some records are written by timers after the lead's last event"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The lead's own time after folding the file (no clock advance).
+fn sim_time(model: &Model, input: &std::path::Path, id: &str) -> String {
+    leadscore::cli::explain(model.clone(), input.to_str().unwrap(), id, None)
+        .unwrap()
+        .at
+}
