@@ -23,8 +23,16 @@ const PARTITIONS: i32 = 4;
 
 #[test]
 fn latest_score_record_per_lead_equals_explain_at_its_as_of() {
+    latest_record_equals_explain("scores-explain", "exactly_once");
+}
+
+#[test]
+fn at_least_once_too() {
+    latest_record_equals_explain("scores-alo", "at_least_once");
+}
+
+fn latest_record_equals_explain(name: &str, guarantee: &str) {
     let b = Broker::shared();
-    let name = "scores-explain";
     let (input, status, dlq, scores) = (
         format!("{name}-events"),
         format!("{name}-status"),
@@ -39,7 +47,7 @@ fn latest_score_record_per_lead_equals_explain_at_its_as_of() {
     // latest record is the lead's final state, not one within a point of it.
     let toml = DEFAULT_MODEL_TOML.replace("score_min_delta = 1", "score_min_delta = 0");
     assert_ne!(toml, DEFAULT_MODEL_TOML);
-    let dir = std::env::temp_dir().join(format!("leadscore-scores-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("leadscore-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let model_path = dir.join("model.toml");
     std::fs::write(&model_path, &toml).unwrap();
@@ -88,6 +96,7 @@ input_topics = ["{input}"]
 status_topic = "{status}"
 dead_letter_topic = "{dlq}"
 score_topic = "{scores}"
+guarantee = "{guarantee}"
 idle_advance_ms = 0
 
 [http]
@@ -124,6 +133,21 @@ listen = "127.0.0.1:0"
     );
     shutdown.trigger();
     h.join().expect("service thread").expect("service ran");
+
+    // Created compacted (a changelog of leads), with the input's partitions.
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> = b.client().create().unwrap();
+        let described = leadscore::service::kafka::block_on(
+            admin.describe_configs([&ResourceSpecifier::Topic(&scores)], &AdminOptions::new()),
+        )
+        .unwrap();
+        let config = described[0].as_ref().expect("score topic exists");
+        let policy = config.get("cleanup.policy").and_then(|e| e.value.clone());
+        assert_eq!(policy.as_deref(), Some("compact"));
+        assert_eq!(b.watermarks(&scores, PARTITIONS).len(), PARTITIONS as usize);
+    }
 
     // The latest record per lead (one key lives in one partition: highest offset).
     let mut latest: BTreeMap<String, (i64, serde_json::Value)> = BTreeMap::new();

@@ -758,6 +758,12 @@ impl Processor {
                 self.after_commit(result);
             }
             Action::Flush => {
+                if self.cfg.kafka.guarantee == Guarantee::AtLeastOnce {
+                    // Score records go with the status changes, acknowledged
+                    // before the changelog that records them is written
+                    // (at the second flush there are none left to write).
+                    self.write_scores();
+                }
                 let result = kafka::flush(&self.producer, CALL_TIMEOUT)
                     .and_then(|()| self.lost_writes())
                     .map_err(|e| self.failure(&e, consumer));
