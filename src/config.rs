@@ -711,6 +711,26 @@ dead_letter_topic = "dlq"
         assert!(e.contains("instance_id"), "{e}");
     }
 
+    #[test]
+    fn score_topic_is_optional_and_its_own_topic() {
+        assert_eq!(load(BASE, &[]).unwrap().kafka.score_topic, None);
+        let c = load(BASE, &[("LEADSCORE_KAFKA_SCORE_TOPIC", "lead-scores")]).unwrap();
+        assert_eq!(c.kafka.score_topic.as_deref(), Some("lead-scores"));
+        for (topic, problem) in [
+            ("status", "status_topic"),
+            ("events", "input topic"),
+            (" ", "empty"),
+        ] {
+            let e = load(BASE, &[("LEADSCORE_KAFKA_SCORE_TOPIC", topic)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("kafka.score_topic") && e.contains(problem),
+                "{e}"
+            );
+        }
+    }
+
     /// The project's own scripts (the local broker, the benchmarks) read
     /// variables of their own; none may be one that `leadscore run` refuses,
     /// or the service would not start in a shell where the scripts' README
