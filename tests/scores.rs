@@ -466,3 +466,35 @@ fn sim_time(model: &Model, input: &std::path::Path, id: &str) -> String {
         .unwrap()
         .at
 }
+
+#[test]
+fn state_written_without_a_score_stream_gets_its_band_timer_at_restore() {
+    let t = t0();
+    // Folded by an engine without a score stream (before it was turned on).
+    let mut plain = Sim::new();
+    plain.profile("L", t, fit50());
+    plain.demo("L", t);
+    plain.webinar("L", t);
+    let model = plain.engine.model().clone();
+    let mut bytes = Vec::new();
+    snapshot::encode(plain.engine.lead("L").expect("lead"), &model, &mut bytes);
+    let mut engine = Engine::new(model.clone());
+    engine.track_scores();
+    engine.restore(snapshot::decode(&bytes, &model).expect("decodes"));
+    engine.set_watermark(t);
+    // The same instant as `band_timer_fires_at_the_computed_microsecond`.
+    let due: Micros = t + 1_258_226_336_175;
+    let mut out = Vec::new();
+    engine.advance_to(due - 1, &mut out);
+    let mut records = Vec::new();
+    engine.drain_scores(|r| records.push(r));
+    assert!(records.is_empty(), "untouched, not yet due");
+    engine.advance_to(due, &mut out);
+    engine.drain_scores(|r| records.push(r));
+    let r = one(records);
+    assert_eq!(
+        (r.band.as_str(), r.as_of, r.stage),
+        ("warm", due, Stage::Mql)
+    );
+    assert!(out.is_empty());
+}

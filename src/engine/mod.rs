@@ -505,9 +505,10 @@ impl Engine {
     /// state of the same id, and schedules its timer.
     pub fn restore(&mut self, mut lead: Lead) {
         lead.flags &= !flags::DIRTY;
-        if self.scores && lead.scored_band == lead::NO_BAND && lead.time != NO_TIME {
-            // State written before the score stream was on: its band timer
-            // starts now; its first record follows its next event or timer.
+        if self.scores && lead.band_deadline == NEVER && lead.time != NO_TIME {
+            // State written without a score stream (before it was turned
+            // on, or by an engine that does not keep it): its band timer
+            // starts now; a first record follows its next event or timer.
             lead.score_time = lead.score_time.max(lead.time);
             lead.band_deadline = decay::band_deadline(&lead, &self.model, lead.score_time);
         }
