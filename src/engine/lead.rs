@@ -102,7 +102,11 @@ pub fn hash64(b: &[u8]) -> u64 {
 /// One block rather than one allocation per part (and per profile string)
 /// keeps a lead at two cache lines and one allocation after its table entry,
 /// which is what bounds the fold on millions of leads.
+///
+/// `repr(C)` keeps the fields in the order written: what every fold reads
+/// first, the score stream's fields last (read only when it is on).
 #[derive(Debug, Clone, PartialEq)]
+#[repr(C)]
 pub struct Lead {
     /// The lead's clock: the latest `occurred_at` it has seen, or a fired timer's deadline.
     pub(crate) time: Micros,

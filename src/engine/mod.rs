@@ -242,7 +242,7 @@ impl Engine {
         }
         // The lead's own timers fire before any of its events past (or at) their deadline.
         loop {
-            let due = self.leads[idx as usize].next_due(&self.model);
+            let due = self.next_due(idx);
             if due > t {
                 break;
             }
@@ -322,7 +322,7 @@ impl Engine {
             // A lead far behind its partition can get a deadline the watermark
             // has already passed: it is due now.
             loop {
-                let due = self.leads[idx as usize].next_due(&self.model);
+                let due = self.next_due(idx);
                 if due > self.watermark {
                     break;
                 }
@@ -353,6 +353,19 @@ impl Engine {
         let next = lead.next_due(model);
         if next < before {
             self.timers.push(Reverse((next, idx)));
+        }
+    }
+
+    /// The lead's next timer. Without a score stream its band timer is
+    /// never set, so only the stage timers are read (the fold then does not
+    /// touch the score fields at the end of the lead).
+    #[inline]
+    fn next_due(&self, idx: u32) -> Micros {
+        let lead = &self.leads[idx as usize];
+        if self.scores {
+            lead.next_due(&self.model)
+        } else {
+            lead.stage_due(&self.model)
         }
     }
 
@@ -392,7 +405,7 @@ impl Engine {
             });
             batch.dedup();
             for &idx in &batch {
-                let next = self.leads[idx as usize].next_due(&self.model);
+                let next = self.next_due(idx);
                 // A lead waiting for a visitor's handoff fires once it has it.
                 if next == due && !self.visitors.is_waiting(self.leads[idx as usize].id()) {
                     self.fire(idx, due, out);
@@ -434,7 +447,7 @@ impl Engine {
     }
 
     fn schedule(&mut self, idx: u32) {
-        let due = self.leads[idx as usize].next_due(&self.model);
+        let due = self.next_due(idx);
         if due != NEVER {
             self.timers.push(Reverse((due, idx)));
         }
