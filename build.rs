@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/leadscore/v1/event.proto",
         "proto/leadscore/v1/status_change.proto",
+        "proto/leadscore/v1/score.proto",
         "proto/leadscore/internal/v1/routed.proto",
     ];
     for f in files {

@@ -42,6 +42,10 @@ pub struct KafkaConfig {
     /// Compacted topic holding the leads' state; created (compacted, with the
     /// input's partition count) when missing. Default: `<group_id>-changelog`.
     pub changelog_topic: Option<String>,
+    /// Compacted topic of every lead's current score (key = lead id, in
+    /// `output_format`); created (compacted, with the input's partition
+    /// count) when missing. Unset: no score stream.
+    pub score_topic: Option<String>,
     #[serde(default)]
     pub guarantee: Guarantee,
     /// How often the open transaction is committed.
@@ -388,6 +392,7 @@ const SECTIONS: [(&str, &[&str]); 3] = [
             "status_topic",
             "dead_letter_topic",
             "changelog_topic",
+            "score_topic",
             "guarantee",
             "commit_interval_ms",
             "input_format",
@@ -625,6 +630,21 @@ impl Config {
         for (key, t) in outputs {
             if k.input_topics.contains(t) {
                 return Err(invalid(key, format!("{t:?} is also an input topic")));
+            }
+        }
+        if let Some(t) = &k.score_topic {
+            nonempty("kafka.score_topic", t)?;
+            if k.input_topics.contains(t) {
+                return Err(invalid(
+                    "kafka.score_topic",
+                    format!("{t:?} is also an input topic"),
+                ));
+            }
+            if let Some((other, _)) = outputs.iter().find(|(_, o)| *o == t) {
+                return Err(invalid(
+                    "kafka.score_topic",
+                    format!("{t:?} is also {other}: the score stream needs a compacted topic of its own"),
+                ));
             }
         }
         let repartition = self.repartition_topic();
@@ -899,6 +919,26 @@ dead_letter_topic = "dlq"
         // The token never shows in a debug print of the config.
         let c = load(BASE, &[("LEADSCORE_HTTP_TOKEN", token)]).unwrap();
         assert!(!format!("{c:?}").contains(token));
+    }
+
+    #[test]
+    fn score_topic_is_optional_and_its_own_topic() {
+        assert_eq!(load(BASE, &[]).unwrap().kafka.score_topic, None);
+        let c = load(BASE, &[("LEADSCORE_KAFKA_SCORE_TOPIC", "lead-scores")]).unwrap();
+        assert_eq!(c.kafka.score_topic.as_deref(), Some("lead-scores"));
+        for (topic, problem) in [
+            ("status", "status_topic"),
+            ("events", "input topic"),
+            (" ", "empty"),
+        ] {
+            let e = load(BASE, &[("LEADSCORE_KAFKA_SCORE_TOPIC", topic)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("kafka.score_topic") && e.contains(problem),
+                "{e}"
+            );
+        }
     }
 
     /// The project's own scripts (the local broker, the benchmarks) read

@@ -49,6 +49,7 @@ pub mod engine;
 pub mod event;
 pub mod gen;
 pub mod model;
+pub mod score_record;
 #[cfg(feature = "kafka")]
 pub mod service;
 pub mod time;
@@ -57,3 +58,4 @@ pub use change::{ChangeKind, Stage, StatusChange};
 pub use engine::{Engine, Outcome};
 pub use event::Event;
 pub use model::Model;
+pub use score_record::ScoreRecord;

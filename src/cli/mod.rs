@@ -181,6 +181,10 @@ struct ScoreArgs {
     /// Advance the clock to TIME (RFC 3339) at the end, so that due timers fire.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     until: Option<Micros>,
+    /// Also write every lead's score record at the end to FILE (JSON
+    /// lines): what the score topic holds after the same events.
+    #[arg(long, value_name = "FILE")]
+    scores: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -404,6 +408,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &a.input,
                 &a.format.options()?,
                 a.until,
+                a.scores.as_deref(),
                 &mut std::io::stdout(),
             )?;
             eprintln!("leadscore score: {stats}");

@@ -198,13 +198,17 @@ pub fn score_input(
     input: &str,
     opts: &InputOptions,
     until: Option<Micros>,
+    scores: Option<&Path>,
     out: &mut (dyn Write + Send),
 ) -> Result<ScoreStats> {
     if opts.format == InputFormat::Json {
         // The visitor limits mean nothing to JSON events: they have no visitors.
-        return score(model, input, until, out);
+        return score(model, input, until, scores, out);
     }
     let mut engine = opts.engine(model);
+    if scores.is_some() {
+        engine.track_scores();
+    }
     let mut stats = ScoreStats::default();
     let mut w = BufWriter::with_capacity(1 << 16, out);
     let mut buf = Vec::with_capacity(1 << 16);
@@ -224,8 +228,33 @@ pub fn score_input(
         write(&mut changes)?;
     }
     w.flush().context("cannot write to stdout")?;
+    if let Some(path) = scores {
+        write_scores(&mut engine, path)?;
+    }
     std::mem::forget(engine);
     Ok(stats)
+}
+
+/// `--scores FILE`: every lead's score record at the end, as JSON lines —
+/// what the score topic holds once the service has folded the same events.
+fn write_scores(engine: &mut Engine, path: &Path) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 16, file);
+    let mut buf = Vec::with_capacity(512);
+    let mut result = Ok(());
+    engine.drain_scores(|r| {
+        if result.is_ok() {
+            buf.clear();
+            crate::codec::encode_score_json(&r, &mut buf);
+            buf.push(b'\n');
+            result = w.write_all(&buf);
+        }
+    });
+    engine.drain_dirty(|_| {});
+    result
+        .and_then(|()| w.flush())
+        .with_context(|| format!("cannot write to {}", path.display()))
 }
 
 fn open_input(path: &str) -> Result<Box<dyn Read>> {
@@ -522,9 +551,13 @@ pub fn score(
     model: Model,
     input: &str,
     until: Option<Micros>,
+    scores: Option<&Path>,
     out: &mut (dyn Write + Send),
 ) -> Result<ScoreStats> {
     let mut engine = Engine::new(Arc::new(model));
+    if scores.is_some() {
+        engine.track_scores();
+    }
     let mut stats = ScoreStats::default();
     // Decoded blocks go to this thread, and come back empty to be reused.
     let (block_tx, block_rx) = mpsc::sync_channel::<Block>(2);
@@ -623,6 +656,9 @@ pub fn score(
         stats.bad_lines = read.bad_lines;
         anyhow::Ok(())
     })?;
+    if let Some(path) = scores {
+        write_scores(&mut engine, path)?;
+    }
     // The process is about to exit: freeing millions of leads one by one
     // would only cost time.
     std::mem::forget(engine);

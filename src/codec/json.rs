@@ -204,6 +204,12 @@ pub fn encode_change_json(change: &StatusChange, out: &mut Vec<u8>) {
     serde_json::to_writer(out, change).expect("status change serialises");
 }
 
+/// Encodes a score record as one JSON object (the score topic's JSON form).
+pub fn encode_score_json(record: &crate::ScoreRecord, out: &mut Vec<u8>) {
+    // Serialising plain structs into a Vec cannot fail.
+    serde_json::to_writer(out, record).expect("score record serialises");
+}
+
 /// A field value as JSON, whole numbers as integers (300, not 300.0), as
 /// the native JSON writes them.
 pub fn value_json(v: &Value<'_>) -> serde_json::Value {

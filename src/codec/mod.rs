@@ -26,10 +26,10 @@ pub use cloudevents::decode_cloudevent;
 pub use envelope::{cloudevents_headers, STAGE_CHANGED_TYPE};
 pub use framing::strip as strip_framing;
 pub use json::{
-    criteria_json, decode_json, encode_change_json, encode_event_json, event_data_json,
-    fields_json, value_json,
+    criteria_json, decode_json, encode_change_json, encode_event_json, encode_score_json,
+    event_data_json, fields_json, value_json,
 };
-pub use proto::{decode_proto, encode_change_proto, encode_event_proto, pb};
+pub use proto::{decode_proto, encode_change_proto, encode_event_proto, encode_score_proto, pb};
 pub use routed::{decode_routed, decode_routed_records, encode_routed, push_routed};
 pub use segment::{decode_segment, normalise_event_name};
 

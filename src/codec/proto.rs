@@ -342,6 +342,32 @@ pub fn encode_change_proto(c: &StatusChange, out: &mut Vec<u8>) {
     m.encode(out).expect("a Vec grows as needed");
 }
 
+/// Encodes a score record as a `leadscore.v1.ScoreRecord` (the score topic
+/// with `output_format = "protobuf"`).
+pub fn encode_score_proto(r: &crate::ScoreRecord, out: &mut Vec<u8>) {
+    let m = pb::ScoreRecord {
+        lead_id: r.lead_id.clone(),
+        stage: r.stage.as_str().to_string(),
+        fit: r.fit,
+        engagement: r.engagement,
+        total: r.total,
+        band: r.band.clone(),
+        as_of: format_rfc3339(r.as_of),
+        half_life_seconds: r.half_life_micros.map(|m| m / 1e6),
+        next_deadline: r.next_deadline.map(format_rfc3339),
+        top_contributors: r
+            .top_contributors
+            .iter()
+            .map(|t| pb::Contribution {
+                rule: t.rule.clone(),
+                points: t.points,
+            })
+            .collect(),
+        model_version: r.model_version.clone(),
+    };
+    m.encode(out).expect("a Vec grows as needed");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

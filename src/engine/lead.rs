@@ -113,7 +113,11 @@ pub fn hash64(b: &[u8]) -> u64 {
 /// One block rather than one allocation per part (and per profile string)
 /// keeps a lead at two cache lines and one allocation after its table entry,
 /// which is what bounds the fold on millions of leads.
+///
+/// `repr(C)` keeps the fields in the order written: what every fold reads
+/// first, the score stream's fields last (read only when it is on).
 #[derive(Debug, Clone, PartialEq)]
+#[repr(C)]
 pub struct Lead {
     /// The lead's clock: the latest `occurred_at` it has seen, or a fired timer's deadline.
     pub(crate) time: Micros,
@@ -146,7 +150,23 @@ pub struct Lead {
     recent_len: u8,
     /// Once the recent ids are a full ring: the oldest, replaced next.
     pub(crate) recent_pos: u8,
+    /// The band of the last score record written ([`NO_BAND`]: none yet).
+    pub(crate) scored_band: u8,
+    /// The stage of the last score record written.
+    pub(crate) scored_stage: Stage,
+    /// The total of the last score record written.
+    pub(crate) scored_total: f64,
+    /// The score stream's clock: the lead's time, or a later instant at
+    /// which a band timer fired (band timers do not move the lead's time,
+    /// so that the status changes do not depend on the score stream).
+    pub(crate) score_time: Micros,
+    /// When decay alone next changes the lead's band, or [`NEVER`] (always
+    /// [`NEVER`] while the engine does not track scores).
+    pub(crate) band_deadline: Micros,
 }
+
+/// [`Lead::scored_band`] before the lead's first score record.
+pub const NO_BAND: u8 = u8::MAX;
 
 /// Room for `len` recent ids: a multiple of four, at least four.
 fn recent_capacity(len: usize) -> usize {
@@ -177,6 +197,11 @@ impl Lead {
             sla: 0,
             recent_len: 0,
             recent_pos: 0,
+            scored_band: NO_BAND,
+            scored_stage: Stage::Lead,
+            scored_total: 0.0,
+            score_time: NO_TIME,
+            band_deadline: NEVER,
         };
         for rule in &model.engagement_rules {
             if let Some(cap) = rule.cap {
@@ -329,22 +354,52 @@ impl Lead {
         (self.time < end).then_some(end)
     }
 
-    /// The next instant a timer of this lead falls due, or [`NEVER`].
+    /// The next instant a timer of this lead falls due, or [`NEVER`]: a
+    /// stage timer ([`Lead::stage_due`]), the SLA clock's, or the band timer
+    /// of the score stream.
     #[inline]
     pub fn next_due(&self, model: &Model) -> Micros {
-        self.next_stage_due(model).min(self.sla_timer())
+        self.stage_due(model)
+            .min(self.sla_timer())
+            .min(self.band_deadline)
     }
 
-    /// The next instant a timer that re-evaluates the stage falls due
-    /// (requalification, end of a quiet period), or [`NEVER`].
+    /// The next instant a timer that re-evaluates the stage falls due: the
+    /// requalification deadline, the end of the quiet period, or (with
+    /// `demote_on_score`) the instant decay takes an MQL below the
+    /// requalification conditions.
     #[inline]
-    pub fn next_stage_due(&self, model: &Model) -> Micros {
+    pub fn stage_due(&self, model: &Model) -> Micros {
         let requal = if self.stage.is_qualified() {
             self.deadline
         } else {
             NEVER
         };
-        self.quiet_until(model).map_or(requal, |q| q.min(requal))
+        let due = self.quiet_until(model).map_or(requal, |q| q.min(requal));
+        if model.demote_on_score && self.stage == Stage::Mql {
+            due.min(super::decay::demotion_due(self, model))
+        } else {
+            due
+        }
+    }
+
+    /// Engagement at `at` (at or after the lead's time), decayed exactly as
+    /// [`Lead::advance_time`] would, without moving the lead's clock.
+    pub fn engagement_at(&self, model: &Model, at: Micros) -> f64 {
+        let factor = self.decay_factor(model, at);
+        self.leading_slots(model.engagement_rules.len())
+            .map(|v| f64::from_bits(v) * factor)
+            .sum()
+    }
+
+    /// What engagement is multiplied by from the lead's time to `at`.
+    pub(crate) fn decay_factor(&self, model: &Model, at: Micros) -> f64 {
+        match model.half_life {
+            Some(hl) if at > self.time && self.time != NO_TIME => {
+                (-((at - self.time) as f64) / hl).exp2()
+            }
+            _ => 1.0,
+        }
     }
 
     /// When the SLA clock of the current hand-off runs out, while it runs.

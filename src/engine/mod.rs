@@ -5,6 +5,7 @@
 //! clock. The Kafka service, `leadscore score` and replay all drive this.
 
 pub mod calllist;
+mod decay;
 mod explain;
 mod index;
 mod lead;
@@ -27,7 +28,8 @@ pub use stage::num as format_number;
 
 use crate::change::{ChangeKind, Contribution, Score, Stage, StatusChange};
 use crate::event::{Event, Kind};
-use crate::model::Model;
+use crate::model::{self, Model};
+use crate::score_record::ScoreRecord;
 use crate::time::Micros;
 use lead::{flags, value_ref};
 use stage::{Cause, EventCause, Why};
@@ -88,6 +90,9 @@ pub struct Engine {
     /// First touches of hand-offs since the last [`Engine::drain_touches`],
     /// kept only when asked for ([`Engine::record_touches`]).
     touches: Option<Vec<Touch>>,
+    /// Whether the score stream is kept: band timers and
+    /// [`Engine::drain_scores`]. Off, it costs a branch per event.
+    scores: bool,
 }
 
 impl Engine {
@@ -109,6 +114,7 @@ impl Engine {
             visitors: route::Visitors::default(),
             stages: calllist::StageIndex::default(),
             touches: None,
+            scores: false,
         }
     }
 
@@ -124,6 +130,13 @@ impl Engine {
         if let Some(t) = &mut self.touches {
             t.drain(..).for_each(f);
         }
+    }
+
+    /// Keeps the score stream: band timers, and the records that
+    /// [`Engine::drain_scores`] hands out. Call it before folding or
+    /// restoring anything.
+    pub fn track_scores(&mut self) {
+        self.scores = true;
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -254,12 +267,20 @@ impl Engine {
         }
         // The lead's own timers fire before any of its events past (or at) their deadline.
         loop {
-            let due = self.leads[idx as usize].next_due(&self.model);
+            let due = self.next_due(idx);
             if due > t {
                 break;
             }
             self.fire(idx, due, out);
         }
+        // Timers that move with every event (band, demotion by decay) are
+        // queued lazily: see `requeue`.
+        let lazy = self.scores || self.model.demote_on_score;
+        let due_before = if lazy {
+            self.leads[idx as usize].next_due(&self.model)
+        } else {
+            NEVER
+        };
         self.touch(idx);
         let model = &*self.model;
         let lead = &mut self.leads[idx as usize];
@@ -337,7 +358,7 @@ impl Engine {
             // A lead far behind its partition can get a deadline the watermark
             // has already passed: it is due now.
             loop {
-                let due = self.leads[idx as usize].next_due(&self.model);
+                let due = self.next_due(idx);
                 if due > self.watermark {
                     break;
                 }
@@ -348,7 +369,44 @@ impl Engine {
             // lead's earliest: its next timer needs an entry of its own.
             self.schedule(idx);
         }
+        if lazy {
+            self.requeue(idx, due_before);
+        }
         outcome
+    }
+
+    /// After an event, with timers that move with every event (the band
+    /// timer of the score stream, the demotion by decay of
+    /// `demote_on_score`): recomputes the band timer, and queues the lead's
+    /// next timer if it moved earlier than `before` (its next timer before
+    /// the event, which has an entry in the queue at or before it). One
+    /// that moved later is queued again when that entry comes due
+    /// ([`Engine::advance_to`]), so that a busy lead does not leave an entry
+    /// per event in the queue.
+    fn requeue(&mut self, idx: u32, before: Micros) {
+        let model = &*self.model;
+        let lead = &mut self.leads[idx as usize];
+        if self.scores {
+            lead.score_time = lead.score_time.max(lead.time);
+            lead.band_deadline = decay::band_deadline(lead, model, lead.score_time);
+        }
+        let next = lead.next_due(model);
+        if next < before {
+            self.timers.push(Reverse((next, idx)));
+        }
+    }
+
+    /// The lead's next timer. Without a score stream its band timer is
+    /// never set, so only the stage timers and the SLA clock are read (the
+    /// fold then does not touch the score fields at the end of the lead).
+    #[inline]
+    fn next_due(&self, idx: u32) -> Micros {
+        let lead = &self.leads[idx as usize];
+        if self.scores {
+            lead.next_due(&self.model)
+        } else {
+            lead.stage_due(&self.model).min(lead.sla_timer())
+        }
     }
 
     fn touch(&mut self, idx: u32) {
@@ -387,11 +445,14 @@ impl Engine {
             });
             batch.dedup();
             for &idx in &batch {
+                let next = self.next_due(idx);
                 // A lead waiting for a visitor's handoff fires once it has it.
-                if self.leads[idx as usize].next_due(&self.model) == due
-                    && !self.visitors.is_waiting(self.leads[idx as usize].id())
-                {
+                if next == due && !self.visitors.is_waiting(self.leads[idx as usize].id()) {
                     self.fire(idx, due, out);
+                } else if (self.scores || self.model.demote_on_score) && next > due && next != NEVER
+                {
+                    // A timer that moved later (see `requeue`).
+                    self.timers.push(Reverse((next, idx)));
                 }
             }
             self.scratch = batch;
@@ -399,7 +460,7 @@ impl Engine {
         self.expire_visitors(watermark);
     }
 
-    /// Fires the lead's timer due at `due`.
+    /// Fires the lead's timers due at `due`.
     fn fire(&mut self, idx: u32, due: Micros, out: &mut Vec<StatusChange>) {
         self.touch(idx);
         let model = &*self.model;
@@ -408,35 +469,94 @@ impl Engine {
         // breach comes before anything the same instant does to the stage.
         if lead.sla_timer() <= due {
             out.push(sla::breach(lead, model, due));
-            // The SLA clock only watches: alone, it neither moves the lead's
-            // time nor re-evaluates its stage, so that stage changes are
-            // what they would be without it.
-            if lead.next_stage_due(model) > due {
-                self.schedule(idx);
-                return;
+        }
+        // The SLA clock and a band timer only watch: alone, they neither
+        // move the lead's time nor re-evaluate its stage, so that stage
+        // changes are what they would be without them. The SLA clock alone
+        // does not move the score stream's clock either (a breach changes
+        // no score).
+        let stage_timer = lead.stage_due(model) <= due;
+        let score_timer = stage_timer || lead.band_deadline <= due;
+        if stage_timer {
+            lead.advance_time(due, model);
+            let requal = lead.stage.is_qualified() && lead.deadline <= due;
+            match stage::decide(lead, model, Cause::Timer { requal }, due) {
+                Some((to, why)) => {
+                    let from = lead.stage;
+                    out.push(transition(lead, model, to, why, due, None, None));
+                    self.stages.moved(idx, from, to);
+                }
+                None if requal => {
+                    // Requalified: same stage, next deadline one window later.
+                    lead.deadline = lead.deadline.saturating_add(window(model, lead.stage));
+                }
+                None => {}
             }
         }
-        lead.advance_time(due, model);
-        let requal = lead.stage.is_qualified() && lead.deadline <= due;
-        match stage::decide(lead, model, Cause::Timer { requal }, due) {
-            Some((to, why)) => {
-                let from = lead.stage;
-                out.push(transition(lead, model, to, why, due, None, None));
-                self.stages.moved(idx, from, to);
-            }
-            None if requal => {
-                // Requalified: same stage, next deadline one window later.
-                lead.deadline = lead.deadline.saturating_add(window(model, lead.stage));
-            }
-            None => {}
+        if self.scores && score_timer {
+            lead.score_time = lead.score_time.max(due);
+            lead.band_deadline = decay::band_deadline(lead, model, lead.score_time);
         }
         self.schedule(idx);
     }
 
     fn schedule(&mut self, idx: u32) {
-        let due = self.leads[idx as usize].next_due(&self.model);
+        let due = self.next_due(idx);
         if due != NEVER {
             self.timers.push(Reverse((due, idx)));
+        }
+    }
+
+    /// Hands out the score records due among the leads changed since the
+    /// last [`Engine::drain_dirty`]: a lead's first, then one whenever its
+    /// stage or band differs from the last record's, or its total has moved
+    /// by at least the model's `score_min_delta`. Each record is of the
+    /// lead's state at the score stream's clock (its time, or a later band
+    /// timer). Call it before `drain_dirty` (which ends the interval), in
+    /// the transaction that writes the changelog: the lead's state remembers
+    /// the record written. Nothing without [`Engine::track_scores`].
+    pub fn drain_scores(&mut self, mut f: impl FnMut(ScoreRecord)) {
+        if !self.scores {
+            return;
+        }
+        let model = &*self.model;
+        for &idx in &self.dirty {
+            let lead = &mut self.leads[idx as usize];
+            if lead.time == NO_TIME {
+                continue;
+            }
+            let at = lead.score_time.max(lead.time);
+            let decay = lead.decay_factor(model, at);
+            let engagement = lead.engagement_at(model, at);
+            let fit = lead.fit(model);
+            let total = fit + engagement;
+            let band = model.band(total);
+            let due = lead.scored_band == lead::NO_BAND
+                || usize::from(lead.scored_band) != band
+                || lead.scored_stage != lead.stage
+                || model::at_least((total - lead.scored_total).abs(), model.score_min_delta);
+            if !due {
+                continue;
+            }
+            lead.score_time = at;
+            lead.scored_band = band as u8;
+            lead.scored_stage = lead.stage;
+            lead.scored_total = total;
+            // The SLA clock is not among them: a breach changes no score.
+            let next = lead.stage_due(model).min(lead.band_deadline);
+            f(ScoreRecord {
+                lead_id: lead.id().to_string(),
+                stage: lead.stage,
+                fit,
+                engagement,
+                total,
+                band: model.bands[band].name.clone(),
+                as_of: at,
+                half_life_micros: model.half_life,
+                next_deadline: (next != NEVER).then_some(next),
+                top_contributors: top_contributors(lead, model, decay),
+                model_version: model.version.clone(),
+            });
         }
     }
 
@@ -453,6 +573,17 @@ impl Engine {
     /// state of the same id, and schedules its timer.
     pub fn restore(&mut self, mut lead: Lead) {
         lead.flags &= !flags::DIRTY;
+        if self.scores && lead.band_deadline == NEVER && lead.time != NO_TIME {
+            // State written without a score stream (before it was turned
+            // on, or by an engine that does not keep it): its band timer
+            // starts now; a first record follows its next event or timer.
+            lead.score_time = lead.score_time.max(lead.time);
+            lead.band_deadline = decay::band_deadline(&lead, &self.model, lead.score_time);
+        }
+        if !self.scores {
+            // Written with a score stream that is now off: no band timer.
+            lead.band_deadline = NEVER;
+        }
         let idx = self.find_or_insert(lead.id());
         self.stages
             .moved(idx, self.leads[idx as usize].stage, lead.stage);
@@ -532,7 +663,7 @@ fn transition(
         },
         band: model.bands[band].name.clone(),
         reasons,
-        top_contributors: top_contributors(lead, model),
+        top_contributors: top_contributors(lead, model, 1.0),
         route,
         follow_up_by,
         model_version: model.version.clone(),
@@ -604,12 +735,14 @@ fn score_engagement(lead: &mut Lead, model: &Model, event: &Event<'_>) {
 
 /// The rules that weigh most in the lead's score now (fit and engagement),
 /// largest first, ties by name.
-fn top_contributors(lead: &Lead, model: &Model) -> Vec<Contribution> {
+/// `decay` scales the engagement contributions (to show them at a later
+/// instant than the lead's time).
+fn top_contributors(lead: &Lead, model: &Model, decay: f64) -> Vec<Contribution> {
     // The best few so far, in order (no list of all of them to sort).
     let mut top = Top::default();
     lead.for_each_fit_hit(model, |i, p| top.offer(p, &model.fit_rules[i].name));
     for (i, r) in model.engagement_rules.iter().enumerate() {
-        top.offer(lead.contribution(i), &r.name);
+        top.offer(lead.contribution(i) * decay, &r.name);
     }
     top.best[..top.len]
         .iter()

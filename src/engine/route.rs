@@ -493,7 +493,7 @@ impl Engine {
             return;
         };
         loop {
-            let due = self.leads[idx as usize].next_due(&self.model);
+            let due = self.next_due(idx);
             if due > by {
                 break;
             }

@@ -102,7 +102,7 @@ pub(super) fn breach(lead: &mut Lead, model: &Model, at: Micros) -> StatusChange
         },
         band: model.bands[model.band(total)].name.clone(),
         reasons: Vec::new(),
-        top_contributors: top_contributors(&then, model),
+        top_contributors: top_contributors(&then, model, 1.0),
         route: Some(track.route.clone()),
         follow_up_by: Some(lead.sla_due),
         model_version: model.version.clone(),

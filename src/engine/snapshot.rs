@@ -6,26 +6,35 @@
 //! disqualification are not stored: they derive from the profile and are
 //! recomputed on restore.
 //!
-//! After the profile come optional extensions, each a tag byte and its
-//! fields, for state that later versions added; a lead without such state
-//! writes none, so its bytes are version 1's exactly, and bytes written
-//! before an extension existed restore without it:
+//! After the profile come extensions, each a tag byte, its length (varint)
+//! and that many bytes; a lead without one writes nothing, so its bytes are
+//! those of version 1 before extensions existed, and state written before
+//! them restores as it was. A reader skips a tag it does not know (state
+//! written by a newer build, read by an older one during a rolling
+//! downgrade) rather than refusing the lead.
 //!
-//! - [`EXT_SLA`]: the SLA clock of the current hand-off (its [`sla`] bits,
+//! - [`ext::SLA`]: the SLA clock of the current hand-off (its [`sla`] bits,
 //!   then `follow_up_by` relative to the lead's clock). Absent: no clock
 //!   running.
+//! - [`ext::SCORE`]: the score stream's clock, band timer and last record.
 
 use prost::encoding::{decode_varint, encode_varint};
 
-use super::lead::{flags, sla, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
+use super::lead::{flags, sla, Lead, ProfileValue, NEVER, NO_BAND, NO_TIME, RECENT_IDS};
 use crate::change::Stage;
 use crate::model::Model;
 use crate::time::Micros;
 
 const VERSION: u8 = 1;
 
-/// Extension tag: the SLA clock.
-const EXT_SLA: u8 = 1;
+/// Extension tags.
+mod ext {
+    /// The SLA clock of the current hand-off.
+    pub const SLA: u8 = 1;
+    /// The score stream: its clock, the band timer, and the last record
+    /// written (band, stage, total).
+    pub const SCORE: u8 = 2;
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -113,10 +122,47 @@ pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
         }
     }
     if lead.sla != 0 {
-        out.push(EXT_SLA);
-        out.push(lead.sla);
-        put_rel(out, lead.time, lead.sla_due);
+        let mut body = Vec::with_capacity(12);
+        body.push(lead.sla);
+        put_rel(&mut body, lead.time, lead.sla_due);
+        out.push(ext::SLA);
+        put_bytes(out, &body);
     }
+    if lead.scored_band != NO_BAND || lead.band_deadline != NEVER || lead.score_time != NO_TIME {
+        let mut body = Vec::with_capacity(24);
+        put_rel(&mut body, lead.time, lead.score_time);
+        put_rel(&mut body, lead.time, lead.band_deadline);
+        body.push(lead.scored_band);
+        body.push(lead.scored_stage as u8);
+        body.extend_from_slice(&lead.scored_total.to_le_bytes());
+        out.push(ext::SCORE);
+        put_bytes(out, &body);
+    }
+}
+
+/// Reads the score stream's extension into the lead.
+fn read_score(body: &[u8], lead: &mut Lead) -> Result<(), SnapshotError> {
+    let mut r = Reader { b: body };
+    lead.score_time = r.rel(lead.time)?;
+    lead.band_deadline = r.rel(lead.time)?;
+    lead.scored_band = r.byte()?;
+    lead.scored_stage = Stage::from_u8(r.byte()?).ok_or(SnapshotError::Corrupt("scored stage"))?;
+    lead.scored_total = f64::from_bits(r.u64_le()?);
+    if !r.b.is_empty() {
+        return Err(SnapshotError::Corrupt("score extension"));
+    }
+    Ok(())
+}
+
+/// Reads the SLA clock's extension into the lead.
+fn read_sla(body: &[u8], lead: &mut Lead) -> Result<(), SnapshotError> {
+    let mut r = Reader { b: body };
+    lead.sla = r.byte()? & (sla::OPEN | sla::BREACHED | sla::INSTALLED);
+    lead.sla_due = r.rel(lead.time)?;
+    if !r.b.is_empty() {
+        return Err(SnapshotError::Corrupt("SLA extension"));
+    }
+    Ok(())
 }
 
 struct Reader<'a> {
@@ -227,12 +273,14 @@ pub fn decode(bytes: &[u8], model: &Model) -> Result<Lead, SnapshotError> {
     }
     lead.set_profile(&profile);
     while !r.b.is_empty() {
-        match r.byte()? {
-            EXT_SLA => {
-                lead.sla = r.byte()? & (sla::OPEN | sla::BREACHED | sla::INSTALLED);
-                lead.sla_due = r.rel(lead.time)?;
-            }
-            _ => return Err(SnapshotError::Corrupt("unknown extension")),
+        let tag = r.byte()?;
+        let n = usize::try_from(r.varint()?).map_err(|_| SnapshotError::Corrupt("length"))?;
+        let body = r.take(n)?;
+        match tag {
+            ext::SLA => read_sla(body, &mut lead)?,
+            ext::SCORE => read_score(body, &mut lead)?,
+            // A newer build's: skipped.
+            _ => {}
         }
     }
     lead.refresh_profile(model);
@@ -303,10 +351,14 @@ mod tests {
     /// The SLA extension the sample lead adds to [`PINNED`]: it became an
     /// MQL at e-2 (fit 50 + 5 ≥ 50, warm) on Mon 03-02 10:00, so its
     /// follow-up is Thu 03-05 10:00, one day after its clock (e-4, 03-04
-    /// 10:00): tag 1, bits OPEN (1), then zigzag(1 day) + 2 as a varint.
+    /// 10:00): tag 1, the body's length, bits OPEN (1), then zigzag(1 day)
+    /// + 2 as a varint.
     fn sla_suffix() -> Vec<u8> {
-        let mut v = vec![EXT_SLA, sla::OPEN];
-        encode_varint(zigzag(crate::time::DAY) + 2, &mut v);
+        let mut body = vec![sla::OPEN];
+        encode_varint(zigzag(crate::time::DAY) + 2, &mut body);
+        let mut v = vec![ext::SLA];
+        encode_varint(body.len() as u64, &mut v);
+        v.extend_from_slice(&body);
         v
     }
 
@@ -351,10 +403,67 @@ mod tests {
             crate::time::format_rfc3339(restored.sla_timer()),
             "2026-03-05T10:00:00Z"
         );
-        with_sla.push(9);
+        // A tag of a newer build is skipped; a cut one is refused.
+        with_sla.extend([9, 2, 0xaa, 0xbb]);
+        assert_eq!(decode(&with_sla, &model).as_ref(), Ok(&restored));
+        with_sla.pop();
+        assert!(decode(&with_sla, &model).is_err());
+    }
+
+    /// The sample lead in an engine that keeps the score stream, with its
+    /// first record written.
+    fn scored_sample() -> (Lead, Arc<Model>) {
+        let (plain, model) = sample();
+        let mut engine = Engine::new(model.clone());
+        engine.track_scores();
+        engine.restore(plain.lead("L-1").expect("folded").clone());
+        let mut n = 0;
+        engine.drain_scores(|_| n += 1);
+        // A restored lead is not dirty: touch it the way an event would.
+        let e = decode_json(br#"{"event_id":"e-5","lead_id":"L-1","type":"page_view","occurred_at":"2026-03-05T10:00:00Z"}"#)
+            .expect("valid event");
+        engine.fold(&e, &mut Vec::new());
+        engine.drain_scores(|_| n += 1);
+        assert_eq!(n, 1, "the first record");
+        engine.drain_dirty(|_| {});
+        (engine.lead("L-1").expect("folded").clone(), model)
+    }
+
+    #[test]
+    fn score_state_is_an_extension_after_the_version_1_bytes() {
+        let (lead, model) = scored_sample();
+        assert_ne!(lead.scored_band, NO_BAND);
+        // Fit 50 is warm's lower bound: decay never takes it out of warm.
+        assert_eq!(lead.band_deadline, NEVER);
+        assert_eq!(lead.score_time, lead.time);
+        let mut bytes = Vec::new();
+        encode(&lead, &model, &mut bytes);
+        assert_eq!(decode(&bytes, &model).as_ref(), Ok(&lead));
+        // Without the score state, the same lead writes the bytes it always did.
+        let mut plain = lead.clone();
+        plain.scored_band = NO_BAND;
+        plain.scored_total = 0.0;
+        plain.scored_stage = Stage::Lead;
+        plain.score_time = NO_TIME;
+        plain.band_deadline = NEVER;
+        let mut old = Vec::new();
+        encode(&plain, &model, &mut old);
+        assert_eq!(&bytes[..old.len()], &old[..]);
+        assert_eq!(bytes[old.len()], ext::SCORE);
+        assert_eq!(decode(&old, &model).as_ref(), Ok(&plain));
+    }
+
+    #[test]
+    fn unknown_extensions_are_skipped_and_truncated_ones_refused() {
+        let (lead, model) = scored_sample();
+        let mut bytes = Vec::new();
+        encode(&lead, &model, &mut bytes);
+        let mut newer = bytes.clone();
+        newer.extend_from_slice(&[0x7f, 3, 1, 2, 3]);
+        assert_eq!(decode(&newer, &model).as_ref(), Ok(&lead));
         assert_eq!(
-            decode(&with_sla, &model),
-            Err(SnapshotError::Corrupt("unknown extension"))
+            decode(&bytes[..bytes.len() - 1], &model),
+            Err(SnapshotError::Corrupt("ends early"))
         );
     }
 

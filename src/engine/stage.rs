@@ -33,6 +33,8 @@ pub enum Why {
     SalesRejected,
     DealLost,
     Demoted,
+    /// `demote_on_score`: an MQL below the requalification conditions, before its deadline.
+    ScoreDemoted,
     SalesAccepted,
     CriteriaMet,
     Mql,
@@ -72,6 +74,9 @@ pub fn decide(
         if stage.is_qualified() && !lead.requalifies(model) {
             return Some((lead.home_stage(), Why::Demoted));
         }
+    }
+    if model.demote_on_score && stage == Stage::Mql && !lead.requalifies(model) {
+        return Some((lead.home_stage(), Why::ScoreDemoted));
     }
     if ev.sales_accepted && matches!(stage, Stage::Lead | Stage::Recycled | Stage::Mql) {
         return Some((Stage::Sql, Why::SalesAccepted));
@@ -189,11 +194,17 @@ pub fn reasons(lead: &Lead, model: &Model, why: Why, rejected_reason: Option<&st
             rejected_reason.unwrap_or("no reason given")
         )],
         Why::DealLost => vec!["deal lost".into()],
-        Why::Demoted => {
+        Why::Demoted | Why::ScoreDemoted => {
+            let prefix = if why == Why::Demoted {
+                "requalification: "
+            } else {
+                "demote_on_score: "
+            };
             let mut r = Vec::new();
             if e < track.mql_min_engagement - crate::model::TOLERANCE {
                 r.push(reason(&[
-                    Part::Text("requalification: engagement "),
+                    Part::Text(prefix),
+                    Part::Text("engagement "),
                     Part::Num(e),
                     Part::Text(" < minimum "),
                     Part::Num(track.mql_min_engagement),
@@ -202,7 +213,8 @@ pub fn reasons(lead: &Lead, model: &Model, why: Why, rejected_reason: Option<&st
             if let Some(d) = track.demotion_total {
                 if total < d - crate::model::TOLERANCE {
                     r.push(reason(&[
-                        Part::Text("requalification: total "),
+                        Part::Text(prefix),
+                        Part::Text("total "),
                         Part::Num(total),
                         Part::Text(" < demotion threshold "),
                         Part::Num(d),

@@ -188,6 +188,12 @@ pub struct RequalifyFile {
     pub mql_window: Option<String>,
     pub sql_window: Option<String>,
     pub quiet_period: Option<String>,
+    /// An MQL whose requalification conditions fail (its total below the
+    /// demotion threshold, or its engagement below the minimum) goes to its
+    /// home stage at once, at the event or the decay instant, instead of at
+    /// the requalification deadline.
+    #[serde(default)]
+    pub demote_on_score: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,4 +220,7 @@ pub struct ModelFile {
     pub hot_band: Option<String>,
     /// The business calendar of every route without one of its own.
     pub calendar: Option<CalendarFile>,
+    /// The score stream writes a lead's record again when its total has
+    /// moved by at least this many points since the last one (default 1).
+    pub score_min_delta: Option<f64>,
 }

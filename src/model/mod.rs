@@ -27,6 +27,9 @@ pub const DEFAULT_MODEL_TOML: &str = include_str!("default.toml");
 /// of a threshold meets it.
 pub const TOLERANCE: f64 = 1e-9;
 
+/// How many bands a model may have.
+pub const MAX_BANDS: usize = 255;
+
 /// The profile fields SPEC §2 names, in a fixed order: a lead stores these
 /// names as their index here, and a fit rule on one of them knows it.
 pub const PROFILE_FIELDS: [&str; 7] = [
@@ -225,6 +228,12 @@ pub struct Model {
     pub mql_window: Micros,
     pub sql_window: Micros,
     pub quiet_period: Micros,
+    /// `requalify.demote_on_score`: an MQL that stops meeting the
+    /// requalification conditions goes home at once, not at its deadline.
+    pub demote_on_score: bool,
+    /// The score stream writes a lead's record again once its total has
+    /// moved this much (points) since the last record.
+    pub score_min_delta: f64,
     /// Per-lead rule state: one contribution per engagement rule, then
     /// counters and cap timestamps.
     pub slots: usize,
@@ -556,6 +565,15 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
     } else {
         f.bands
     };
+    if bands_in.len() > MAX_BANDS {
+        return Err(invalid(
+            "bands",
+            format!(
+                "{} bands; at most {MAX_BANDS} (a lead remembers the band of its last score record in a byte)",
+                bands_in.len()
+            ),
+        ));
+    }
     let mut bands: Vec<Band> = Vec::new();
     for (i, b) in bands_in.into_iter().enumerate() {
         let k = |s: &str| format!("bands[{i}].{s}");
@@ -622,6 +640,17 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
     }
 
     let shared = calendar("calendar", f.calendar.as_ref())?;
+    let score_min_delta = match f.score_min_delta {
+        None => 1.0,
+        Some(d) if d.is_finite() && d >= 0.0 => d,
+        Some(_) => {
+            return Err(invalid(
+                "score_min_delta",
+                "must be a finite number of points, 0 or more",
+            ))
+        }
+    };
+
     let new_business = track(
         "new_business",
         f.new_business,
@@ -644,6 +673,22 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         },
         &shared,
     )?;
+
+    if f.requalify.demote_on_score {
+        for (name, t) in [
+            ("new_business", &new_business),
+            ("installed_base", &installed_base),
+        ] {
+            if let (Some(d), Some(m)) = (t.demotion_total, t.mql_min_total) {
+                if d > m {
+                    return Err(invalid(
+                        format!("{name}.demotion_total"),
+                        format!("{d} is above mql_min_total {m}: with requalify.demote_on_score a new MQL would be demoted at its next event"),
+                    ));
+                }
+            }
+        }
+    }
 
     Ok(Model {
         version: f.version,
@@ -676,6 +721,8 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
             14 * DAY,
             true,
         )?,
+        demote_on_score: f.requalify.demote_on_score,
+        score_min_delta,
         slots,
         layout_id: fnv(&(slots as u64).to_le_bytes(), layout),
     })

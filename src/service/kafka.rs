@@ -273,8 +273,9 @@ pub enum StartError {
     Kafka(#[from] KafkaError),
 }
 
-/// Checks that the topics exist, creates the changelog (compacted, with the
-/// input's partition count) if missing; returns the input partition count.
+/// Checks that the topics exist, creates the changelog and the score topic
+/// (compacted, with the input's partition count) if missing; returns the
+/// input partition count.
 pub fn ensure_topics(cfg: &Config) -> Result<usize, StartError> {
     let probe: BaseConsumer = plain(cfg).create()?;
     let n = input_partitions(cfg, &probe)?;
@@ -299,6 +300,12 @@ pub fn ensure_topics(cfg: &Config) -> Result<usize, StartError> {
     let instances = cfg.instances_topic();
     if partition_counts(&probe, &[&instances])?[0].is_none() {
         create_topic(cfg, &instances, 1, Cleanup::Compact)?;
+    }
+    if let Some(scores) = &cfg.kafka.score_topic {
+        // Keyed by lead like the status topic; any partition count works.
+        if partition_counts(&probe, &[scores])?[0].is_none() {
+            create_topic(cfg, scores, n, Cleanup::Compact)?;
+        }
     }
     if cfg.rekeys() {
         // Partition q of the repartition topic is folded with partition q

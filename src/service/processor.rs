@@ -36,7 +36,8 @@ use super::wall_micros;
 use crate::change::StatusChange;
 use crate::codec::{
     cloudevents_headers, decode_message, decode_routed_records, encode_change_json,
-    encode_change_proto, DecodeError, Format, InputFormat, Mapping, TopicInput,
+    encode_change_proto, encode_score_json, encode_score_proto, DecodeError, Format, InputFormat,
+    Mapping, TopicInput,
 };
 use crate::config::{Config, Guarantee, OutputEnvelope};
 use crate::engine::{route, Engine, Routed, VisitorStats};
@@ -801,6 +802,12 @@ impl Processor {
             }
             Action::Flush => {
                 self.flush_batches();
+                if self.cfg.kafka.guarantee == Guarantee::AtLeastOnce {
+                    // Score records go with the status changes, acknowledged
+                    // before the changelog that records them is written
+                    // (at the second flush there are none left to write).
+                    self.write_scores();
+                }
                 let result = kafka::flush(&self.producer, CALL_TIMEOUT)
                     .and_then(|()| self.lost_writes())
                     .map_err(|e| self.failure(&e, consumer));
@@ -924,6 +931,8 @@ impl Processor {
     /// Writes the leads changed since the last write, and the given
     /// partitions' checkpoints, to the changelog.
     fn write_changelog(&mut self, checkpoints: &[CheckpointAt]) {
+        // Before the changelog, which records that they were written.
+        self.write_scores();
         let topics = &self.topics;
         let mut records: Vec<(i32, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for (&p, part) in &mut self.partitions {
@@ -963,6 +972,37 @@ impl Processor {
         if self.repartition.is_some() {
             self.report_visitors();
         }
+    }
+
+    /// Writes the score records due (the score stream), in the open
+    /// transaction, before the changelog records of the same leads.
+    fn write_scores(&mut self) {
+        let Some(topic) = self.cfg.kafka.score_topic.as_deref() else {
+            return;
+        };
+        let format = self.cfg.kafka.output_format;
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut written = 0u64;
+        for part in self.partitions.values_mut() {
+            part.engine.drain_scores(|r| {
+                buf.clear();
+                match format {
+                    Format::Json => encode_score_json(&r, &mut buf),
+                    Format::Protobuf => encode_score_proto(&r, &mut buf),
+                }
+                produce(
+                    &self.producer,
+                    topic,
+                    None,
+                    r.lead_id.as_bytes(),
+                    &buf,
+                    None,
+                );
+                written += 1;
+            });
+        }
+        self.buf = buf;
+        tm::scores_written(written);
     }
 
     /// The visitor metrics: what the engines' counts moved by since the

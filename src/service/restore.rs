@@ -74,6 +74,9 @@ pub fn restore_partition(
     engine.set_visitor_limits(cfg.input.visitor_limits());
     // For the time-to-first-touch metric, drained at each changelog write.
     engine.record_touches(true);
+    if cfg.kafka.score_topic.is_some() {
+        engine.track_scores();
+    }
     let mut checkpoint = None;
     let mut leads = 0u64;
     let mut aux: BTreeMap<Vec<u8>, (i64, Option<Vec<u8>>)> = BTreeMap::new();

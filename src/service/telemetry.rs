@@ -16,6 +16,7 @@ pub const EVENTS: &str = "leadscore_events_total";
 pub const DUPLICATES: &str = "leadscore_duplicate_events_total";
 pub const DEAD_LETTERS: &str = "leadscore_dead_letters_total";
 pub const CHANGES: &str = "leadscore_changes_total";
+pub const SCORE_RECORDS: &str = "leadscore_score_records_total";
 pub const FOLD_SECONDS: &str = "leadscore_fold_seconds";
 pub const EMIT_LATENCY: &str = "leadscore_event_to_emit_seconds";
 pub const CONSUMER_LAG: &str = "leadscore_consumer_lag";
@@ -205,6 +206,10 @@ fn describe() {
         "Invalid messages sent to the dead-letter topic, by reason"
     );
     describe_counter!(CHANGES, "Status changes emitted, by from and to stage");
+    describe_counter!(
+        SCORE_RECORDS,
+        "Records written to the score topic (a lead's current score)"
+    );
     describe_histogram!(
         FOLD_SECONDS,
         Unit::Seconds,
@@ -415,6 +420,12 @@ pub fn change_emitted(c: &StatusChange) {
         return;
     }
     counter!(CHANGES, "from" => c.from.as_str(), "to" => c.to.as_str()).increment(1);
+}
+
+pub fn scores_written(n: u64) {
+    if n > 0 {
+        counter!(SCORE_RECORDS).increment(n);
+    }
 }
 
 pub fn emit_latency(seconds: f64) {
