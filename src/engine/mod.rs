@@ -387,8 +387,11 @@ impl Engine {
         let model = &*self.model;
         let lead = &mut self.leads[idx as usize];
         if self.scores {
-            lead.score_time = lead.score_time.max(lead.time);
-            lead.band_deadline = decay::band_deadline(lead, model, lead.score_time);
+            let at = lead.x().score_time.max(lead.time);
+            let due = decay::band_deadline(lead, model, at);
+            let x = lead.x_mut();
+            x.score_time = at;
+            x.band_deadline = due;
         }
         let next = lead.next_due(model);
         if next < before {
@@ -476,7 +479,7 @@ impl Engine {
         // does not move the score stream's clock either (a breach changes
         // no score).
         let stage_timer = lead.stage_due(model) <= due;
-        let score_timer = stage_timer || lead.band_deadline <= due;
+        let score_timer = stage_timer || lead.x().band_deadline <= due;
         if stage_timer {
             lead.advance_time(due, model);
             let requal = lead.stage.is_qualified() && lead.deadline <= due;
@@ -494,8 +497,11 @@ impl Engine {
             }
         }
         if self.scores && score_timer {
-            lead.score_time = lead.score_time.max(due);
-            lead.band_deadline = decay::band_deadline(lead, model, lead.score_time);
+            let at = lead.x().score_time.max(due);
+            let next = decay::band_deadline(lead, model, at);
+            let x = lead.x_mut();
+            x.score_time = at;
+            x.band_deadline = next;
         }
         self.schedule(idx);
     }
@@ -525,25 +531,28 @@ impl Engine {
             if lead.time == NO_TIME {
                 continue;
             }
-            let at = lead.score_time.max(lead.time);
+            let at = lead.x().score_time.max(lead.time);
             let decay = lead.decay_factor(model, at);
             let engagement = lead.engagement_at(model, at);
             let fit = lead.fit(model);
             let total = fit + engagement;
             let band = model.band(total);
-            let due = lead.scored_band == lead::NO_BAND
-                || usize::from(lead.scored_band) != band
-                || lead.scored_stage != lead.stage
-                || model::at_least((total - lead.scored_total).abs(), model.score_min_delta);
+            let x = lead.x();
+            let due = x.scored_band == lead::NO_BAND
+                || usize::from(x.scored_band) != band
+                || x.scored_stage != lead.stage
+                || model::at_least((total - x.scored_total).abs(), model.score_min_delta);
             if !due {
                 continue;
             }
-            lead.score_time = at;
-            lead.scored_band = band as u8;
-            lead.scored_stage = lead.stage;
-            lead.scored_total = total;
+            let stage = lead.stage;
+            let x = lead.x_mut();
+            x.score_time = at;
+            x.scored_band = band as u8;
+            x.scored_stage = stage;
+            x.scored_total = total;
             // The SLA clock is not among them: a breach changes no score.
-            let next = lead.stage_due(model).min(lead.band_deadline);
+            let next = lead.stage_due(model).min(lead.x().band_deadline);
             f(ScoreRecord {
                 lead_id: lead.id().to_string(),
                 stage: lead.stage,
@@ -573,16 +582,22 @@ impl Engine {
     /// state of the same id, and schedules its timer.
     pub fn restore(&mut self, mut lead: Lead) {
         lead.flags &= !flags::DIRTY;
-        if self.scores && lead.band_deadline == NEVER && lead.time != NO_TIME {
+        if self.scores && lead.x().band_deadline == NEVER && lead.time != NO_TIME {
             // State written without a score stream (before it was turned
             // on, or by an engine that does not keep it): its band timer
             // starts now; a first record follows its next event or timer.
-            lead.score_time = lead.score_time.max(lead.time);
-            lead.band_deadline = decay::band_deadline(&lead, &self.model, lead.score_time);
+            let at = lead.x().score_time.max(lead.time);
+            let due = decay::band_deadline(&lead, &self.model, at);
+            let x = lead.x_mut();
+            x.score_time = at;
+            x.band_deadline = due;
         }
         if !self.scores {
             // Written with a score stream that is now off: no band timer.
-            lead.band_deadline = NEVER;
+            if lead.x().band_deadline != NEVER {
+                lead.x_mut().band_deadline = NEVER;
+                lead.shrink_extra();
+            }
         }
         let idx = self.find_or_insert(lead.id());
         self.stages

@@ -43,11 +43,11 @@ pub(super) fn hand_off(lead: &mut Lead, to: Stage, follow_up_by: Option<Micros>)
                 } else {
                     0
                 };
-            lead.sla_due = due;
+            lead.set_sla_due(due);
         }
         _ => {
             lead.sla = 0;
-            lead.sla_due = NEVER;
+            lead.set_sla_due(NEVER);
         }
     }
 }
@@ -64,12 +64,12 @@ pub(super) fn touch(lead: &mut Lead, t: Micros) -> Option<Touch> {
         lead_id: lead.id().to_string(),
         installed_base: lead.sla & sla::INSTALLED != 0,
         handed_off_at: lead.stage_entered,
-        follow_up_by: lead.sla_due,
+        follow_up_by: lead.x().sla_due,
         touched_at: t,
         breached: lead.sla & sla::BREACHED != 0,
     };
     lead.sla = 0;
-    lead.sla_due = NEVER;
+    lead.set_sla_due(NEVER);
     Some(touch)
 }
 
@@ -104,7 +104,7 @@ pub(super) fn breach(lead: &mut Lead, model: &Model, at: Micros) -> StatusChange
         reasons: Vec::new(),
         top_contributors: top_contributors(&then, model, 1.0),
         route: Some(track.route.clone()),
-        follow_up_by: Some(lead.sla_due),
+        follow_up_by: Some(lead.x().sla_due),
         model_version: model.version.clone(),
         cause_event_id: None,
     }

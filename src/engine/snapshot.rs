@@ -124,17 +124,18 @@ pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
     if lead.sla != 0 {
         let mut body = Vec::with_capacity(12);
         body.push(lead.sla);
-        put_rel(&mut body, lead.time, lead.sla_due);
+        put_rel(&mut body, lead.time, lead.x().sla_due);
         out.push(ext::SLA);
         put_bytes(out, &body);
     }
-    if lead.scored_band != NO_BAND || lead.band_deadline != NEVER || lead.score_time != NO_TIME {
+    let x = lead.x();
+    if x.scored_band != NO_BAND || x.band_deadline != NEVER || x.score_time != NO_TIME {
         let mut body = Vec::with_capacity(24);
-        put_rel(&mut body, lead.time, lead.score_time);
-        put_rel(&mut body, lead.time, lead.band_deadline);
-        body.push(lead.scored_band);
-        body.push(lead.scored_stage as u8);
-        body.extend_from_slice(&lead.scored_total.to_le_bytes());
+        put_rel(&mut body, lead.time, x.score_time);
+        put_rel(&mut body, lead.time, x.band_deadline);
+        body.push(x.scored_band);
+        body.push(x.scored_stage as u8);
+        body.extend_from_slice(&x.scored_total.to_le_bytes());
         out.push(ext::SCORE);
         put_bytes(out, &body);
     }
@@ -143,11 +144,14 @@ pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
 /// Reads the score stream's extension into the lead.
 fn read_score(body: &[u8], lead: &mut Lead) -> Result<(), SnapshotError> {
     let mut r = Reader { b: body };
-    lead.score_time = r.rel(lead.time)?;
-    lead.band_deadline = r.rel(lead.time)?;
-    lead.scored_band = r.byte()?;
-    lead.scored_stage = Stage::from_u8(r.byte()?).ok_or(SnapshotError::Corrupt("scored stage"))?;
-    lead.scored_total = f64::from_bits(r.u64_le()?);
+    let time = lead.time;
+    let x = lead.x_mut();
+    x.score_time = r.rel(time)?;
+    x.band_deadline = r.rel(time)?;
+    x.scored_band = r.byte()?;
+    x.scored_stage = Stage::from_u8(r.byte()?).ok_or(SnapshotError::Corrupt("scored stage"))?;
+    x.scored_total = f64::from_bits(r.u64_le()?);
+    lead.shrink_extra();
     if !r.b.is_empty() {
         return Err(SnapshotError::Corrupt("score extension"));
     }
@@ -158,7 +162,9 @@ fn read_score(body: &[u8], lead: &mut Lead) -> Result<(), SnapshotError> {
 fn read_sla(body: &[u8], lead: &mut Lead) -> Result<(), SnapshotError> {
     let mut r = Reader { b: body };
     lead.sla = r.byte()? & (sla::OPEN | sla::BREACHED | sla::INSTALLED);
-    lead.sla_due = r.rel(lead.time)?;
+    let due = r.rel(lead.time)?;
+    lead.set_sla_due(due);
+    lead.shrink_extra();
     if !r.b.is_empty() {
         return Err(SnapshotError::Corrupt("SLA extension"));
     }
@@ -373,7 +379,8 @@ mod tests {
         // Without a clock running, version 1's bytes exactly.
         let mut quiet = lead.clone();
         quiet.sla = 0;
-        quiet.sla_due = NEVER;
+        quiet.set_sla_due(NEVER);
+        quiet.shrink_extra();
         bytes.clear();
         encode(&quiet, &model, &mut bytes);
         assert_eq!(hex(&bytes), PINNED);
@@ -391,7 +398,8 @@ mod tests {
         let mut want = engine.lead("L-1").expect("folded").clone();
         assert_eq!(want.sla, sla::OPEN);
         want.sla = 0;
-        want.sla_due = NEVER;
+        want.set_sla_due(NEVER);
+        want.shrink_extra();
         assert_eq!(restored, want);
         assert_eq!(restored.next_due(&model), restored.deadline);
         // With the extension: the clock as it was.
@@ -432,20 +440,22 @@ mod tests {
     #[test]
     fn score_state_is_an_extension_after_the_version_1_bytes() {
         let (lead, model) = scored_sample();
-        assert_ne!(lead.scored_band, NO_BAND);
+        assert_ne!(lead.x().scored_band, NO_BAND);
         // Fit 50 is warm's lower bound: decay never takes it out of warm.
-        assert_eq!(lead.band_deadline, NEVER);
-        assert_eq!(lead.score_time, lead.time);
+        assert_eq!(lead.x().band_deadline, NEVER);
+        assert_eq!(lead.x().score_time, lead.time);
         let mut bytes = Vec::new();
         encode(&lead, &model, &mut bytes);
         assert_eq!(decode(&bytes, &model).as_ref(), Ok(&lead));
         // Without the score state, the same lead writes the bytes it always did.
         let mut plain = lead.clone();
-        plain.scored_band = NO_BAND;
-        plain.scored_total = 0.0;
-        plain.scored_stage = Stage::Lead;
-        plain.score_time = NO_TIME;
-        plain.band_deadline = NEVER;
+        let x = plain.x_mut();
+        x.scored_band = NO_BAND;
+        x.scored_total = 0.0;
+        x.scored_stage = Stage::Lead;
+        x.score_time = NO_TIME;
+        x.band_deadline = NEVER;
+        plain.shrink_extra();
         let mut old = Vec::new();
         encode(&plain, &model, &mut old);
         assert_eq!(&bytes[..old.len()], &old[..]);
