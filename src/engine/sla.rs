@@ -79,12 +79,10 @@ pub(super) fn touch(lead: &mut Lead, t: Micros) -> Option<Touch> {
 pub(super) fn breach(lead: &mut Lead, model: &Model, at: Micros) -> StatusChange {
     lead.sla |= sla::BREACHED;
     let lead = &*lead;
-    // The score at the deadline, without moving the lead's own clock. A
-    // copy, because breaches are rare and decay is per rule slot.
-    let mut then = lead.clone();
-    then.advance_time(at, model);
-    let engagement = then.engagement(model);
-    let fit = then.fit(model);
+    // The score at the deadline, without moving the lead's own clock.
+    let engagement = lead.engagement_at(model, at);
+    let decay = lead.decay_factor(model, at);
+    let fit = lead.fit(model);
     let total = fit + engagement;
     let track = model.track(lead.sla & sla::INSTALLED != 0);
     StatusChange {
@@ -102,7 +100,7 @@ pub(super) fn breach(lead: &mut Lead, model: &Model, at: Micros) -> StatusChange
         },
         band: model.bands[model.band(total)].name.clone(),
         reasons: Vec::new(),
-        top_contributors: top_contributors(&then, model, 1.0),
+        top_contributors: top_contributors(lead, model, decay),
         route: Some(track.route.clone()),
         follow_up_by: Some(lead.x().sla_due),
         model_version: model.version.clone(),
