@@ -366,6 +366,24 @@ fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     }
 }
 
+/// Every lead has exactly the changes `want` gives it (scores within
+/// SPEC's 1e-9: see [`same`]), and no other lead has any.
+#[track_caller]
+fn same_changes(
+    name: &str,
+    got: &BTreeMap<String, Vec<serde_json::Value>>,
+    want: &BTreeMap<String, Vec<serde_json::Value>>,
+) {
+    for (lead, w) in want {
+        let have = got.get(lead).map(Vec::as_slice).unwrap_or_default();
+        assert!(
+            have.len() == w.len() && have.iter().zip(w).all(|(h, w)| same(h, w)),
+            "{name}: changes of {lead}\n got {have:?}\nwant {w:?}"
+        );
+    }
+    assert_eq!(got.len(), want.len(), "{name}: no changes for other leads");
+}
+
 /// The generator's Segment form of `evs` (made with `cfg`), keyed as a
 /// browser-side pipeline keys it: by the visitor's `anonymousId`, else by
 /// `userId`; record timestamps in stream order.
@@ -434,18 +452,7 @@ fn a_segment_topic_keyed_by_visitor_equals_the_native_stream_scored() {
         let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
         v
     }));
-    for (lead, want) in &expected {
-        let have = got.get(lead).map(Vec::as_slice).unwrap_or_default();
-        assert!(
-            have.len() == want.len() && have.iter().zip(want).all(|(h, w)| same(h, w)),
-            "{name}: changes of {lead}\n got {have:?}\nwant {want:?}"
-        );
-    }
-    assert_eq!(
-        got.len(),
-        expected.len(),
-        "{name}: no changes for other leads"
-    );
+    same_changes(name, &got, &expected);
     assert!(read(b, &t.dlq).is_empty(), "{name}: nothing dead-lettered");
 }
 
@@ -585,14 +592,7 @@ fn a_segment_topic_replays_under_a_new_model_as_score_gives() {
             .iter()
             .map(|r| serde_json::from_slice(&r.payload).unwrap()),
     );
-    for (lead, want) in &expected {
-        let have = got.get(lead).map(Vec::as_slice).unwrap_or_default();
-        assert!(
-            have.len() == want.len() && have.iter().zip(want).all(|(h, w)| same(h, w)),
-            "changes of {lead}\n got {have:?}\nwant {want:?}"
-        );
-    }
-    assert_eq!(got.len(), expected.len(), "no changes for other leads");
+    same_changes(name, &got, &expected);
     // Nothing went through the live service's repartition topic.
     assert!(
         read_all(
@@ -772,13 +772,6 @@ fn a_segment_topic_switches_to_a_new_model_emitting_nothing_twice() {
             .iter()
             .map(|r| serde_json::from_slice(&r.payload).unwrap()),
     );
-    for (lead, w) in &want {
-        let have = got.get(lead).map(Vec::as_slice).unwrap_or_default();
-        assert!(
-            have.len() == w.len() && have.iter().zip(w).all(|(h, w)| same(h, w)),
-            "changes of {lead}\n got {have:?}\nwant {w:?}"
-        );
-    }
-    assert_eq!(got.len(), want.len(), "no changes for other leads");
+    same_changes(name, &got, &want);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,14 +12,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message as _, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{count_current, Counts, Fold, Part, Result, Worker};
+use super::{count_current, nothing_readable, Counts, Fold, Part, Result, Worker};
 use crate::codec::{decode_message, InputFormat};
 use crate::config::Partitioner;
 use crate::engine::{route, Engine, Routed};
@@ -126,33 +126,10 @@ impl Worker<'_> {
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    // Trailing transaction markers leave the last offsets
-                    // without a message: the position tells where the
-                    // partition really ends.
-                    let pos = consumer.position()?;
-                    let part = &mut parts[p as usize];
-                    for (ti, t) in topics.iter().enumerate() {
-                        if let Some(Offset::Offset(o)) =
-                            pos.find_partition(t, p).map(|e| e.offset())
-                        {
-                            part.next[ti] = part.next[ti].max(o);
-                        }
-                    }
+                    parts[p as usize].at_end(topics, &consumer.position()?, p);
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "read error; retrying"),
-                None => {
-                    // Records below the end offsets that never become
-                    // readable (an input transaction left open): stop there.
-                    let since = *idle_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_secs(30) {
-                        tracing::warn!(
-                            "no readable records for 30 s before the end offsets; stopping there"
-                        );
-                        for part in parts.iter_mut() {
-                            part.next.clone_from(&part.end);
-                        }
-                    }
-                }
+                None => nothing_readable(&mut idle_since, parts),
             }
         }
         kafka::close(consumer);

@@ -185,6 +185,30 @@ impl Part {
     fn done(&self) -> bool {
         self.next.iter().zip(&self.end).all(|(n, e)| n >= e)
     }
+
+    /// The reader is at the end of what partition `p` holds readable, at
+    /// `position`. Trailing transaction markers leave the last offsets
+    /// without a message: the position tells where the partition ends.
+    fn at_end(&mut self, topics: &[String], position: &TopicPartitionList, p: i32) {
+        for (ti, t) in topics.iter().enumerate() {
+            if let Some(Offset::Offset(o)) = position.find_partition(t, p).map(|e| e.offset()) {
+                self.next[ti] = self.next[ti].max(o);
+            }
+        }
+    }
+}
+
+/// A poll that brought nothing. Records below the end offsets that never
+/// become readable (an input transaction left open) end the read there
+/// after 30 s.
+fn nothing_readable(idle_since: &mut Option<Instant>, parts: &mut [&mut Part]) {
+    let since = *idle_since.get_or_insert_with(Instant::now);
+    if since.elapsed() > Duration::from_secs(30) {
+        tracing::warn!("no readable records for 30 s before the end offsets; stopping there");
+        for part in parts.iter_mut() {
+            part.next.clone_from(&part.end);
+        }
+    }
 }
 
 /// Runs a replay to its end offsets and returns the summary.
@@ -652,30 +676,10 @@ impl Worker<'_> {
                             // transaction markers leave the last offsets
                             // without a message: the position tells where
                             // the partition really ends.
-                            let pos = consumer.position()?;
-                            let part = &mut parts[local(p)];
-                            for (ti, t) in topics.iter().enumerate() {
-                                if let Some(Offset::Offset(o)) =
-                                    pos.find_partition(t, p).map(|e| e.offset())
-                                {
-                                    part.next[ti] = part.next[ti].max(o);
-                                }
-                            }
+                            parts[local(p)].at_end(topics, &consumer.position()?, p);
                         }
                         Some(Err(e)) => tracing::warn!(error = %e, "read error; retrying"),
-                        _ => {
-                            // Records below the end offsets that never become
-                            // readable (an input transaction left open): stop there.
-                            let since = *idle_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() > Duration::from_secs(30) {
-                                tracing::warn!(
-                                    "no readable records for 30 s before the end offsets; stopping there"
-                                );
-                                for part in parts.iter_mut() {
-                                    part.next.clone_from(&part.end);
-                                }
-                            }
-                        }
+                        _ => nothing_readable(&mut idle_since, parts),
                     }
                     continue;
                 }
