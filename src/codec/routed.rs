@@ -29,6 +29,7 @@ fn kind_to(k: Kind) -> ipb::Kind {
         Kind::DealWon => ipb::Kind::DealWon,
         Kind::DealLost => ipb::Kind::DealLost,
         Kind::SalesContacted => ipb::Kind::SalesContacted,
+        Kind::LeadErased => ipb::Kind::LeadErased,
         Kind::Engagement => ipb::Kind::Engagement,
     }
 }
@@ -42,6 +43,7 @@ fn kind_from(k: i32, event_type: &str) -> Kind {
         Ok(ipb::Kind::DealWon) => Kind::DealWon,
         Ok(ipb::Kind::DealLost) => Kind::DealLost,
         Ok(ipb::Kind::SalesContacted) => Kind::SalesContacted,
+        Ok(ipb::Kind::LeadErased) => Kind::LeadErased,
         Ok(ipb::Kind::Engagement) => Kind::Engagement,
         // Not written by this version: decide from the type, as a decoder does.
         Ok(ipb::Kind::Unspecified) | Err(_) => Kind::of(event_type),

@@ -7,6 +7,7 @@
 pub mod calllist;
 mod decay;
 mod explain;
+mod forget;
 mod index;
 mod lead;
 mod leads;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 pub use calllist::{CallList, CallListEntry, CallListQuery, Order, QueryError};
 pub use explain::Explanation;
+pub use forget::Marker;
 pub use lead::{disq, hash64, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
 pub use route::{is_aux_key, route, Local, Routed, VisitorLimits, VisitorStats, VisitorView};
 pub use sla::Touch;
@@ -48,6 +50,9 @@ pub enum Outcome {
     /// Its lead waits for an anonymous visitor's events (an identification
     /// in flight between partitions): kept, and folded when they arrive.
     Held,
+    /// Its lead was erased at most `retention.erasure_window` before it:
+    /// dropped.
+    Erased,
 }
 
 impl Outcome {
@@ -58,6 +63,7 @@ impl Outcome {
             Outcome::Stale => "stale",
             Outcome::Duplicate => "duplicate",
             Outcome::Held => "held",
+            Outcome::Erased => "erased",
         }
     }
 }
@@ -93,6 +99,11 @@ pub struct Engine {
     /// Whether the score stream is kept: band timers and
     /// [`Engine::drain_scores`]. Off, it costs a branch per event.
     scores: bool,
+    /// Whether the model removes quiet leads (`retention.inactive_after`):
+    /// each lead keeps its last event's time, and has an expiry timer.
+    retain: bool,
+    /// Erasure markers, and the leads removed since the last changelog write.
+    forget: forget::Forget,
 }
 
 impl Engine {
@@ -102,7 +113,8 @@ impl Engine {
 
     /// An engine whose watermark trails the largest event time by `lateness`.
     pub fn with_lateness(model: Arc<Model>, lateness: Micros) -> Engine {
-        Engine {
+        let model_retains = model.retention.inactive_after.is_some();
+        let mut engine = Engine {
             model,
             lateness,
             watermark: NO_TIME,
@@ -115,7 +127,11 @@ impl Engine {
             stages: calllist::StageIndex::default(),
             touches: None,
             scores: false,
-        }
+            retain: model_retains,
+            forget: forget::Forget::default(),
+        };
+        engine.set_marker_key("leadscore");
+        engine
     }
 
     /// Keeps each hand-off's first touch for [`Engine::drain_touches`] (the
@@ -184,6 +200,11 @@ impl Engine {
         if let Some(idx) = self.find_hashed(id, hash) {
             return idx;
         }
+        self.insert_new(id, hash)
+    }
+
+    /// Adds a lead that is not in the engine yet.
+    fn insert_new(&mut self, id: &str, hash: u32) -> u32 {
         let idx = u32::try_from(self.leads.push(Lead::new(id, &self.model)))
             .expect("fewer than 4 billion leads per partition");
         self.index.insert(hash, idx);
@@ -260,9 +281,19 @@ impl Engine {
         let t = event.occurred_at;
         // Every valid event moves the watermark, duplicates included.
         self.advance_to(t.saturating_sub(self.lateness), out);
-        let idx = self.find_or_insert_hashed(&event.lead_id, hash);
+        if event.kind == Kind::LeadErased {
+            return self.erase(event, hash, out);
+        }
+        let mut idx = match self.find_hashed(&event.lead_id, hash) {
+            Some(idx) => idx,
+            None => match self.create(&event.lead_id, hash, t) {
+                Some(idx) => idx,
+                None => return Outcome::Erased,
+            },
+        };
         // A duplicate changes nothing but the watermark (moved above).
-        if self.leads[idx as usize].check_and_remember(hash64(event.event_id.as_bytes())) {
+        let fingerprint = hash64(event.event_id.as_bytes());
+        if self.leads[idx as usize].check_and_remember(fingerprint) {
             return Outcome::Duplicate;
         }
         // The lead's own timers fire before any of its events past (or at) their deadline.
@@ -273,9 +304,14 @@ impl Engine {
             }
             self.fire(idx, due, out);
         }
+        if self.retain && self.leads[idx as usize].is_vacant() {
+            // It expired by retention before this event: a new lead starts.
+            idx = self.insert_new(&event.lead_id, hash);
+            self.leads[idx as usize].check_and_remember(fingerprint);
+        }
         // Timers that move with every event (band, demotion by decay) are
         // queued lazily: see `requeue`.
-        let lazy = self.scores || self.model.demote_on_score;
+        let lazy = self.scores || self.retain || self.model.demote_on_score;
         let due_before = if lazy {
             self.leads[idx as usize].next_due(&self.model)
         } else {
@@ -292,6 +328,10 @@ impl Engine {
             Outcome::Applied
         };
         lead.advance_time(t, model);
+        if self.retain {
+            let x = lead.x_mut();
+            x.last_event = x.last_event.max(t);
+        }
         let stale = outcome == Outcome::Stale;
         let mut cause = EventCause::default();
         let mut stopped_clock = false;
@@ -333,6 +373,7 @@ impl Engine {
                 }
             }
             Kind::Engagement => {}
+            Kind::LeadErased => unreachable!("folded by `erase`"),
         }
         if !stale {
             score_engagement(lead, model, event);
@@ -405,7 +446,7 @@ impl Engine {
     #[inline]
     fn next_due(&self, idx: u32) -> Micros {
         let lead = &self.leads[idx as usize];
-        if self.scores {
+        if self.scores || self.retain {
             lead.next_due(&self.model)
         } else {
             lead.stage_due(&self.model).min(lead.sla_timer())
@@ -452,7 +493,9 @@ impl Engine {
                 // A lead waiting for a visitor's handoff fires once it has it.
                 if next == due && !self.visitors.is_waiting(self.leads[idx as usize].id()) {
                     self.fire(idx, due, out);
-                } else if (self.scores || self.model.demote_on_score) && next > due && next != NEVER
+                } else if (self.scores || self.retain || self.model.demote_on_score)
+                    && next > due
+                    && next != NEVER
                 {
                     // A timer that moved later (see `requeue`).
                     self.timers.push(Reverse((next, idx)));
@@ -502,6 +545,11 @@ impl Engine {
             let x = lead.x_mut();
             x.score_time = at;
             x.band_deadline = next;
+        }
+        // Last: whatever else fell due at the same instant fired first.
+        if self.retain && forget::expiry(lead, model) <= due {
+            self.expire(idx, due, out);
+            return;
         }
         self.schedule(idx);
     }
@@ -573,6 +621,11 @@ impl Engine {
     pub fn drain_dirty(&mut self, mut f: impl FnMut(&Lead)) {
         for idx in self.dirty.drain(..) {
             let lead = &mut self.leads[idx as usize];
+            // Removed since (vacant), or listed twice after its position
+            // was reused: written once, or not at all.
+            if lead.flags & flags::DIRTY == 0 {
+                continue;
+            }
             lead.flags &= !flags::DIRTY;
             f(lead);
         }
@@ -591,6 +644,14 @@ impl Engine {
             let x = lead.x_mut();
             x.score_time = at;
             x.band_deadline = due;
+        }
+        if self.retain && lead.x().last_event == NO_TIME && lead.time != NO_TIME {
+            // Written before the model removed quiet leads: its quiet
+            // period counts from its time.
+            lead.x_mut().last_event = lead.time;
+        } else if !self.retain && lead.x().last_event != NO_TIME {
+            lead.x_mut().last_event = NO_TIME;
+            lead.shrink_extra();
         }
         if !self.scores {
             // Written with a score stream that is now off: no band timer.

@@ -259,6 +259,22 @@ impl Visitors {
             .push(Reverse((last.saturating_add(self.limits.ttl), id.into())));
     }
 
+    /// Drops the visitors linked to this lead (it was removed). A lead that
+    /// waits for a handoff is never removed: its events, the erasure among
+    /// them, are held until the handoff arrives.
+    pub(super) fn forget_lead(&mut self, lead: &str) {
+        let linked: Vec<Box<str>> = self
+            .map
+            .iter()
+            .filter(|(_, v)| v.link.as_deref() == Some(lead))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in linked {
+            self.map.remove(&id);
+            self.touch(visitor_key(&id));
+        }
+    }
+
     /// Drops the visitor if its time to live has run out by `t`.
     fn expire_if_due(&mut self, id: &str, t: Micros) {
         let ttl = self.limits.ttl;
@@ -616,6 +632,7 @@ impl Engine {
     /// Takes the visitor and waiting-lead state changed since the last call,
     /// as changelog records (key, value; `None` is a tombstone).
     pub fn drain_dirty_aux(&mut self, mut f: impl FnMut(&[u8], Option<&[u8]>)) {
+        self.drain_markers(&mut f);
         if self.visitors.dirty.is_empty() {
             return;
         }
@@ -646,6 +663,9 @@ impl Engine {
     /// changelog record `key` → `value`).
     pub fn restore_aux(&mut self, key: &[u8], value: &[u8]) -> Result<(), SnapshotError> {
         let bad = SnapshotError::Corrupt("not a visitor or waiting-lead record");
+        if key.get(1) == Some(&b'e') {
+            return self.restore_marker(key, value);
+        }
         let (kind, id) = match key {
             [0, kind, id @ ..] => (*kind, std::str::from_utf8(id).map_err(|_| bad.clone())?),
             _ => return Err(bad),

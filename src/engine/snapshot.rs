@@ -17,6 +17,8 @@
 //!   then `follow_up_by` relative to the lead's clock). Absent: no clock
 //!   running.
 //! - [`ext::SCORE`]: the score stream's clock, band timer and last record.
+//! - [`ext::RETAIN`]: the time of the lead's last event (kept under a model
+//!   with `retention.inactive_after`).
 
 use prost::encoding::{decode_varint, encode_varint};
 
@@ -34,6 +36,9 @@ mod ext {
     /// The score stream: its clock, the band timer, and the last record
     /// written (band, stage, total).
     pub const SCORE: u8 = 2;
+    /// The time of the lead's last event, for retention (3 is the window
+    /// conditions').
+    pub const RETAIN: u8 = 4;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,11 +53,11 @@ pub enum SnapshotError {
 
 // prost zigzags inside its `sint64` codec but does not export it, and the
 // changelog's bytes must stay as they are: these two lines stay ours.
-fn zigzag(v: i64) -> u64 {
+pub(super) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn unzigzag(v: u64) -> i64 {
+pub(super) fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
@@ -137,6 +142,12 @@ pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
         body.push(x.scored_stage as u8);
         body.extend_from_slice(&x.scored_total.to_le_bytes());
         out.push(ext::SCORE);
+        put_bytes(out, &body);
+    }
+    if x.last_event != NO_TIME {
+        let mut body = Vec::with_capacity(10);
+        put_rel(&mut body, lead.time, x.last_event);
+        out.push(ext::RETAIN);
         put_bytes(out, &body);
     }
 }
@@ -285,6 +296,16 @@ pub fn decode(bytes: &[u8], model: &Model) -> Result<Lead, SnapshotError> {
         match tag {
             ext::SLA => read_sla(body, &mut lead)?,
             ext::SCORE => read_score(body, &mut lead)?,
+            ext::RETAIN => {
+                let mut r = Reader { b: body };
+                let last = r.rel(lead.time)?;
+                if !r.b.is_empty() {
+                    return Err(SnapshotError::Corrupt("retention extension"));
+                }
+                if last != NO_TIME {
+                    lead.x_mut().last_event = last;
+                }
+            }
             // A newer build's: skipped.
             _ => {}
         }

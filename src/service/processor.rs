@@ -937,6 +937,11 @@ impl Processor {
         let mut records: Vec<(i32, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for (&p, part) in &mut self.partitions {
             let model = &self.model;
+            // Removed leads first: one removed and started again since
+            // the last write has its new state written after.
+            part.engine.drain_removed(|id| {
+                records.push((p, id.as_bytes().to_vec(), None));
+            });
             part.engine.drain_dirty(|lead| {
                 let mut v = Vec::with_capacity(256);
                 changelog::encode_lead(lead, model, &mut v);
@@ -984,6 +989,12 @@ impl Processor {
         let mut buf = std::mem::take(&mut self.buf);
         let mut written = 0u64;
         for part in self.partitions.values_mut() {
+            // A removed lead's record is deleted (a tombstone), before
+            // the record of a lead of the same id started since.
+            for id in part.engine.removed() {
+                produce_value(&self.producer, topic, None, id.as_bytes(), None, None);
+                written += 1;
+            }
             part.engine.drain_scores(|r| {
                 buf.clear();
                 match format {

@@ -95,6 +95,11 @@ pub fn restore_partition(
                         // Visitors and held records can be deleted (a
                         // tombstone): only each key's last record counts.
                         aux.insert(key.to_vec(), (m.offset(), m.payload().map(<[u8]>::to_vec)));
+                    } else if m.payload().is_none() {
+                        // A removed lead (erased, or expired by retention).
+                        if let Ok(id) = std::str::from_utf8(key) {
+                            engine.drop_restored(id);
+                        }
                     } else if let Some(value) = m.payload() {
                         match changelog::decode(m.key().unwrap_or(&[]), value, model) {
                             Ok(Record::Checkpoint(cp)) => checkpoint = Some(cp),
