@@ -69,8 +69,8 @@ fn status(b: &Broker, topic: &str) -> Vec<serde_json::Value> {
     read_all(
         &b.bootstrap,
         topic,
-        Duration::from_millis(500),
-        Duration::from_secs(20),
+        Duration::from_secs(2),
+        Duration::from_secs(30),
     )
     .iter()
     .map(|r| serde_json::from_slice(&r.payload).unwrap())
@@ -81,8 +81,8 @@ fn changelog(b: &Broker, topic: &str) -> Vec<Record> {
     read_all(
         &b.bootstrap,
         topic,
-        Duration::from_millis(500),
-        Duration::from_secs(20),
+        Duration::from_secs(2),
+        Duration::from_secs(30),
     )
 }
 
