@@ -1,6 +1,6 @@
 //! Erasure on the real broker: `leadscore erase` reaches the service, whose
 //! changelog then holds no record of the erased lead's profile once the
-//! compacted topic is cleaned; after a SIGKILL and a restart the lead is
+//! compacted topic is cleaned (the score topic gets a tombstone too); after a SIGKILL and a restart the lead is
 //! not restored, and redelivered or new events within the window do not
 //! bring it back.
 
@@ -150,6 +150,7 @@ instance_id = "{name}-0"
 input_topics = ["{input}"]
 status_topic = "{status_topic}"
 dead_letter_topic = "{dlq}"
+score_topic = "{name}-scores"
 idle_advance_ms = 0
 
 [http]
@@ -207,6 +208,20 @@ listen = "127.0.0.1:0"
         erased["erased_at"],
         leadscore::time::format_rfc3339(t0() + DAY)
     );
+    // The score topic: E-1's record, then its tombstone; K-1's stays.
+    let scores = changelog(b, &format!("{name}-scores"));
+    let last_of = |id: &[u8]| {
+        scores
+            .iter()
+            .rev()
+            .find(|r| r.key == id)
+            .map(|r| r.payload.clone())
+    };
+    assert_eq!(last_of(b"E-1"), Some(Vec::new()), "a tombstone for E-1");
+    assert!(last_of(b"K-1").is_some_and(|p| !p.is_empty()));
+    assert!(scores
+        .iter()
+        .any(|r| r.key == b"E-1" && !r.payload.is_empty()));
     // The changelog: E-1's last record is a tombstone. Later records (K-1's
     // events, one a second) roll segments; the cleaner then removes every
     // earlier record of E-1, the ones that held its profile.
