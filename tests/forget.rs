@@ -368,3 +368,147 @@ fn a_restore_holds_neither_the_erased_lead_nor_lets_it_back_within_the_window() 
         vec![(ChangeKind::LeadExpired, "K:1:expired")]
     );
 }
+
+/// `leadscore score` on a file: the erasure, the window and retention as
+/// records among the changes, in the order the service writes them to the
+/// status topic, and `explain` of an erased lead.
+#[test]
+fn score_writes_erasures_and_expiries_among_the_changes() {
+    let dir = std::env::temp_dir().join(format!("leadscore-forget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model.toml");
+    std::fs::write(
+        &model,
+        format!(
+            "{}\n[retention]\ninactive_after = \"20d\"\nerasure_window = \"10d\"\n",
+            leadscore::model::DEFAULT_MODEL_TOML.replace("default-1", "forget-1")
+        ),
+    )
+    .unwrap();
+    let d = |n: i64| t0() + n * DAY;
+    let demo = |id: &str, lead: &str, at| ev(id, lead, "demo_requested", at, json!({}));
+    let webinar = |id: &str, lead: &str, at| ev(id, lead, "webinar_attended", at, json!({}));
+    let events = [
+        // A: MQL at T (A:1); erased at T + 2 d; a demo at T + 12 d is at
+        // the window's end (dropped); one at T + 12 d + 1 s starts A anew.
+        ev(
+            "a1",
+            "A",
+            "profile_updated",
+            d(0),
+            json!({ "profile": fit20() }),
+        ),
+        demo("a2", "A", d(0)),
+        webinar("a3", "A", d(0)),
+        ev(
+            "a4",
+            "A",
+            "lead_erased",
+            d(2),
+            json!({"reason": "request 1"}),
+        ),
+        demo("a5", "A", d(12)),
+        demo("a6", "A", d(12) + 1_000_000),
+        // B: one demo at T + 1 d; quiet for 20 days → expires at T + 21 d.
+        demo("b1", "B", d(1)),
+        // C moves the clock to T + 25 d (the new A, quiet since T + 12 d,
+        // expires only at T + 32 d).
+        demo("c1", "C", d(25)),
+    ];
+    let input = dir.join("events.jsonl");
+    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(&input, body).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args(["score", "--model", model.to_str().unwrap(), "--input"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let short: Vec<(String, String, String)> = lines
+        .iter()
+        .map(|v| {
+            let at = ["occurred_at", "erased_at", "expired_at", "breached_at"]
+                .iter()
+                .find_map(|k| v[*k].as_str())
+                .unwrap()
+                .to_string();
+            (
+                v["kind"].as_str().unwrap().into(),
+                v["change_id"].as_str().unwrap().into(),
+                at,
+            )
+        })
+        .collect();
+    let s = |k: &str, id: &str, at: Micros| (k.to_string(), id.to_string(), iso(at));
+    assert_eq!(
+        short,
+        vec![
+            // T: fit 20 + 20 + 15 = 55 ≥ 50 → mql.
+            s("stage_changed", "A:1", d(0)),
+            // T + 2 d, before its follow-up (Thursday T + 3 d): erased.
+            s("lead_erased", "A:1:erased", d(2)),
+            // B's expiry fires when C's event moves the clock past T + 21 d.
+            s("lead_expired", "B:0:expired", d(21)),
+        ],
+        "{lines:#?}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 events of erased leads dropped"),
+        "{stderr}"
+    );
+    // A came back (a6): a lead of 20 points; `explain` shows it. B is gone.
+    let explain = |lead: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_leadscore"))
+            .args([
+                "explain",
+                "--model",
+                model.to_str().unwrap(),
+                "--lead",
+                lead,
+                "--input",
+            ])
+            .arg(&input)
+            .output()
+            .unwrap()
+    };
+    let a = explain("A");
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    // An erased lead that did not come back: `explain` says when.
+    let only_erased = dir.join("erased.jsonl");
+    std::fs::write(
+        &only_erased,
+        events[..4]
+            .iter()
+            .map(|e| format!("{e}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args([
+            "explain",
+            "--model",
+            model.to_str().unwrap(),
+            "--lead",
+            "A",
+            "--input",
+        ])
+        .arg(&only_erased)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains(&format!("was erased at {}", iso(d(2)))),
+        "{msg}"
+    );
+}

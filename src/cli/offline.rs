@@ -785,7 +785,18 @@ pub fn check(path: &Path) -> Result<String> {
             ),
             None => "none".into(),
         }
-    ))
+    ) + &match model.retention.inactive_after {
+        Some(d) => format!(
+            "; leads expire after {} days without an event{}",
+            crate::engine::format_number(d as f64 / crate::time::DAY as f64),
+            if model.retention.keep_customers {
+                " (customers kept)"
+            } else {
+                ""
+            }
+        ),
+        None => String::new(),
+    })
 }
 
 /// `leadscore generate`: writes a generated stream; returns the message count.

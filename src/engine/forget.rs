@@ -149,6 +149,11 @@ impl Engine {
                 sequence = lead.sequence;
                 out.push(self.removal(idx, ChangeKind::LeadErased, t, Some(event)));
                 self.remove(idx, hash);
+                // Its linked visitors go with it (a scan of the partition's
+                // visitors: erasures are rare). One in another partition
+                // keeps only the link until its time to live runs out.
+                let id = self.forget.removed.last().expect("just removed").clone();
+                self.visitors.forget_lead(&id);
             }
         }
         self.forget.markers.insert(
@@ -210,13 +215,13 @@ impl Engine {
     }
 
     /// Deletes the lead at `idx` (whose id hashes to `hash`): its index
-    /// and stage-index entries, its linked visitors, its state.
+    /// and stage-index entries, its state. Its timer entries go stale and
+    /// are dropped as they come due.
     fn remove(&mut self, idx: u32, hash: u32) {
         let lead = &self.leads[idx as usize];
         let id: Box<str> = lead.id().into();
         self.stages.moved(idx, lead.stage, Stage::Lead);
         self.index.remove(hash, idx);
-        self.visitors.forget_lead(&id);
         self.forget.removed.push(id);
         self.leads.vacate(idx as usize);
     }

@@ -967,6 +967,43 @@ mod tests {
     }
 
     #[test]
+    fn an_erased_lead_s_linked_visitor_goes_with_it() {
+        let h = HOUR;
+        let mut e = engine();
+        run(
+            &mut e,
+            vec![
+                Message::Visitor(pricing("e1", "anon-1", T0)),
+                identify("anon-1", profile("p1", "L-1", T0 + h)),
+                Message::Visitor(pricing("e2", "anon-2", T0)),
+            ],
+        );
+        assert_eq!(e.visitor("anon-1").and_then(|v| v.linked_to), Some("L-1"));
+        let erase = Event::new("x1", "L-1", "lead_erased", T0 + 2 * h);
+        let out = run(&mut e, vec![Message::Lead(erase)]);
+        assert_eq!(out.len(), 1);
+        assert!(e.visitor("anon-1").is_none(), "the linked visitor is gone");
+        assert!(e.visitor("anon-2").is_some(), "another visitor stays");
+        let mut aux = Vec::new();
+        e.drain_dirty_aux(|k, v| aux.push((k.to_vec(), v.is_none())));
+        assert!(
+            aux.contains(&(visitor_key("anon-1").to_vec(), true)),
+            "a tombstone"
+        );
+        // A later event of the visitor, within the window, and its
+        // identification again: nothing reaches a lead.
+        let out = run(
+            &mut e,
+            vec![
+                Message::Visitor(demo("e3", "anon-1", T0 + 3 * h)),
+                identify("anon-1", profile("p2", "L-1", T0 + 4 * h)),
+            ],
+        );
+        assert!(out.is_empty(), "{out:#?}");
+        assert!(e.lead("L-1").is_none());
+    }
+
+    #[test]
     fn a_visitor_s_scored_events_reach_the_lead_at_identification_as_if_they_had_been_its_own() {
         let h = HOUR;
         let anon = vec![
