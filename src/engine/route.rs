@@ -250,6 +250,12 @@ impl Visitors {
         !self.waiting.is_empty() && self.waiting.contains_key(lead)
     }
 
+    /// Whether any lead waits for a handoff.
+    #[inline]
+    pub(super) fn any_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     fn touch(&mut self, key: Box<[u8]>) {
         self.dirty.insert(key);
     }
