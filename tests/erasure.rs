@@ -315,3 +315,123 @@ listen = "127.0.0.1:0"
         "no record holds E-1's profile"
     );
 }
+
+/// A Segment topic keyed by visitor: the visitor that identified as the
+/// lead lives in another partition's engine. The erasure (on a native topic
+/// of the CRM's) reaches it through the repartition topic: its changelog
+/// record gets a tombstone too.
+#[test]
+fn an_erasure_drops_the_lead_s_visitor_in_another_partition() {
+    let b = Broker::shared();
+    let name = "erasure-visitor";
+    let partitions = 4;
+    let (seg, crm, status_topic, dlq) = (
+        format!("{name}-segment"),
+        format!("{name}-crm"),
+        format!("{name}-status"),
+        format!("{name}-dlq"),
+    );
+    for t in [&seg, &crm, &status_topic] {
+        b.create_topic(t, partitions, false);
+    }
+    b.create_topic(&dlq, 1, false);
+    let lead = "L-9";
+    let part =
+        |id: &str| leadscore::service::rekey::partition_for(id.as_bytes(), partitions as usize);
+    let anon = (0..)
+        .map(|i| format!("anon-{i}"))
+        .find(|a| part(a) != part(lead))
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("leadscore-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("leadscore.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{}"
+group_id = "{name}"
+instance_id = "{name}-0"
+input_topics = ["{seg}", "{crm}"]
+status_topic = "{status_topic}"
+dead_letter_topic = "{dlq}"
+idle_advance_ms = 0
+
+[input.topics."{seg}"]
+format = "segment"
+
+[http]
+listen = "127.0.0.1:0"
+"#,
+            b.bootstrap
+        ),
+    )
+    .unwrap();
+    let _svc = spawn(&config);
+    let at = |t: Micros| leadscore::time::format_rfc3339(t);
+    let page = serde_json::json!({
+        "type": "page", "anonymousId": anon, "messageId": "m1",
+        "timestamp": at(t0()), "properties": {"url": "https://x.io/pricing"},
+    });
+    let identify = serde_json::json!({
+        "type": "identify", "anonymousId": anon, "userId": lead, "messageId": "m2",
+        "timestamp": at(t0() + HOUR),
+        "traits": {"email": "v@acme.nl", "company": "Acme", "employees": 300, "industry": "food"},
+    });
+    produce(
+        &b.producer(),
+        &seg,
+        &[
+            (
+                None,
+                anon.as_bytes().to_vec(),
+                serde_json::to_vec(&page).unwrap(),
+            ),
+            (
+                None,
+                anon.as_bytes().to_vec(),
+                serde_json::to_vec(&identify).unwrap(),
+            ),
+        ],
+    );
+    let log_topic = format!("{name}-changelog");
+    let visitor_key = [&[0u8, b'v'][..], anon.as_bytes()].concat();
+    let last = |key: &[u8]| {
+        changelog(b, &log_topic)
+            .into_iter()
+            .rev()
+            .find(|r| r.key == key)
+            .map(|r| r.payload)
+    };
+    wait_until(
+        "the linked visitor in the changelog",
+        Duration::from_secs(90),
+        || {
+            last(&visitor_key).is_some_and(|p| !p.is_empty())
+                && last(lead.as_bytes()).is_some_and(|p| !p.is_empty())
+        },
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args([
+            "erase",
+            "--config",
+            config.to_str().unwrap(),
+            "--lead",
+            lead,
+        ])
+        .args(["--topic", &crm, "--at"])
+        .arg(at(t0() + DAY))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        "tombstones for the lead and its visitor",
+        Duration::from_secs(90),
+        || last(lead.as_bytes()) == Some(Vec::new()) && last(&visitor_key) == Some(Vec::new()),
+    );
+}

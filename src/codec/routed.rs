@@ -149,6 +149,7 @@ pub fn encode_routed(r: &Routed<'_>, out: &mut Vec<u8>) {
         Routed::Lead(e) => (1, event_len(e)),
         Routed::Visitor(e) => (2, event_len(e)),
         Routed::Forward(e) => (6, event_len(e)),
+        Routed::Unlink(e) => (7, event_len(e)),
         Routed::Identify {
             visitor_id,
             event,
@@ -177,7 +178,9 @@ pub fn encode_routed(r: &Routed<'_>, out: &mut Vec<u8>) {
     key(out, tag, LEN);
     varint(out, body as u64);
     match r {
-        Routed::Lead(e) | Routed::Visitor(e) | Routed::Forward(e) => event(out, e),
+        Routed::Lead(e) | Routed::Visitor(e) | Routed::Forward(e) | Routed::Unlink(e) => {
+            event(out, e)
+        }
         Routed::Identify {
             visitor_id,
             event: e,
@@ -442,6 +445,7 @@ fn encode_with_prost(r: &Routed<'_>, out: &mut Vec<u8>) {
         Routed::Lead(e) => R::Lead(event_to(e)),
         Routed::Visitor(e) => R::Visitor(event_to(e)),
         Routed::Forward(e) => R::Forward(event_to(e)),
+        Routed::Unlink(e) => R::Unlink(event_to(e)),
         Routed::Identify {
             visitor_id,
             event,
@@ -507,6 +511,7 @@ fn decode_with_prost(bytes: &[u8]) -> Result<Routed<'static>, DecodeError> {
         R::Lead(e) => Routed::Lead(event_from(e)),
         R::Visitor(e) => Routed::Visitor(event_from(e)),
         R::Forward(e) => Routed::Forward(event_from(e)),
+        R::Unlink(e) => Routed::Unlink(event_from(e)),
         R::Identify(i) => Routed::Identify {
             visitor_id: Cow::Owned(i.visitor_id),
             event: required(i.event, "an identify")?,
@@ -554,8 +559,8 @@ mod borrowed {
         let mut record = None;
         while r.more() {
             match r.key()? {
-                (tag @ 1..=6, LEN) => once(&mut record, (tag, r.bytes()?))?,
-                (1..=6, _) => return None,
+                (tag @ 1..=7, LEN) => once(&mut record, (tag, r.bytes()?))?,
+                (1..=7, _) => return None,
                 (_, wire) => r.skip(wire)?,
             }
         }
@@ -564,6 +569,7 @@ mod borrowed {
             1 => Routed::Lead(event(body)?),
             2 => Routed::Visitor(event(body)?),
             6 => Routed::Forward(event(body)?),
+            7 => Routed::Unlink(event(body)?),
             3 => {
                 let (mut visitor_id, mut e, mut alias) = ("", None, false);
                 let mut r = Reader::new(body);
@@ -770,6 +776,7 @@ mod tests {
             Routed::Lead(event("e1", "L-1", "page_view")),
             Routed::Visitor(event("e2", "anon-7", "webinar_attended")),
             Routed::Forward(event("e3", "L-1", "demo_requested")),
+            Routed::Unlink(event("e9", "L-1", "lead_erased")),
             Routed::Identify {
                 visitor_id: "anon-7".into(),
                 event: profile("e4", "L-1"),

@@ -22,7 +22,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 
 use super::lead::{flags, NEVER};
 use super::snapshot::SnapshotError;
-use super::{hash64, Engine, Outcome, StatusChange};
+use super::{hash64, Engine, Outcome, Routed, StatusChange};
 use crate::change::{ChangeKind, Score, Stage};
 use crate::event::Event;
 use crate::time::Micros;
@@ -49,6 +49,11 @@ pub(super) struct Forget {
     pub(super) removed: Vec<Box<str>>,
     /// Events dropped because their lead was erased (cumulative).
     pub(super) dropped: u64,
+    /// Whether visitors may live in other partitions' engines (the service
+    /// re-keys): an erasure then sends a [`Routed::Unlink`] to each.
+    unlink_elsewhere: bool,
+    /// Those not yet sent.
+    unlinks: Vec<Routed<'static>>,
 }
 
 impl Forget {
@@ -76,6 +81,21 @@ impl Engine {
     pub fn set_marker_key(&mut self, secret: &str) {
         let h = hash64(secret.as_bytes());
         self.forget.key = (h, hash64(&h.to_le_bytes()));
+    }
+
+    /// Visitors may live in other partitions' engines (a service that
+    /// re-keys): an erasure sends a [`Routed::Unlink`] to every partition
+    /// ([`Engine::drain_unlinks`], and [`Engine::ingest`]'s `send`).
+    pub fn unlink_elsewhere(&mut self, on: bool) {
+        self.forget.unlink_elsewhere = on;
+    }
+
+    /// Moves the [`Routed::Unlink`]s of erasures folded since the last
+    /// call to `send` (each for every partition: [`Routed::is_broadcast`]).
+    pub fn drain_unlinks(&mut self, send: &mut Vec<Routed<'static>>) {
+        if !self.forget.unlinks.is_empty() {
+            send.append(&mut self.forget.unlinks);
+        }
     }
 
     /// The erasure marker of this lead id, if it was erased.
@@ -150,10 +170,16 @@ impl Engine {
                 out.push(self.removal(idx, ChangeKind::LeadErased, t, Some(event)));
                 self.remove(idx, hash);
                 // Its linked visitors go with it (a scan of the partition's
-                // visitors: erasures are rare). One in another partition
-                // keeps only the link until its time to live runs out.
+                // visitors: erasures are rare), and, where visitors live
+                // in other partitions' engines, theirs too (an `Unlink`
+                // to every partition).
                 let id = self.forget.removed.last().expect("just removed").clone();
                 self.visitors.forget_lead(&id);
+                if self.forget.unlink_elsewhere {
+                    self.forget
+                        .unlinks
+                        .push(Routed::Unlink(event.clone().into_owned()));
+                }
             }
         }
         self.forget.markers.insert(

@@ -56,17 +56,28 @@ pub enum Routed<'a> {
     /// A later event of a linked visitor, for its lead (key: the lead;
     /// `event.lead_id` is the lead).
     Forward(Event<'a>),
+    /// The lead `event.lead_id` was erased (`event` is its `lead_erased`):
+    /// the visitors linked to it are dropped. For every partition
+    /// ([`Routed::is_broadcast`]): a visitor lives in its own id's.
+    Unlink(Event<'a>),
 }
 
 impl<'a> Routed<'a> {
     /// The id of the lead or visitor whose engine takes the record.
     pub fn key(&self) -> &str {
         match self {
-            Routed::Lead(e) | Routed::Visitor(e) | Routed::Forward(e) => &e.lead_id,
+            Routed::Lead(e) | Routed::Visitor(e) | Routed::Forward(e) | Routed::Unlink(e) => {
+                &e.lead_id
+            }
             Routed::Identify { visitor_id, .. } => visitor_id,
             Routed::Barrier { event, .. } => &event.lead_id,
             Routed::Handoff { identify, .. } => &identify.lead_id,
         }
+    }
+
+    /// Whether the record goes to every partition, not its key's.
+    pub fn is_broadcast(&self) -> bool {
+        matches!(self, Routed::Unlink(_))
     }
 
     pub fn into_owned(self) -> Routed<'static> {
@@ -75,6 +86,7 @@ impl<'a> Routed<'a> {
             Routed::Lead(e) => Routed::Lead(e.into_owned()),
             Routed::Visitor(e) => Routed::Visitor(e.into_owned()),
             Routed::Forward(e) => Routed::Forward(e.into_owned()),
+            Routed::Unlink(e) => Routed::Unlink(e.into_owned()),
             Routed::Identify {
                 visitor_id,
                 event,
@@ -332,6 +344,17 @@ impl Engine {
         record: Routed<'_>,
         out: &mut Vec<StatusChange>,
         send: &mut Vec<Routed<'static>>,
+        each: impl FnMut(&Event<'_>, Outcome),
+    ) {
+        self.ingest_record(record, out, send, each);
+        self.drain_unlinks(send);
+    }
+
+    fn ingest_record(
+        &mut self,
+        record: Routed<'_>,
+        out: &mut Vec<StatusChange>,
+        send: &mut Vec<Routed<'static>>,
         mut each: impl FnMut(&Event<'_>, Outcome),
     ) {
         match record {
@@ -349,6 +372,7 @@ impl Engine {
                 }
             }
             Routed::Visitor(e) => self.visitor_event(e, out, send),
+            Routed::Unlink(e) => self.visitors.forget_lead(&e.lead_id),
             Routed::Identify {
                 visitor_id,
                 event,

@@ -493,9 +493,17 @@ impl Processor {
         } else {
             part.engine.fold(e, &mut self.changes)
         };
+        if e.kind == crate::event::Kind::LeadErased {
+            part.engine.drain_unlinks(&mut self.sends);
+        }
         self.counters.folded(&self.model, &e.event_type, outcome);
         if !self.changes.is_empty() {
             self.emit_changes();
+        }
+        if !self.sends.is_empty() {
+            for s in std::mem::take(&mut self.sends) {
+                self.send_routed(&s, 0);
+            }
         }
     }
 
@@ -542,6 +550,13 @@ impl Processor {
             );
             return;
         };
+        if r.is_broadcast() {
+            for q in 0..rp.partitions {
+                crate::codec::push_routed(r, &mut rp.scratch, &mut rp.batches[q]);
+            }
+            self.routed[from].increment(1);
+            return;
+        }
         let q = self
             .cfg
             .kafka

@@ -72,6 +72,8 @@ pub fn restore_partition(
         .map_err(kafka_err)?;
     let mut engine = Engine::with_lateness(Arc::clone(model), cfg.kafka.allowed_lateness);
     engine.set_visitor_limits(cfg.input.visitor_limits());
+    // An erasure unlinks the lead's visitors in every partition.
+    engine.unlink_elsewhere(cfg.rekeys());
     // For the time-to-first-touch metric, drained at each changelog write.
     engine.record_touches(true);
     if cfg.kafka.score_topic.is_some() {

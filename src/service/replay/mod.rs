@@ -427,6 +427,7 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         // raised at an earlier cut would count changes twice.
         let mut new = Engine::with_lateness(Arc::clone(&new_model), lateness);
         new.set_visitor_limits(cfg.input.visitor_limits());
+        new.unlink_elsewhere(rekeys);
         let (current, live_checkpoint) = if live_state {
             let Restored { engine, checkpoint } =
                 restore_partition(cfg, &current_model, &live_changelog, p)?;
@@ -434,6 +435,7 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         } else {
             let mut e = Engine::with_lateness(Arc::clone(&current_model), lateness);
             e.set_visitor_limits(cfg.input.visitor_limits());
+            e.unlink_elsewhere(rekeys);
             (e, None)
         };
         let mut live_at_cut = true;
