@@ -15,9 +15,8 @@ mod route;
 mod sla;
 pub mod snapshot;
 mod stage;
+mod timers;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 pub use calllist::{CallList, CallListEntry, CallListQuery, Order, QueryError};
@@ -85,7 +84,7 @@ pub struct Engine {
     index: index::Index,
     /// Pending timers, earliest first. Entries go stale when a lead's timer
     /// moves; they are checked against the lead when they come due.
-    timers: BinaryHeap<Reverse<(Micros, u32)>>,
+    timers: timers::Timers,
     /// Leads changed since the last [`Engine::drain_dirty`].
     dirty: Vec<u32>,
     scratch: Vec<u32>,
@@ -120,7 +119,7 @@ impl Engine {
             watermark: NO_TIME,
             leads: leads::Leads::default(),
             index: index::Index::default(),
-            timers: BinaryHeap::new(),
+            timers: timers::Timers::default(),
             dirty: Vec::new(),
             scratch: Vec::new(),
             visitors: route::Visitors::default(),
@@ -436,7 +435,7 @@ impl Engine {
         }
         let next = lead.next_due(model);
         if next < before {
-            self.timers.push(Reverse((next, idx)));
+            self.timers.push(next, idx);
         }
     }
 
@@ -468,13 +467,13 @@ impl Engine {
             return;
         }
         self.watermark = watermark;
-        while let Some(&Reverse((due, _))) = self.timers.peek() {
+        while let Some((due, _)) = self.timers.peek() {
             if due > watermark {
                 break;
             }
             let mut batch = std::mem::take(&mut self.scratch);
             batch.clear();
-            while let Some(&Reverse((d, idx))) = self.timers.peek() {
+            while let Some((d, idx)) = self.timers.peek() {
                 if d != due {
                     break;
                 }
@@ -503,7 +502,7 @@ impl Engine {
                     && next != NEVER
                 {
                     // A timer that moved later (see `requeue`).
-                    self.timers.push(Reverse((next, idx)));
+                    self.timers.push(next, idx);
                 }
             }
             self.scratch = batch;
@@ -562,7 +561,7 @@ impl Engine {
     fn schedule(&mut self, idx: u32) {
         let due = self.next_due(idx);
         if due != NEVER {
-            self.timers.push(Reverse((due, idx)));
+            self.timers.push(due, idx);
         }
     }
 
