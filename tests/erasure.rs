@@ -92,6 +92,28 @@ fn holds_email(r: &Record) -> bool {
         .any(|w| w == EMAIL.as_bytes())
 }
 
+/// Waits until the broker's metadata shows every topic with its
+/// partitions (a topic just created may not be known to every request yet,
+/// and the service stops when one is missing).
+fn wait_for_topics(b: &Broker, topics: &[&str]) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = b.client().create().unwrap();
+    wait_until(
+        "the topics in the metadata",
+        Duration::from_secs(30),
+        || {
+            topics.iter().all(|t| {
+                c.fetch_metadata(Some(t), Duration::from_secs(5))
+                    .is_ok_and(|m| {
+                        m.topics()
+                            .first()
+                            .is_some_and(|x| x.error().is_none() && !x.partitions().is_empty())
+                    })
+            })
+        },
+    );
+}
+
 fn spawn(config: &std::path::Path) -> Service {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -161,6 +183,7 @@ listen = "127.0.0.1:0"
     )
     .unwrap();
     let producer = b.producer();
+    wait_for_topics(b, &[&input, &status_topic, &dlq, &log_topic]);
     let mut svc = spawn(&config);
     let mut batch = mql("E-1", EMAIL, t0());
     batch.extend(mql("K-1", "k@example.org", t0()));
@@ -368,6 +391,7 @@ listen = "127.0.0.1:0"
         ),
     )
     .unwrap();
+    wait_for_topics(b, &[&seg, &crm, &status_topic, &dlq]);
     let _svc = spawn(&config);
     let at = |t: Micros| leadscore::time::format_rfc3339(t);
     let page = serde_json::json!({

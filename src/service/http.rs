@@ -786,22 +786,25 @@ mod tests {
         early[0] = b'x';
         let mut late = secret.into_bytes();
         *late.last_mut().unwrap() = b'x';
-        let time = |guess: &[u8]| {
-            (0..7)
-                .map(|_| {
-                    let start = std::time::Instant::now();
-                    for _ in 0..200 {
-                        assert!(!t.matches(std::hint::black_box(guess)));
-                    }
-                    start.elapsed()
-                })
-                .min()
-                .unwrap()
+        let once = |guess: &[u8]| {
+            let start = std::time::Instant::now();
+            for _ in 0..200 {
+                assert!(!t.matches(std::hint::black_box(guess)));
+            }
+            start.elapsed()
         };
-        let (e, l) = (time(&early), time(&late));
+        // The two guesses in turns, the fastest of many rounds each: a
+        // loaded machine slows some rounds, not the comparison. One that
+        // stops at the first difference is a thousand times faster on the
+        // early guess (4096 bytes); a factor of 3 either way is noise.
+        let (mut e, mut l) = (std::time::Duration::MAX, std::time::Duration::MAX);
+        for _ in 0..21 {
+            e = e.min(once(&early));
+            l = l.min(once(&late));
+        }
         let ratio = e.as_secs_f64() / l.as_secs_f64();
         assert!(
-            (0.5..2.0).contains(&ratio),
+            (0.33..3.0).contains(&ratio),
             "first byte wrong {e:?}, last byte wrong {l:?}"
         );
     }
