@@ -17,6 +17,8 @@
 //!   then `follow_up_by` relative to the lead's clock). Absent: no clock
 //!   running.
 //! - [`ext::SCORE`]: the score stream's clock, band timer and last record.
+//! - [`ext::WINDOWS`]: the engagement events remembered for the model's
+//!   window conditions (see `window::encode`). Absent: none.
 
 use prost::encoding::{decode_varint, encode_varint};
 
@@ -34,6 +36,8 @@ mod ext {
     /// The score stream: its clock, the band timer, and the last record
     /// written (band, stage, total).
     pub const SCORE: u8 = 2;
+    /// The events remembered for window conditions.
+    pub const WINDOWS: u8 = 3;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -137,6 +141,12 @@ pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
         body.push(x.scored_stage as u8);
         body.extend_from_slice(&x.scored_total.to_le_bytes());
         out.push(ext::SCORE);
+        put_bytes(out, &body);
+    }
+    if !lead.log().is_empty() {
+        let mut body = Vec::with_capacity(4 + 12 * lead.log().len());
+        super::window::encode(lead, &mut body);
+        out.push(ext::WINDOWS);
         put_bytes(out, &body);
     }
 }
@@ -285,6 +295,8 @@ pub fn decode(bytes: &[u8], model: &Model) -> Result<Lead, SnapshotError> {
         match tag {
             ext::SLA => read_sla(body, &mut lead)?,
             ext::SCORE => read_score(body, &mut lead)?,
+            ext::WINDOWS => super::window::decode(body, &mut lead, model)
+                .ok_or(SnapshotError::Corrupt("window extension"))?,
             // A newer build's: skipped.
             _ => {}
         }
