@@ -340,3 +340,79 @@ fn conditions_are_checked_with_the_key_named() {
     let e = err("[disqualify]\ncompetitor_names = [\"...\"]\n");
     assert!(e.contains("disqualify.competitor_names[0]"), "{e}");
 }
+
+// ============================================================================
+// Score limits: a group's and engagement's as a whole
+// ============================================================================
+
+const LIMITS: &str = r#"
+version = "limits"
+[engagement]
+half_life = "10d"
+limit = 30
+
+[[engagement.groups]]
+name = "web"
+limit = 12
+
+[[engagement.rules]]
+name = "pricing"
+event = "page_view"
+attributes = { url = { contains = "/pricing" } }
+points = 5
+group = "web"
+
+[[engagement.rules]]
+name = "demo"
+event = "demo_requested"
+points = 20
+"#;
+
+#[test]
+fn a_group_limit_and_the_engagement_limit_cap_what_counts() {
+    let t = t0();
+    let mut sim = Sim::with_toml(LIMITS);
+    // Three pricing views at T: 5, 10, then 12 (the group's limit; +2).
+    for _ in 0..3 {
+        sim.pricing("L", t);
+    }
+    close("web at T", sim.engagement("L", None), 12.0);
+    // A demo at T: 12 + 20 = 32 is over the limit of 30: the demo adds 18.
+    sim.demo("L", t);
+    close("engagement at T", sim.engagement("L", None), 30.0);
+    let x = sim.explain("L", None);
+    close("pricing", x.engagement[0].points, 12.0);
+    close("demo", x.engagement[1].points, 18.0);
+    // T+10d (one half-life): web 6, demo 9, engagement 15. A pricing view
+    // adds 5 (web 11 ≤ 12); another adds only 1 (web 12).
+    sim.pricing("L", t + days(10));
+    close("web +5", sim.explain("L", None).engagement[0].points, 11.0);
+    sim.pricing("L", t + days(10));
+    close("web +1", sim.explain("L", None).engagement[0].points, 12.0);
+    // Engagement 12 + 9 = 21; a demo would make 41: it adds 9 (to 30).
+    sim.demo("L", t + days(10));
+    close("engagement", sim.engagement("L", None), 30.0);
+    close("demo", sim.explain("L", None).engagement[1].points, 18.0);
+}
+
+#[test]
+fn limits_are_checked_with_the_key_named() {
+    let e = Model::from_toml("version = \"x\"\n[engagement]\nlimit = 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("engagement.limit"), "{e}");
+    let e = Model::from_toml(
+        "version = \"x\"\n[[engagement.rules]]\nname = \"a\"\nevent = \"e\"\npoints = 1\ngroup = \"web\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("engagement.rules[0].group") && e.contains("web"),
+        "{e}"
+    );
+    let e =
+        Model::from_toml("version = \"x\"\n[[engagement.groups]]\nname = \"web\"\nlimit = -1\n")
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("engagement.groups[0].limit"), "{e}");
+}

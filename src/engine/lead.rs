@@ -521,6 +521,32 @@ impl Lead {
         self.time = to;
     }
 
+    /// Adds `points` scored at `at` (≤ the lead's time), decayed to the
+    /// lead's time, within the limits of the rule's group and of engagement
+    /// as a whole: positive points beyond a limit (as it stands at the
+    /// lead's time) do not count.
+    pub fn add_limited_points(&mut self, rule: usize, points: f64, at: Micros, model: &Model) {
+        let mut decayed = match model.half_life {
+            Some(hl) if at < self.time => points * (-((self.time - at) as f64) / hl).exp2(),
+            _ => points,
+        };
+        if decayed > 0.0 {
+            let g = model.engagement_rules[rule]
+                .group
+                .map(|g| &model.engagement_groups[g]);
+            if let Some((g, limit)) = g.and_then(|g| g.limit.map(|l| (g, l))) {
+                let sum: f64 = g.rules.iter().map(|&r| self.contribution(r)).sum();
+                decayed = decayed.min(limit - sum);
+            }
+            if let Some(limit) = model.engagement_limit {
+                decayed = decayed.min(limit - self.engagement(model));
+            }
+            decayed = decayed.max(0.0);
+        }
+        let v = f64::from_bits(self.slot(rule)) + decayed;
+        self.set_slot(rule, v.to_bits());
+    }
+
     /// Adds `points` scored at `at` (≤ the lead's time), decayed to the lead's time.
     #[inline]
     pub fn add_points(&mut self, rule: usize, points: f64, at: Micros, model: &Model) {

@@ -769,7 +769,11 @@ fn score_rule(
             .expect("cap.max >= 1");
         lead.set_slot(oldest, t as u64);
     }
-    lead.add_points(ri, rule.points, t, model);
+    if model.has_limits() {
+        lead.add_limited_points(ri, rule.points, t, model);
+    } else {
+        lead.add_points(ri, rule.points, t, model);
+    }
     true
 }
 

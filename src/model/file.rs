@@ -116,6 +116,17 @@ pub struct EngagementRuleFile {
     /// Score only every Nth matching event of the lead (in arrival order).
     pub every: Option<u32>,
     pub cap: Option<CapFile>,
+    /// The `[[engagement.groups]]` entry whose limit this rule counts towards.
+    pub group: Option<String>,
+}
+
+/// A group of engagement rules with a score limit (HubSpot's score group limit).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngagementGroupFile {
+    pub name: String,
+    /// The group's rules together contribute at most this many points.
+    pub limit: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -123,6 +134,10 @@ pub struct EngagementRuleFile {
 pub struct EngagementFile {
     /// `"30d"`, or `"none"` for no decay.
     pub half_life: Option<String>,
+    /// Engagement as a whole is at most this many points.
+    pub limit: Option<f64>,
+    #[serde(default)]
+    pub groups: Vec<EngagementGroupFile>,
     #[serde(default)]
     pub rules: Vec<EngagementRuleFile>,
 }

@@ -211,6 +211,17 @@ pub struct EngagementRule {
     /// Every Nth occurrence scores; the counter lives in `counter_slot`.
     pub every: Option<(u32, usize)>,
     pub cap: Option<Cap>,
+    /// Index into [`Model::engagement_groups`].
+    pub group: Option<usize>,
+}
+
+/// Engagement rules whose contributions together are limited.
+#[derive(Debug, Clone)]
+pub struct EngagementGroup {
+    pub name: String,
+    pub limit: Option<f64>,
+    /// The rules of the group, ascending.
+    pub rules: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -283,6 +294,12 @@ pub struct Model {
     pub fit_groups: usize,
     pub disqualify: Disqualify,
     pub engagement_rules: Vec<EngagementRule>,
+    /// Groups of engagement rules with a score limit.
+    pub engagement_groups: Vec<EngagementGroup>,
+    /// The limit on engagement as a whole.
+    pub engagement_limit: Option<f64>,
+    /// Whether there is any limit (the whole's or a group's).
+    limited: bool,
     /// Event type → indices of the rules that score it.
     by_type: Vec<(String, Vec<usize>)>,
     pub bands: Vec<Band>,
@@ -328,6 +345,12 @@ impl Model {
     pub fn from_toml(text: &str) -> Result<Model, ModelError> {
         let file: ModelFile = toml::from_str(text).map_err(|e| ModelError::Toml(e.to_string()))?;
         compile(file)
+    }
+
+    /// Whether engagement has limits (a group's or the whole's).
+    #[inline]
+    pub fn has_limits(&self) -> bool {
+        self.limited
     }
 
     /// Indices of the engagement rules for an event type.
@@ -550,6 +573,31 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         Some("none") => None,
         other => Some(duration("engagement.half_life", other, 30 * DAY, false)? as f64),
     };
+    let limit = |key: &str, v: Option<f64>| -> Result<Option<f64>, ModelError> {
+        match v {
+            Some(l) if !(l.is_finite() && l > 0.0) => {
+                Err(invalid(key, "must be a finite number of points above 0"))
+            }
+            v => Ok(v),
+        }
+    };
+    let engagement_limit = limit("engagement.limit", f.engagement.limit)?;
+    let mut engagement_groups: Vec<EngagementGroup> = Vec::new();
+    for (i, g) in f.engagement.groups.iter().enumerate() {
+        let k = |s: &str| format!("engagement.groups[{i}].{s}");
+        nonempty(&k("name"), &g.name)?;
+        if engagement_groups.iter().any(|x| x.name == g.name) {
+            return Err(invalid(
+                k("name"),
+                format!("{:?} is used by another group", g.name),
+            ));
+        }
+        engagement_groups.push(EngagementGroup {
+            name: g.name.clone(),
+            limit: limit(&k("limit"), g.limit)?,
+            rules: Vec::new(),
+        });
+    }
     let n = f.engagement.rules.len();
     let mut slots = n;
     let mut layout = fnv(b"leadscore-slots-v1", 0xcbf2_9ce4_8422_2325);
@@ -597,6 +645,22 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         }
         layout = fnv(&(every.map_or(0, |e| e.0) as u64).to_le_bytes(), layout);
         layout = fnv(&(cap.map_or(0, |c| c.max) as u64).to_le_bytes(), layout);
+        let group = match &r.group {
+            None => None,
+            Some(g) => {
+                let gi = engagement_groups
+                    .iter()
+                    .position(|x| x.name == *g)
+                    .ok_or_else(|| {
+                        invalid(
+                            k("group"),
+                            format!("{g:?} is not the name of an [[engagement.groups]] entry"),
+                        )
+                    })?;
+                engagement_groups[gi].rules.push(i);
+                Some(gi)
+            }
+        };
         match by_type.iter_mut().find(|(t, _)| *t == r.event) {
             Some((_, v)) => v.push(i),
             None => by_type.push((r.event.clone(), vec![i])),
@@ -608,6 +672,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
             attributes,
             every,
             cap,
+            group,
         });
     }
     layout = fnv(&(n as u64).to_le_bytes(), layout);
@@ -846,6 +911,9 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         fit_groups: groups.len(),
         disqualify,
         engagement_rules,
+        limited: engagement_limit.is_some() || engagement_groups.iter().any(|g| g.limit.is_some()),
+        engagement_groups,
+        engagement_limit,
         by_type,
         bands,
         hot_band,
