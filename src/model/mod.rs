@@ -347,6 +347,18 @@ impl Model {
         compile(file)
     }
 
+    /// How many conditions the model states (gates, stays_while, SQL
+    /// conditions, disqualification rules, the free-mail exception).
+    pub fn condition_count(&self) -> usize {
+        [&self.new_business, &self.installed_base]
+            .iter()
+            .map(|t| t.mql_gates.len() + t.stays_while.len())
+            .sum::<usize>()
+            + self.sql_conditions.len()
+            + self.disqualify.rules.len()
+            + usize::from(self.disqualify.free_mail_exception.is_some())
+    }
+
     /// Whether engagement has limits (a group's or the whole's).
     #[inline]
     pub fn has_limits(&self) -> bool {
