@@ -317,3 +317,66 @@ pub(crate) fn decode(mut b: &[u8], lead: &mut Lead, model: &Model) -> Option<()>
     }
     Some(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::DAY;
+
+    fn model() -> Model {
+        Model::from_toml(
+            "version = \"w\"\n\
+             [[engagement.rules]]\nname = \"a\"\nevent = \"a\"\npoints = 5\n\
+             [[engagement.rules]]\nname = \"b\"\nevent = \"b\"\npoints = 5\n\
+             [[engagement.rules]]\nname = \"c\"\nevent = \"c\"\npoints = 5\n\
+             [[new_business.mql_gates]]\nevents = { within = \"30d\", rules = [\"a\"], at_least = 2 }\n\
+             [[new_business.mql_gates]]\ntouchpoints = { within = \"10d\", rules = [\"a\", \"b\"], at_least = 2 }\n",
+        )
+        .expect("valid")
+    }
+
+    fn hit(lead: &mut Lead, m: &Model, rule: usize, t: Micros) {
+        lead.advance_time(t, m);
+        record(lead, m, rule, t, true);
+    }
+
+    #[test]
+    fn a_lead_keeps_only_what_its_windows_can_count() {
+        let m = model();
+        // a: counted by a window of 2 events → its 2 newest; b: by a
+        // touchpoint window → its newest; c: by none → nothing.
+        assert_eq!(m.windows.keep, [(2, 0), (1, 0), (0, 0)]);
+        let mut lead = Lead::new("L", &m);
+        for d in 0..5 {
+            hit(&mut lead, &m, 0, d * DAY);
+            hit(&mut lead, &m, 1, d * DAY);
+            hit(&mut lead, &m, 2, d * DAY);
+        }
+        let kept: Vec<(u32, Micros)> = lead.log().iter().map(|h| (h.rule, h.t / DAY)).collect();
+        assert_eq!(kept, [(0, 3), (0, 4), (1, 4)]);
+        // At day 34 the a-hit of day 4 is 30 days old: out of every window;
+        // the next record drops it and the day-3 one.
+        hit(&mut lead, &m, 1, 34 * DAY);
+        let kept: Vec<(u32, Micros)> = lead.log().iter().map(|h| (h.rule, h.t / DAY)).collect();
+        assert_eq!(kept, [(1, 34)]);
+    }
+
+    #[test]
+    fn the_next_change_is_when_the_oldest_counted_event_drops_out() {
+        let m = model();
+        let mut lead = Lead::new("L", &m);
+        assert_eq!(due(&lead, &m), NEVER);
+        hit(&mut lead, &m, 0, DAY);
+        hit(&mut lead, &m, 1, 5 * DAY);
+        // The touchpoint window (10d) loses the a-hit of day 1 at day 11;
+        // the events window (30d) at day 31.
+        assert_eq!(due(&lead, &m), 11 * DAY);
+        lead.advance_time(11 * DAY, &m);
+        // Then b's hit of day 5 leaves the touchpoint window at day 15.
+        assert_eq!(due(&lead, &m), 15 * DAY);
+        lead.advance_time(15 * DAY, &m);
+        assert_eq!(due(&lead, &m), 31 * DAY);
+        lead.advance_time(31 * DAY, &m);
+        assert_eq!(due(&lead, &m), NEVER);
+    }
+}
