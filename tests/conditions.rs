@@ -382,6 +382,8 @@ fn a_group_limit_and_the_engagement_limit_cap_what_counts() {
     close("engagement at T", sim.engagement("L", None), 30.0);
     let x = sim.explain("L", None);
     close("pricing", x.engagement[0].points, 12.0);
+    assert_eq!(x.engagement[0].group.as_deref(), Some("web (limit 12)"));
+    assert_eq!(x.engagement[1].group, None);
     close("demo", x.engagement[1].points, 18.0);
     // T+10d (one half-life): web 6, demo 9, engagement 15. A pricing view
     // adds 5 (web 11 ≤ 12); another adds only 1 (web 12).
@@ -415,4 +417,103 @@ fn limits_are_checked_with_the_key_named() {
             .unwrap_err()
             .to_string();
     assert!(e.contains("engagement.groups[0].limit"), "{e}");
+}
+
+// ============================================================================
+// SQL conditions, `any`/`not`, events and points windows
+// ============================================================================
+
+const WINDOWS: &str = r#"
+version = "windows"
+[engagement]
+half_life = "none"
+
+[[engagement.rules]]
+name = "demo"
+event = "demo_requested"
+points = 20
+
+[[engagement.rules]]
+name = "pricing"
+event = "page_view"
+attributes = { url = { contains = "/pricing" } }
+points = 10
+
+[[engagement.rules]]
+name = "opens"
+event = "email_opened"
+every = 3
+points = 5
+
+[[engagement.rules]]
+name = "unsubscribed"
+event = "unsubscribed"
+points = 0
+
+[new_business]
+mql_min_engagement = 10
+
+[[new_business.mql_gates]]
+name = "no unsubscribe today"
+not = { events = { within = "1d", rules = ["unsubscribed"], at_least = 1 } }
+
+[[sql.conditions]]
+name = "hot week"
+any = [
+  { events = { within = "7d", rules = ["demo"], at_least = 2 } },
+  { points = { within = "7d", at_least = 30 } },
+]
+"#;
+
+#[test]
+fn sql_conditions_count_scored_points_and_events_in_their_window() {
+    let t = t0();
+    let mut sim = Sim::with_toml(WINDOWS);
+    // T: demo (20) → engagement 20 ≥ 10: MQL. The SQL condition: 1 demo of
+    // 2, 20 points of 30 → not yet.
+    sim.demo("S", t);
+    assert_change(&sim.take_one(), "S", Stage::Lead, Stage::Mql, t);
+    // T+1d: three opens; only the third scores (every 3rd): 25 points.
+    for _ in 0..3 {
+        sim.open("S", t + days(1));
+    }
+    sim.none();
+    let x = sim.explain("S", None);
+    let hot = x
+        .conditions
+        .iter()
+        .find(|c| c.key == "sql.conditions[0]")
+        .expect("line");
+    assert_eq!(hot.condition, "hot week");
+    assert_eq!(hot.value, "0 of 2 hold");
+    // T+2d: pricing (10): 35 points in 7 days ≥ 30 → SQL.
+    pricing(&mut sim, "S", t + days(2));
+    let c = sim.take_one();
+    assert_change(&c, "S", Stage::Mql, Stage::Sql, t + days(2));
+    assert_eq!(c.reasons, ["sql condition hot week: 1 of 2 hold"]);
+}
+
+#[test]
+fn a_negated_window_lets_a_lead_in_the_instant_its_event_drops_out() {
+    let t = t0();
+    let mut sim = Sim::with_toml(WINDOWS);
+    // T: unsubscribed; T+1h: demo (20 ≥ 10), but the gate fails: an
+    // unsubscribe within the last day.
+    sim.at("U", "unsubscribed", t, json!({}));
+    sim.demo("U", t + hours(1));
+    sim.none();
+    // At T+1d the unsubscribe is a day old: out of the window; the timer
+    // re-evaluates the lead then, and it becomes an MQL at T+1d exactly.
+    sim.advance(t + days(1) - 1);
+    sim.none();
+    sim.advance(t + days(1));
+    let c = sim.take_one();
+    assert_change(&c, "U", Stage::Lead, Stage::Mql, t + days(1));
+    assert_eq!(
+        c.reasons,
+        [
+            "engagement 20 >= 10",
+            "gate no unsubscribe today: events in the last 1d: 0 of 1"
+        ]
+    );
 }

@@ -29,6 +29,9 @@ pub struct EngagementLine {
     /// Matching events counted so far (rules scored every Nth time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub occurrences: Option<u64>,
+    /// The rule's `[[engagement.groups]]` entry, and its limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// The breakdown of one lead at one instant.
@@ -90,6 +93,13 @@ pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
             event: r.event.clone(),
             points: lead.contribution(i),
             occurrences: r.every.map(|(_, slot)| lead.slot(slot)),
+            group: r.group.map(|g| {
+                let g = &model.engagement_groups[g];
+                match g.limit {
+                    Some(l) => format!("{} (limit {})", g.name, super::stage::num(l)),
+                    None => g.name.clone(),
+                }
+            }),
         })
         .collect();
     let e = lead.engagement(model);
