@@ -82,6 +82,14 @@ pub enum ChangeKind {
     /// without a `sales_contacted`. `from` equals `to`, `occurred_at` and
     /// `follow_up_by` are the deadline, `sequence` is the hand-off change's.
     SlaBreached,
+    /// The lead was erased (`lead_erased`): its state is gone. `from` and
+    /// `to` are its stage then, `occurred_at` the erasure's time, `sequence`
+    /// its last change's, `reasons` the erasure's reason (if it gave one).
+    LeadErased,
+    /// The lead had no event for the model's `retention.inactive_after`
+    /// and was removed: as [`ChangeKind::LeadErased`], `occurred_at` is the
+    /// instant it expired.
+    LeadExpired,
 }
 
 impl ChangeKind {
@@ -89,6 +97,8 @@ impl ChangeKind {
         match self {
             ChangeKind::StageChanged => "stage_changed",
             ChangeKind::SlaBreached => "sla_breached",
+            ChangeKind::LeadErased => "lead_erased",
+            ChangeKind::LeadExpired => "lead_expired",
         }
     }
 }
@@ -122,6 +132,16 @@ impl StatusChange {
     pub fn is_breach(&self) -> bool {
         self.kind == ChangeKind::SlaBreached
     }
+
+    /// A `lead_erased` or `lead_expired`: the lead's state was deleted.
+    pub fn is_removal(&self) -> bool {
+        matches!(self.kind, ChangeKind::LeadErased | ChangeKind::LeadExpired)
+    }
+
+    /// A stage change (not a breach or a removal).
+    pub fn is_stage_change(&self) -> bool {
+        self.kind == ChangeKind::StageChanged
+    }
 }
 
 /// An instant as RFC 3339 text.
@@ -138,8 +158,29 @@ impl Serialize for StatusChange {
     /// A breach: `kind`, `change_id`, `lead_id`, `sequence` (the hand-off's),
     /// `stage`, `route`, `follow_up_by`, `breached_at`, the `score`, `band` and
     /// `top_contributors` at `breached_at`, and `model_version`.
+    /// A removal: `kind`, `change_id`, `lead_id`, `sequence` (the last
+    /// change's), `stage`, `erased_at` (with `reason` and `cause_event_id`)
+    /// or `expired_at`, and `model_version`: no score, the lead is gone.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
+        if self.is_removal() {
+            let erased = self.kind == ChangeKind::LeadErased;
+            let mut m = s.serialize_struct("LeadRemoved", if erased { 9 } else { 7 })?;
+            m.serialize_field("kind", &self.kind)?;
+            m.serialize_field("change_id", &self.change_id)?;
+            m.serialize_field("lead_id", &self.lead_id)?;
+            m.serialize_field("sequence", &self.sequence)?;
+            m.serialize_field("stage", &self.to)?;
+            if erased {
+                m.serialize_field("erased_at", &Time(self.occurred_at))?;
+                m.serialize_field("reason", &self.reasons.first())?;
+                m.serialize_field("cause_event_id", &self.cause_event_id)?;
+            } else {
+                m.serialize_field("expired_at", &Time(self.occurred_at))?;
+            }
+            m.serialize_field("model_version", &self.model_version)?;
+            return m.end();
+        }
         if self.kind == ChangeKind::SlaBreached {
             let mut m = s.serialize_struct("SlaBreached", 12)?;
             m.serialize_field("kind", &self.kind)?;

@@ -72,6 +72,9 @@ pub enum Kind {
     /// Sales followed the lead up (a call, a meeting): stops the SLA clock of
     /// its current hand-off.
     SalesContacted,
+    /// The lead is to be forgotten (a data subject's erasure request):
+    /// its state is deleted, and its events for a while after are dropped.
+    LeadErased,
     Engagement,
 }
 
@@ -85,6 +88,7 @@ impl Kind {
             "deal_won" => Kind::DealWon,
             "deal_lost" => Kind::DealLost,
             "sales_contacted" => Kind::SalesContacted,
+            "lead_erased" => Kind::LeadErased,
             _ => Kind::Engagement,
         }
     }

@@ -82,6 +82,10 @@ pub struct GenConfig {
     /// days later (so some in time for the SLA, some late). At 0 the stream
     /// is what it always was.
     pub contact_rate: f64,
+    /// Share, in [0, 1], of events after which the lead asks to be erased:
+    /// a `lead_erased` of the lead 1 hour to 10 days later. At 0 the stream
+    /// is what it always was.
+    pub erase_rate: f64,
 }
 
 impl Default for GenConfig {
@@ -98,6 +102,7 @@ impl Default for GenConfig {
             outcomes: true,
             anonymous_share: 0.0,
             contact_rate: 0.0,
+            erase_rate: 0.0,
         }
     }
 }
@@ -181,6 +186,9 @@ pub struct Generator {
     /// so that it draws the same numbers whatever the rate.
     contact_rng: Rng,
     contacts: u64,
+    /// Draws the erasures (`erase_rate`), apart from the others.
+    erase_rng: Rng,
+    erasures: u64,
 }
 
 impl Generator {
@@ -205,6 +213,7 @@ impl Generator {
             }
         }
         let contact_rng = Rng::new(cfg.seed ^ 0xC0_47AC_7ED5_A1E5);
+        let cfg_seed = cfg.seed;
         Generator {
             cfg,
             rng,
@@ -216,6 +225,8 @@ impl Generator {
             last_at: Micros::MIN,
             contact_rng,
             contacts: 0,
+            erase_rng: Rng::new(cfg_seed ^ 0x0E7A_5E0F_1EAD),
+            erasures: 0,
         }
     }
 
@@ -237,6 +248,24 @@ impl Generator {
             at,
         );
         c.kind = Kind::SalesContacted;
+        self.pending.push((at, c));
+    }
+
+    /// Holds back a `lead_erased` of the event's lead, if it asks to be
+    /// erased after this event.
+    fn erasure(&mut self, e: &Event<'static>) {
+        if self.cfg.erase_rate <= 0.0 || !self.erase_rng.chance(self.cfg.erase_rate) {
+            return;
+        }
+        let at = e.occurred_at + HOUR + self.erase_rng.below((10 * DAY - HOUR) as u64) as Micros;
+        self.erasures += 1;
+        let mut c = Event::new(
+            Cow::Owned(format!("e-{:x}-x{}", self.cfg.seed, self.erasures)),
+            e.lead_id.clone(),
+            Cow::Borrowed("lead_erased"),
+            at,
+        );
+        c.kind = Kind::LeadErased;
         self.pending.push((at, c));
     }
 
@@ -466,6 +495,7 @@ impl Iterator for Generator {
                 }
             };
             self.follow_up(&e);
+            self.erasure(&e);
             if self.rng.chance(self.cfg.duplicate_rate) {
                 let again = at + self.rng.below(3600 * SECOND as u64) as Micros;
                 self.pending.push((again, e.clone()));

@@ -287,7 +287,7 @@ fn hand_computed_scenario_with_outcomes_in_the_events() {
     assert_eq!(v["input"]["events"], 21);
     assert_eq!(
         v["outcomes"],
-        json!({"leads": 7, "won": 3, "lost": 2, "open": 2, "without_events": 0})
+        json!({"leads": 7, "won": 3, "lost": 2, "open": 2, "without_events": 0, "erased": 0})
     );
     assert_eq!(v["score_step"], 2.0);
     assert_eq!(v["models"].as_array().unwrap().len(), 1);
@@ -331,7 +331,7 @@ fn outcomes_from_a_file_give_the_same_numbers_and_later_events_do_not_count() {
     assert_eq!(v["outcomes_from"], outcomes.to_str().unwrap());
     assert_eq!(
         v["outcomes"],
-        json!({"leads": 7, "won": 3, "lost": 2, "open": 2, "without_events": 1})
+        json!({"leads": 7, "won": 3, "lost": 2, "open": 2, "without_events": 1, "erased": 0})
     );
     assert_scenario(&v["models"][0]);
     let _ = std::fs::remove_dir_all(dir);

@@ -10,10 +10,27 @@ use std::thread;
 use std::time::Duration;
 
 use broker::scenario::{
-    assert_exact, feed, finish, output, setup, setup_keyed, sigkill, spawn, Keying,
+    assert_exact, feed, finish, output, setup_with, sigkill, spawn, Keying, Setup,
 };
 use broker::Broker;
 use leadscore::gen::Rng;
+
+/// Some leads ask to be erased (a `lead_erased` of theirs, some of their
+/// events within the window after it): the changelog then holds
+/// tombstones and markers, and the output must stay exact.
+const ERASE_RATE: f64 = 0.001;
+
+fn setup(b: &Broker, name: &str, guarantee: &str, n: u64, seed: u64) -> Setup {
+    let s = setup_with(b, name, guarantee, n, seed, Keying::Lead, ERASE_RATE);
+    assert!(
+        s.expected
+            .values()
+            .flatten()
+            .any(|c| c["kind"] == "lead_erased"),
+        "the stream erases some leads"
+    );
+    s
+}
 
 #[test]
 fn exactly_once_survives_twenty_sigkills() {
@@ -38,13 +55,14 @@ fn exactly_once_survives_twenty_sigkills() {
 #[test]
 fn exactly_once_survives_sigkills_on_a_re_keyed_topic() {
     let b = Broker::shared();
-    let s = setup_keyed(
+    let s = setup_with(
         b,
         "crash-rekey",
         "exactly_once",
         12_000,
         24,
         Keying::Account,
+        ERASE_RATE,
     );
     let feeder = feed(b, &s, Duration::from_secs(25));
     let mut rng = Rng::new(8);

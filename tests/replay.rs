@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::Duration;
 
-use broker::scenario::{setup, sigterm, spawn, total, Setup};
+use broker::scenario::{setup, setup_with, sigterm, spawn, total, Keying, Setup};
 use broker::{produce, read_all, wait_until, Broker};
 use serde_json::Value;
 
@@ -257,6 +257,55 @@ fn a_shadow_replay_equals_score_under_the_new_model_and_leaves_the_live_group_al
         "the replay must not join the live group:\n{log}"
     );
     assert_eq!(topic(b, &s.status), s.expected);
+}
+
+/// A lead erased anywhere in the replayed range: nothing of it reaches the
+/// shadow topic (neither its changes before the erasure nor the erasure's
+/// record); every other lead's changes are `score`'s under the new model.
+#[test]
+fn a_shadow_replay_writes_nothing_of_a_lead_erased_in_the_range() {
+    let b = Broker::shared();
+    let s = setup_with(
+        b,
+        "replay-erased",
+        "exactly_once",
+        4_000,
+        53,
+        Keying::Lead,
+        0.003,
+    );
+    let new = lenient_model(&dir(&s));
+    produce(&b.producer(), &s.input, &s.events);
+    let summary = replay_ok(&s.config, &["--model", new.to_str().unwrap(), "--json"]);
+    let all = score_with(&new, &s.events);
+    let erased: Vec<&String> = all
+        .iter()
+        .filter(|(_, c)| c.iter().any(|c| c["kind"] == "lead_erased"))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        erased.iter().any(|id| all[*id].len() > 1),
+        "some erased lead had changes before its erasure"
+    );
+    let want: ByLead = all
+        .iter()
+        .filter(|(id, _)| !erased.contains(id))
+        .map(|(id, c)| (id.clone(), c.clone()))
+        .collect();
+    let shadow = topic(b, &format!("{}-shadow", s.status));
+    assert_eq!(
+        shadow, want,
+        "shadow topic == score, without the erased leads"
+    );
+    assert_eq!(summary["erased_leads"], erased.len() as u64);
+    assert_eq!(
+        summary["erased_changes"],
+        erased.iter().map(|id| all[*id].len()).sum::<usize>() as u64
+    );
+    assert_eq!(
+        summary["changes_written"],
+        want.values().map(Vec::len).sum::<usize>() as u64
+    );
 }
 
 #[test]

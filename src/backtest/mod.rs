@@ -67,4 +67,6 @@ pub struct OutcomeCounts {
     pub open: u64,
     /// Outcomes (from an outcomes file) for leads that have no event: left out.
     pub without_events: u64,
+    /// Leads erased in the events (`lead_erased`): left out.
+    pub erased: u64,
 }

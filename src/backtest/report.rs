@@ -318,6 +318,10 @@ pub fn render(r: &BacktestReport) -> String {
             )
         } else {
             String::new()
+        } + &if o.erased > 0 {
+            format!("; {} erased leads left out", o.erased)
+        } else {
+            String::new()
         },
     );
     out.push_str("<h2>Summary</h2>\n");

@@ -36,6 +36,8 @@ struct LeadInfo {
     outcome: Option<(Deal, Micros)>,
     /// Past the cut-off: nothing more of this lead counts.
     closed: bool,
+    /// Erased (`lead_erased`): left out of the results.
+    erased: bool,
 }
 
 /// One model's view of a lead before the cut-off.
@@ -111,6 +113,8 @@ pub struct Finished {
     pub without_events: u64,
     /// SLA compliance by route, when the events hold a `sales_contacted`.
     pub sla: Option<Vec<Vec<SlaRoute>>>,
+    /// Leads erased (`lead_erased`) in the events: left out of the results.
+    pub erased: u64,
 }
 
 impl Backtest {
@@ -150,6 +154,7 @@ impl Backtest {
             first_at: Micros::MAX,
             outcome,
             closed: false,
+            erased: false,
         });
         for t in &mut self.tracks {
             t.push(Track::NEW);
@@ -187,6 +192,9 @@ impl Backtest {
         if event.kind == Kind::SalesContacted {
             self.contacts += 1;
         }
+        if event.kind == Kind::LeadErased {
+            self.leads[idx].erased = true;
+        }
         let mut first = Outcome::Applied;
         for m in 0..self.engines.len() {
             let mut changes = std::mem::take(&mut self.changes);
@@ -221,12 +229,12 @@ impl Backtest {
             });
             if counts && outcome != Outcome::Duplicate {
                 let model = &*self.models[m];
-                let lead = self.engines[m]
-                    .lead(&event.lead_id)
-                    .expect("the engine has the lead it just folded");
-                let total = lead.fit(model) + lead.engagement(model);
-                let track = &mut self.tracks[m][idx];
-                track.peak = track.peak.max(total);
+                // None: erased, or expired by the model's retention.
+                if let Some(lead) = self.engines[m].lead(&event.lead_id) {
+                    let total = lead.fit(model) + lead.engagement(model);
+                    let track = &mut self.tracks[m][idx];
+                    track.peak = track.peak.max(total);
+                }
             }
         }
         if closing {
@@ -304,6 +312,9 @@ impl Backtest {
             self.sla[m].breach(route);
             return;
         }
+        if c.is_removal() {
+            return;
+        }
         if c.to.is_qualified() {
             self.sla[m].hand_off(route);
         }
@@ -332,6 +343,7 @@ impl Backtest {
                 tracks
                     .iter()
                     .zip(&self.leads)
+                    .filter(|(_, info)| !info.erased)
                     .map(|(t, info)| LeadResult {
                         deal: info.outcome.map(|(d, _)| d),
                         peak: t.peak,
@@ -351,6 +363,7 @@ impl Backtest {
                 .count() as u64
         });
         let sla = (self.contacts > 0).then(|| self.sla.iter().map(SlaTally::report).collect());
+        let erased = self.leads.iter().filter(|l| l.erased).count() as u64;
         // The process is about to exit: freeing every lead one by one would
         // only cost time (as in `leadscore score`).
         std::mem::forget(self.engines);
@@ -358,6 +371,7 @@ impl Backtest {
             results,
             without_events,
             sla,
+            erased,
         }
     }
 }

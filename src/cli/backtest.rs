@@ -195,6 +195,7 @@ pub fn backtest(opts: &BacktestOptions) -> Result<BacktestReport> {
         results,
         without_events,
         sla,
+        erased,
     } = bt.finish();
 
     // The outcomes are the same under every model.
@@ -203,6 +204,9 @@ pub fn backtest(opts: &BacktestOptions) -> Result<BacktestReport> {
         Some(p) => p.display().to_string(),
         None => "events".to_string(),
     };
+    if erased > 0 {
+        eprintln!("leadscore backtest: {erased} lead(s) erased (lead_erased) in {input}; left out");
+    }
     if without_events > 0 {
         eprintln!(
             "leadscore backtest: {without_events} outcomes in {source} name a lead with no event in {input}; left out"
@@ -256,6 +260,7 @@ pub fn backtest(opts: &BacktestOptions) -> Result<BacktestReport> {
             lost: all.lost,
             open: all.open,
             without_events,
+            erased,
         },
         score_step: step,
         models: reports,

@@ -5,6 +5,7 @@
 
 mod backtest;
 mod detached;
+mod erase;
 mod offline;
 mod replay;
 
@@ -134,6 +135,14 @@ Example:
         after_long_help = replay::DETAILS,
     )]
     Replay(replay::ReplayArgs),
+
+    /// Erase a lead (AVG/GDPR): a lead_erased event to the input topic
+    #[command(
+        verbatim_doc_comment,
+        long_about = erase::ABOUT,
+        after_help = erase::EXAMPLE,
+    )]
+    Erase(erase::EraseArgs),
 
     /// Print a shell completion script to stdout
     #[command(
@@ -312,6 +321,10 @@ struct GenerateArgs {
     /// with a sales_contacted 1 hour to 5 days later (default 0: none).
     #[arg(long, value_name = "FRACTION", value_parser = parse_share, default_value_t = 0.0)]
     contact_rate: f64,
+    /// Share of events after which the lead asks to be erased: a
+    /// lead_erased 1 hour to 10 days later (default 0: none).
+    #[arg(long, value_name = "FRACTION", value_parser = parse_share, default_value_t = 0.0)]
+    erase_rate: f64,
 }
 
 #[derive(Debug, Args)]
@@ -439,6 +452,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .anonymous_share
                     .unwrap_or(format.default_anonymous_share()),
                 contact_rate: a.contact_rate,
+                erase_rate: a.erase_rate,
                 ..GenConfig::default()
             };
             if a.no_duplicates {
@@ -460,6 +474,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Backtest(a) => backtest::main(a),
         Command::Replay(a) => replay::main(a),
+        Command::Erase(a) => erase::main(a),
         Command::Completions(a) => {
             clap_complete::generate(
                 a.shell,

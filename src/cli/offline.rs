@@ -31,6 +31,8 @@ pub struct ScoreStats {
     pub duplicates: u64,
     pub late: u64,
     pub stale: u64,
+    /// Dropped: their lead had been erased within the erasure window.
+    pub erased: u64,
     pub changes: u64,
 }
 
@@ -40,7 +42,11 @@ impl fmt::Display for ScoreStats {
             f,
             "{} events, {} bad lines, {} duplicates, {} late, {} stale, {} changes",
             self.events, self.bad_lines, self.duplicates, self.late, self.stale, self.changes
-        )
+        )?;
+        if self.erased > 0 {
+            write!(f, ", {} events of erased leads dropped", self.erased)?;
+        }
+        Ok(())
     }
 }
 
@@ -177,6 +183,7 @@ fn fold_messages(
     stats.duplicates += folded.duplicates;
     stats.late += folded.late;
     stats.stale += folded.stale;
+    stats.erased += folded.erased;
     stats.changes += folded.changes;
     Ok(())
 }
@@ -186,6 +193,7 @@ fn count(stats: &mut ScoreStats, outcome: Outcome) {
         Outcome::Duplicate => stats.duplicates += 1,
         Outcome::Late => stats.late += 1,
         Outcome::Stale => stats.stale += 1,
+        Outcome::Erased => stats.erased += 1,
         Outcome::Applied | Outcome::Held => {}
     }
 }
@@ -470,6 +478,7 @@ fn fold_lines(
     stats.duplicates += folded.duplicates;
     stats.late += folded.late;
     stats.stale += folded.stale;
+    stats.erased += folded.erased;
     stats.changes += folded.changes;
     Ok(())
 }
@@ -486,6 +495,7 @@ fn fold_counted(
         Outcome::Duplicate => stats.duplicates += 1,
         Outcome::Late => stats.late += 1,
         Outcome::Stale => stats.stale += 1,
+        Outcome::Erased => stats.erased += 1,
         Outcome::Applied | Outcome::Held => {}
     });
     stats.changes += (changes.len() - before) as u64;
@@ -699,6 +709,15 @@ pub fn explain_input(
     if let Some(x) = engine.explain(lead, at) {
         return Ok(x);
     }
+    if let Some(m) = engine.erased(lead) {
+        let fmt = crate::time::format_rfc3339;
+        let window = engine.model().retention.erasure_window;
+        anyhow::bail!(
+            "lead {lead:?} was erased at {} (lead_erased in {input}): leadscore keeps no state of it; its events up to {} are dropped, a later one starts a new lead",
+            fmt(m.erased_at),
+            fmt(m.erased_at.saturating_add(window))
+        );
+    }
     match engine.visitor(lead) {
         Some(v) => {
             let fmt = crate::time::format_rfc3339;
@@ -775,7 +794,18 @@ pub fn check(path: &Path) -> Result<String> {
         } else {
             String::new()
         }
-    ))
+    ) + &match model.retention.inactive_after {
+        Some(d) => format!(
+            "; leads expire after {} days without an event{}",
+            crate::engine::format_number(d as f64 / crate::time::DAY as f64),
+            if model.retention.keep_customers {
+                " (customers kept)"
+            } else {
+                ""
+            }
+        ),
+        None => String::new(),
+    })
 }
 
 /// `leadscore generate`: writes a generated stream; returns the message count.

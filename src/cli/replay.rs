@@ -220,6 +220,13 @@ pub fn render(s: &Summary) -> String {
                 "{} changes written to {} ({})",
                 s.changes_written, s.topic, s.mode
             );
+            if s.erased_leads > 0 {
+                let _ = writeln!(
+                    o,
+                    "{} lead(s) erased in the range: their {} change(s) not written",
+                    s.erased_leads, s.erased_changes
+                );
+            }
         }
     }
     let cur = format!("current ({})", s.current.version);

@@ -12,6 +12,10 @@ use crate::time::format_rfc3339;
 pub const STAGE_CHANGED_TYPE: &str = "com.leadscore.status.stage_changed";
 /// The CloudEvents `type` of a status record of kind `sla_breached`.
 pub const SLA_BREACHED_TYPE: &str = "com.leadscore.status.sla_breached";
+/// The CloudEvents `type` of a status record of kind `lead_erased`.
+pub const LEAD_ERASED_TYPE: &str = "com.leadscore.status.lead_erased";
+/// The CloudEvents `type` of a status record of kind `lead_expired`.
+pub const LEAD_EXPIRED_TYPE: &str = "com.leadscore.status.lead_expired";
 
 /// The headers of a status record in CloudEvents binary mode, in order:
 /// `ce_specversion`, `ce_id` (the change id, unique and stable across
@@ -34,6 +38,8 @@ pub fn cloudevents_headers(
             match change.kind {
                 ChangeKind::StageChanged => STAGE_CHANGED_TYPE,
                 ChangeKind::SlaBreached => SLA_BREACHED_TYPE,
+                ChangeKind::LeadErased => LEAD_ERASED_TYPE,
+                ChangeKind::LeadExpired => LEAD_EXPIRED_TYPE,
             }
             .to_string(),
         ),

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use prost::Message;
 
 use super::{lead_id, parse_time, required, DecodeError};
-use crate::change::StatusChange;
+use crate::change::{ChangeKind, StatusChange};
 use crate::event::{Event, Fields, Kind, Value};
 use crate::time::format_rfc3339;
 
@@ -307,25 +307,39 @@ pub fn encode_event_proto(e: &Event<'_>, out: &mut Vec<u8>) {
 
 /// Encodes a change as a protobuf `leadscore.v1.StatusChange`.
 pub fn encode_change_proto(c: &StatusChange, out: &mut Vec<u8>) {
-    let breach = c.is_breach();
-    let stage_changed = |s: &str| if breach { String::new() } else { s.to_string() };
+    let changed = c.is_stage_change();
+    let stage_changed = |s: &str| {
+        if changed {
+            s.to_string()
+        } else {
+            String::new()
+        }
+    };
+    let at = |kind| (c.kind == kind).then(|| format_rfc3339(c.occurred_at));
     let m = pb::StatusChange {
         kind: c.kind.as_str().to_string(),
-        stage: breach.then(|| c.to.as_str().to_string()),
-        breached_at: breach.then(|| format_rfc3339(c.occurred_at)),
+        stage: (!changed).then(|| c.to.as_str().to_string()),
+        breached_at: at(ChangeKind::SlaBreached),
+        erased_at: at(ChangeKind::LeadErased),
+        expired_at: at(ChangeKind::LeadExpired),
+        reason: c.reasons.first().filter(|_| c.is_removal()).cloned(),
         change_id: c.change_id.clone(),
         lead_id: c.lead_id.clone(),
         sequence: c.sequence,
         from: stage_changed(c.from.as_str()),
         to: stage_changed(c.to.as_str()),
         occurred_at: stage_changed(&format_rfc3339(c.occurred_at)),
-        score: Some(pb::Score {
+        score: (!c.is_removal()).then_some(pb::Score {
             total: c.score.total,
             fit: c.score.fit,
             engagement: c.score.engagement,
         }),
         band: c.band.clone(),
-        reasons: c.reasons.clone(),
+        reasons: if c.is_removal() {
+            Vec::new()
+        } else {
+            c.reasons.clone()
+        },
         top_contributors: c
             .top_contributors
             .iter()

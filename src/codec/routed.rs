@@ -29,6 +29,7 @@ fn kind_to(k: Kind) -> ipb::Kind {
         Kind::DealWon => ipb::Kind::DealWon,
         Kind::DealLost => ipb::Kind::DealLost,
         Kind::SalesContacted => ipb::Kind::SalesContacted,
+        Kind::LeadErased => ipb::Kind::LeadErased,
         Kind::Engagement => ipb::Kind::Engagement,
     }
 }
@@ -42,6 +43,7 @@ fn kind_from(k: i32, event_type: &str) -> Kind {
         Ok(ipb::Kind::DealWon) => Kind::DealWon,
         Ok(ipb::Kind::DealLost) => Kind::DealLost,
         Ok(ipb::Kind::SalesContacted) => Kind::SalesContacted,
+        Ok(ipb::Kind::LeadErased) => Kind::LeadErased,
         Ok(ipb::Kind::Engagement) => Kind::Engagement,
         // Not written by this version: decide from the type, as a decoder does.
         Ok(ipb::Kind::Unspecified) | Err(_) => Kind::of(event_type),
@@ -147,6 +149,7 @@ pub fn encode_routed(r: &Routed<'_>, out: &mut Vec<u8>) {
         Routed::Lead(e) => (1, event_len(e)),
         Routed::Visitor(e) => (2, event_len(e)),
         Routed::Forward(e) => (6, event_len(e)),
+        Routed::Unlink(e) => (7, event_len(e)),
         Routed::Identify {
             visitor_id,
             event,
@@ -175,7 +178,9 @@ pub fn encode_routed(r: &Routed<'_>, out: &mut Vec<u8>) {
     key(out, tag, LEN);
     varint(out, body as u64);
     match r {
-        Routed::Lead(e) | Routed::Visitor(e) | Routed::Forward(e) => event(out, e),
+        Routed::Lead(e) | Routed::Visitor(e) | Routed::Forward(e) | Routed::Unlink(e) => {
+            event(out, e)
+        }
         Routed::Identify {
             visitor_id,
             event: e,
@@ -440,6 +445,7 @@ fn encode_with_prost(r: &Routed<'_>, out: &mut Vec<u8>) {
         Routed::Lead(e) => R::Lead(event_to(e)),
         Routed::Visitor(e) => R::Visitor(event_to(e)),
         Routed::Forward(e) => R::Forward(event_to(e)),
+        Routed::Unlink(e) => R::Unlink(event_to(e)),
         Routed::Identify {
             visitor_id,
             event,
@@ -505,6 +511,7 @@ fn decode_with_prost(bytes: &[u8]) -> Result<Routed<'static>, DecodeError> {
         R::Lead(e) => Routed::Lead(event_from(e)),
         R::Visitor(e) => Routed::Visitor(event_from(e)),
         R::Forward(e) => Routed::Forward(event_from(e)),
+        R::Unlink(e) => Routed::Unlink(event_from(e)),
         R::Identify(i) => Routed::Identify {
             visitor_id: Cow::Owned(i.visitor_id),
             event: required(i.event, "an identify")?,
@@ -552,8 +559,8 @@ mod borrowed {
         let mut record = None;
         while r.more() {
             match r.key()? {
-                (tag @ 1..=6, LEN) => once(&mut record, (tag, r.bytes()?))?,
-                (1..=6, _) => return None,
+                (tag @ 1..=7, LEN) => once(&mut record, (tag, r.bytes()?))?,
+                (1..=7, _) => return None,
                 (_, wire) => r.skip(wire)?,
             }
         }
@@ -562,6 +569,7 @@ mod borrowed {
             1 => Routed::Lead(event(body)?),
             2 => Routed::Visitor(event(body)?),
             6 => Routed::Forward(event(body)?),
+            7 => Routed::Unlink(event(body)?),
             3 => {
                 let (mut visitor_id, mut e, mut alias) = ("", None, false);
                 let mut r = Reader::new(body);
@@ -768,6 +776,7 @@ mod tests {
             Routed::Lead(event("e1", "L-1", "page_view")),
             Routed::Visitor(event("e2", "anon-7", "webinar_attended")),
             Routed::Forward(event("e3", "L-1", "demo_requested")),
+            Routed::Unlink(event("e9", "L-1", "lead_erased")),
             Routed::Identify {
                 visitor_id: "anon-7".into(),
                 event: profile("e4", "L-1"),

@@ -7,7 +7,8 @@
 //! the table before the lead itself, where a SwissTable reads a control-byte
 //! group and then the slot, two misses. The stored hash bits are all that
 //! growing the table needs, so it never touches the leads to re-hash them.
-//! Leads are never removed, so there are no tombstones.
+//! A removed lead's slot is emptied by backward-shift deletion (the entries
+//! after it in its probe run move up), so there are no tombstones.
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -67,6 +68,44 @@ impl Index {
         self.len += 1;
     }
 
+    /// Removes the entry of lead `lead`, whose hash is `hash`.
+    pub fn remove(&mut self, hash: u32, lead: u32) {
+        if self.slots.is_empty() {
+            return;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let s = self.slots[i];
+            if s.lead == EMPTY {
+                return;
+            }
+            if s.lead == lead {
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+        // Backward shift: move later entries of the run into the hole when
+        // their home slot is not between the hole and them.
+        let mut hole = i;
+        let mut j = (i + 1) & mask;
+        loop {
+            let s = self.slots[j];
+            if s.lead == EMPTY {
+                break;
+            }
+            let home = s.hash as usize & mask;
+            // Distance from home to j and from home to the hole, cyclically.
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.slots[hole] = s;
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+        self.slots[hole] = FREE;
+        self.len -= 1;
+    }
+
     fn place(&mut self, slot: Slot) {
         let mask = self.slots.len() - 1;
         let mut i = slot.hash as usize & mask;
@@ -104,5 +143,29 @@ mod tests {
             assert_eq!(index.find(hash(n), |l| l == n), Some(n));
         }
         assert_eq!(index.find(3, |_| false), None);
+    }
+
+    #[test]
+    fn removing_keeps_every_other_entry_findable() {
+        let mut index = Index::default();
+        let hash = |n: u32| n.wrapping_mul(2_654_435_761) % 13;
+        for n in 0..500 {
+            index.insert(hash(n), n);
+        }
+        for n in (0..500).filter(|n| n % 3 == 0) {
+            index.remove(hash(n), n);
+        }
+        for n in 0..500 {
+            let want = (n % 3 != 0).then_some(n);
+            assert_eq!(index.find(hash(n), |l| l == n), want, "lead {n}");
+        }
+        assert_eq!(index.len, 500 - 167);
+        // Removed leads' slots are reused.
+        for n in (0..500).filter(|n| n % 3 == 0) {
+            index.insert(hash(n), n);
+        }
+        for n in 0..500 {
+            assert_eq!(index.find(hash(n), |l| l == n), Some(n));
+        }
     }
 }

@@ -184,6 +184,9 @@ pub(crate) struct Extra {
     /// The engagement events remembered for the model's window conditions
     /// (only a model with windows has any), oldest first.
     pub(crate) log: Option<Box<super::window::Log>>,
+    /// The latest time of the lead's events, kept only under a model with
+    /// `retention.inactive_after` (else [`NO_TIME`]): it expires that long after.
+    pub(crate) last_event: Micros,
 }
 
 /// [`Extra`] of a lead that has none.
@@ -195,6 +198,7 @@ pub(crate) const NO_EXTRA: Extra = Extra {
     scored_band: NO_BAND,
     scored_stage: Stage::Lead,
     log: None,
+    last_event: NO_TIME,
 };
 
 /// [`NO_EXTRA`] in a static, to lend out.
@@ -241,6 +245,36 @@ impl Lead {
             }
         }
         lead
+    }
+
+    /// The state of a freed position in the engine (a removed lead's): no
+    /// id, no block, no timers.
+    pub(crate) fn vacant() -> Lead {
+        Lead {
+            time: NO_TIME,
+            fresh_start: NO_TIME,
+            stage_entered: NO_TIME,
+            deadline: NEVER,
+            fit_hits: 0,
+            id_len: 0,
+            profile_at: 0,
+            data: Box::default(),
+            sequence: 0,
+            criteria: 0,
+            stage: Stage::Lead,
+            flags: 0,
+            disq: 0,
+            sla: 0,
+            recent_len: 0,
+            recent_pos: 0,
+            extra: None,
+        }
+    }
+
+    /// Whether this is a freed position (lead ids are never empty).
+    #[inline]
+    pub(crate) fn is_vacant(&self) -> bool {
+        self.id_len == 0
     }
 
     pub fn id(&self) -> &str {
@@ -385,13 +419,19 @@ impl Lead {
     }
 
     /// The next instant a timer of this lead falls due, or [`NEVER`]: a
-    /// stage timer ([`Lead::stage_due`]), the SLA clock's, or the band timer
-    /// of the score stream.
+    /// stage timer ([`Lead::stage_due`]), the SLA clock's, the band timer
+    /// of the score stream, or its expiry by retention.
     #[inline]
     pub fn next_due(&self, model: &Model) -> Micros {
         self.stage_due(model)
             .min(self.sla_timer())
             .min(self.x().band_deadline)
+            .min(super::forget::expiry(self, model))
+    }
+
+    /// When the lead expires by the model's retention, or [`NEVER`].
+    pub fn expires_at(&self, model: &Model) -> Option<Micros> {
+        Some(super::forget::expiry(self, model)).filter(|&t| t != NEVER)
     }
 
     /// The next instant a timer that re-evaluates the stage falls due: the

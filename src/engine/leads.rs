@@ -17,16 +17,24 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 #[derive(Default)]
 pub struct Leads {
     chunks: Vec<Vec<Lead>>,
+    /// Positions in use or free.
     len: usize,
+    /// Positions of removed leads, reused before new ones.
+    free: Vec<u32>,
 }
 
 impl Leads {
+    /// How many leads there are (positions in use).
     pub fn len(&self) -> usize {
-        self.len
+        self.len - self.free.len()
     }
 
-    /// Appends a lead; returns its position.
+    /// Puts a lead at a free position, or appends it; returns its position.
     pub fn push(&mut self, lead: Lead) -> usize {
+        if let Some(i) = self.free.pop() {
+            self[i as usize] = lead;
+            return i as usize;
+        }
         match self.chunks.last_mut() {
             Some(last) if last.len() < CHUNK => last.push(lead),
             _ => {
@@ -49,8 +57,17 @@ impl Leads {
         self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))
     }
 
+    /// Frees the position: the lead's memory is released at once, the
+    /// position is reused by the next [`Leads::push`].
+    pub fn vacate(&mut self, i: usize) {
+        self[i] = Lead::vacant();
+        self.free
+            .push(u32::try_from(i).expect("positions fit in u32"));
+    }
+
+    /// The leads, by position (freed positions skipped).
     pub fn iter(&self) -> impl Iterator<Item = &Lead> {
-        self.chunks.iter().flatten()
+        self.chunks.iter().flatten().filter(|l| !l.is_vacant())
     }
 }
 

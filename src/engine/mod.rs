@@ -7,6 +7,7 @@
 pub mod calllist;
 mod decay;
 mod explain;
+mod forget;
 mod index;
 mod lead;
 mod leads;
@@ -14,14 +15,14 @@ mod route;
 mod sla;
 pub mod snapshot;
 mod stage;
+mod timers;
 mod window;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 pub use calllist::{CallList, CallListEntry, CallListQuery, Order, QueryError};
 pub use explain::Explanation;
+pub use forget::Marker;
 pub use lead::{disq, hash64, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
 pub use route::{is_aux_key, route, Local, Routed, VisitorLimits, VisitorStats, VisitorView};
 pub use sla::Touch;
@@ -50,6 +51,9 @@ pub enum Outcome {
     /// Its lead waits for an anonymous visitor's events (an identification
     /// in flight between partitions): kept, and folded when they arrive.
     Held,
+    /// Its lead was erased at most `retention.erasure_window` before it:
+    /// dropped.
+    Erased,
 }
 
 impl Outcome {
@@ -60,6 +64,7 @@ impl Outcome {
             Outcome::Stale => "stale",
             Outcome::Duplicate => "duplicate",
             Outcome::Held => "held",
+            Outcome::Erased => "erased",
         }
     }
 }
@@ -81,7 +86,7 @@ pub struct Engine {
     index: index::Index,
     /// Pending timers, earliest first. Entries go stale when a lead's timer
     /// moves; they are checked against the lead when they come due.
-    timers: BinaryHeap<Reverse<(Micros, u32)>>,
+    timers: timers::Timers,
     /// Leads changed since the last [`Engine::drain_dirty`].
     dirty: Vec<u32>,
     scratch: Vec<u32>,
@@ -95,6 +100,11 @@ pub struct Engine {
     /// Whether the score stream is kept: band timers and
     /// [`Engine::drain_scores`]. Off, it costs a branch per event.
     scores: bool,
+    /// Whether the model removes quiet leads (`retention.inactive_after`):
+    /// each lead keeps its last event's time, and has an expiry timer.
+    retain: bool,
+    /// Erasure markers, and the leads removed since the last changelog write.
+    forget: forget::Forget,
 }
 
 impl Engine {
@@ -104,20 +114,25 @@ impl Engine {
 
     /// An engine whose watermark trails the largest event time by `lateness`.
     pub fn with_lateness(model: Arc<Model>, lateness: Micros) -> Engine {
-        Engine {
+        let model_retains = model.retention.inactive_after.is_some();
+        let mut engine = Engine {
             model,
             lateness,
             watermark: NO_TIME,
             leads: leads::Leads::default(),
             index: index::Index::default(),
-            timers: BinaryHeap::new(),
+            timers: timers::Timers::default(),
             dirty: Vec::new(),
             scratch: Vec::new(),
             visitors: route::Visitors::default(),
             stages: calllist::StageIndex::default(),
             touches: None,
             scores: false,
-        }
+            retain: model_retains,
+            forget: forget::Forget::default(),
+        };
+        engine.set_marker_key("leadscore");
+        engine
     }
 
     /// Keeps each hand-off's first touch for [`Engine::drain_touches`] (the
@@ -186,6 +201,11 @@ impl Engine {
         if let Some(idx) = self.find_hashed(id, hash) {
             return idx;
         }
+        self.insert_new(id, hash)
+    }
+
+    /// Adds a lead that is not in the engine yet.
+    fn insert_new(&mut self, id: &str, hash: u32) -> u32 {
         let idx = u32::try_from(self.leads.push(Lead::new(id, &self.model)))
             .expect("fewer than 4 billion leads per partition");
         self.index.insert(hash, idx);
@@ -262,9 +282,19 @@ impl Engine {
         let t = event.occurred_at;
         // Every valid event moves the watermark, duplicates included.
         self.advance_to(t.saturating_sub(self.lateness), out);
-        let idx = self.find_or_insert_hashed(&event.lead_id, hash);
+        if event.kind == Kind::LeadErased {
+            return self.erase(event, hash, out);
+        }
+        let mut idx = match self.find_hashed(&event.lead_id, hash) {
+            Some(idx) => idx,
+            None => match self.create(&event.lead_id, hash, t) {
+                Some(idx) => idx,
+                None => return Outcome::Erased,
+            },
+        };
         // A duplicate changes nothing but the watermark (moved above).
-        if self.leads[idx as usize].check_and_remember(hash64(event.event_id.as_bytes())) {
+        let fingerprint = hash64(event.event_id.as_bytes());
+        if self.leads[idx as usize].check_and_remember(fingerprint) {
             return Outcome::Duplicate;
         }
         // The lead's own timers fire before any of its events past (or at) their deadline.
@@ -274,6 +304,11 @@ impl Engine {
                 break;
             }
             self.fire(idx, due, out);
+        }
+        if self.retain && self.leads[idx as usize].is_vacant() {
+            // It expired by retention before this event: a new lead starts.
+            idx = self.insert_new(&event.lead_id, hash);
+            self.leads[idx as usize].check_and_remember(fingerprint);
         }
         // Timers that move with every event (band, demotion by decay) are
         // queued lazily: see `requeue`.
@@ -294,6 +329,10 @@ impl Engine {
             Outcome::Applied
         };
         lead.advance_time(t, model);
+        if self.retain {
+            let x = lead.x_mut();
+            x.last_event = x.last_event.max(t);
+        }
         let stale = outcome == Outcome::Stale;
         let mut cause = EventCause::default();
         let mut stopped_clock = false;
@@ -335,6 +374,7 @@ impl Engine {
                 }
             }
             Kind::Engagement => {}
+            Kind::LeadErased => unreachable!("folded by `erase`"),
         }
         if !stale {
             score_engagement(lead, model, event);
@@ -397,15 +437,16 @@ impl Engine {
         }
         let next = lead.next_due(model);
         if next < before {
-            self.timers.push(Reverse((next, idx)));
+            self.timers.push(next, idx);
         }
     }
 
     /// Whether a lead's timers move with every event (the band timer, the
-    /// demotion by decay, the windows of conditions) and are queued lazily.
+    /// retention expiry, the demotion by decay, the windows of conditions)
+    /// and are queued lazily.
     #[inline]
     fn lazy_timers(&self) -> bool {
-        self.scores || self.model.demote_on_score || self.model.windows.any()
+        self.scores || self.retain || self.model.demote_on_score || self.model.windows.any()
     }
 
     /// The lead's next timer. Without a score stream its band timer is
@@ -414,7 +455,7 @@ impl Engine {
     #[inline]
     fn next_due(&self, idx: u32) -> Micros {
         let lead = &self.leads[idx as usize];
-        if self.scores {
+        if self.scores || self.retain {
             lead.next_due(&self.model)
         } else {
             lead.stage_due(&self.model).min(lead.sla_timer())
@@ -436,13 +477,13 @@ impl Engine {
             return;
         }
         self.watermark = watermark;
-        while let Some(&Reverse((due, _))) = self.timers.peek() {
+        while let Some((due, _)) = self.timers.peek() {
             if due > watermark {
                 break;
             }
             let mut batch = std::mem::take(&mut self.scratch);
             batch.clear();
-            while let Some(&Reverse((d, idx))) = self.timers.peek() {
+            while let Some((d, idx)) = self.timers.peek() {
                 if d != due {
                     break;
                 }
@@ -459,11 +500,16 @@ impl Engine {
             for &idx in &batch {
                 let next = self.next_due(idx);
                 // A lead waiting for a visitor's handoff fires once it has it.
-                if next == due && !self.visitors.is_waiting(self.leads[idx as usize].id()) {
+                // (`any_waiting` first: the id's UTF-8 check costs every
+                // timer a few percent on millions of leads otherwise.)
+                if next == due
+                    && !(self.visitors.any_waiting()
+                        && self.visitors.is_waiting(self.leads[idx as usize].id()))
+                {
                     self.fire(idx, due, out);
                 } else if self.lazy_timers() && next > due && next != NEVER {
                     // A timer that moved later (see `requeue`).
-                    self.timers.push(Reverse((next, idx)));
+                    self.timers.push(next, idx);
                 }
             }
             self.scratch = batch;
@@ -511,13 +557,18 @@ impl Engine {
             x.score_time = at;
             x.band_deadline = next;
         }
+        // Last: whatever else fell due at the same instant fired first.
+        if self.retain && forget::expiry(lead, model) <= due {
+            self.expire(idx, due, out);
+            return;
+        }
         self.schedule(idx);
     }
 
     fn schedule(&mut self, idx: u32) {
         let due = self.next_due(idx);
         if due != NEVER {
-            self.timers.push(Reverse((due, idx)));
+            self.timers.push(due, idx);
         }
     }
 
@@ -581,6 +632,11 @@ impl Engine {
     pub fn drain_dirty(&mut self, mut f: impl FnMut(&Lead)) {
         for idx in self.dirty.drain(..) {
             let lead = &mut self.leads[idx as usize];
+            // Removed since (vacant), or listed twice after its position
+            // was reused: written once, or not at all.
+            if lead.flags & flags::DIRTY == 0 {
+                continue;
+            }
             lead.flags &= !flags::DIRTY;
             f(lead);
         }
@@ -599,6 +655,14 @@ impl Engine {
             let x = lead.x_mut();
             x.score_time = at;
             x.band_deadline = due;
+        }
+        if self.retain && lead.x().last_event == NO_TIME && lead.time != NO_TIME {
+            // Written before the model removed quiet leads: its quiet
+            // period counts from its time.
+            lead.x_mut().last_event = lead.time;
+        } else if !self.retain && lead.x().last_event != NO_TIME {
+            lead.x_mut().last_event = NO_TIME;
+            lead.shrink_extra();
         }
         if !self.scores {
             // Written with a score stream that is now off: no band timer.

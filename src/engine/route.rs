@@ -56,17 +56,28 @@ pub enum Routed<'a> {
     /// A later event of a linked visitor, for its lead (key: the lead;
     /// `event.lead_id` is the lead).
     Forward(Event<'a>),
+    /// The lead `event.lead_id` was erased (`event` is its `lead_erased`):
+    /// the visitors linked to it are dropped. For every partition
+    /// ([`Routed::is_broadcast`]): a visitor lives in its own id's.
+    Unlink(Event<'a>),
 }
 
 impl<'a> Routed<'a> {
     /// The id of the lead or visitor whose engine takes the record.
     pub fn key(&self) -> &str {
         match self {
-            Routed::Lead(e) | Routed::Visitor(e) | Routed::Forward(e) => &e.lead_id,
+            Routed::Lead(e) | Routed::Visitor(e) | Routed::Forward(e) | Routed::Unlink(e) => {
+                &e.lead_id
+            }
             Routed::Identify { visitor_id, .. } => visitor_id,
             Routed::Barrier { event, .. } => &event.lead_id,
             Routed::Handoff { identify, .. } => &identify.lead_id,
         }
+    }
+
+    /// Whether the record goes to every partition, not its key's.
+    pub fn is_broadcast(&self) -> bool {
+        matches!(self, Routed::Unlink(_))
     }
 
     pub fn into_owned(self) -> Routed<'static> {
@@ -75,6 +86,7 @@ impl<'a> Routed<'a> {
             Routed::Lead(e) => Routed::Lead(e.into_owned()),
             Routed::Visitor(e) => Routed::Visitor(e.into_owned()),
             Routed::Forward(e) => Routed::Forward(e.into_owned()),
+            Routed::Unlink(e) => Routed::Unlink(e.into_owned()),
             Routed::Identify {
                 visitor_id,
                 event,
@@ -250,6 +262,12 @@ impl Visitors {
         !self.waiting.is_empty() && self.waiting.contains_key(lead)
     }
 
+    /// Whether any lead waits for a handoff.
+    #[inline]
+    pub(super) fn any_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     fn touch(&mut self, key: Box<[u8]>) {
         self.dirty.insert(key);
     }
@@ -257,6 +275,22 @@ impl Visitors {
     fn schedule(&mut self, id: &str, last: Micros) {
         self.expiry
             .push(Reverse((last.saturating_add(self.limits.ttl), id.into())));
+    }
+
+    /// Drops the visitors linked to this lead (it was removed). A lead that
+    /// waits for a handoff is never removed: its events, the erasure among
+    /// them, are held until the handoff arrives.
+    pub(super) fn forget_lead(&mut self, lead: &str) {
+        let linked: Vec<Box<str>> = self
+            .map
+            .iter()
+            .filter(|(_, v)| v.link.as_deref() == Some(lead))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in linked {
+            self.map.remove(&id);
+            self.touch(visitor_key(&id));
+        }
     }
 
     /// Drops the visitor if its time to live has run out by `t`.
@@ -310,6 +344,17 @@ impl Engine {
         record: Routed<'_>,
         out: &mut Vec<StatusChange>,
         send: &mut Vec<Routed<'static>>,
+        each: impl FnMut(&Event<'_>, Outcome),
+    ) {
+        self.ingest_record(record, out, send, each);
+        self.drain_unlinks(send);
+    }
+
+    fn ingest_record(
+        &mut self,
+        record: Routed<'_>,
+        out: &mut Vec<StatusChange>,
+        send: &mut Vec<Routed<'static>>,
         mut each: impl FnMut(&Event<'_>, Outcome),
     ) {
         match record {
@@ -327,6 +372,7 @@ impl Engine {
                 }
             }
             Routed::Visitor(e) => self.visitor_event(e, out, send),
+            Routed::Unlink(e) => self.visitors.forget_lead(&e.lead_id),
             Routed::Identify {
                 visitor_id,
                 event,
@@ -616,6 +662,7 @@ impl Engine {
     /// Takes the visitor and waiting-lead state changed since the last call,
     /// as changelog records (key, value; `None` is a tombstone).
     pub fn drain_dirty_aux(&mut self, mut f: impl FnMut(&[u8], Option<&[u8]>)) {
+        self.drain_markers(&mut f);
         if self.visitors.dirty.is_empty() {
             return;
         }
@@ -646,6 +693,9 @@ impl Engine {
     /// changelog record `key` → `value`).
     pub fn restore_aux(&mut self, key: &[u8], value: &[u8]) -> Result<(), SnapshotError> {
         let bad = SnapshotError::Corrupt("not a visitor or waiting-lead record");
+        if key.get(1) == Some(&b'e') {
+            return self.restore_marker(key, value);
+        }
         let (kind, id) = match key {
             [0, kind, id @ ..] => (*kind, std::str::from_utf8(id).map_err(|_| bad.clone())?),
             _ => return Err(bad),
@@ -944,6 +994,43 @@ mod tests {
         let mut e = engine();
         let out = run(&mut e, msgs.into_iter().map(Message::Lead).collect());
         (e, out)
+    }
+
+    #[test]
+    fn an_erased_lead_s_linked_visitor_goes_with_it() {
+        let h = HOUR;
+        let mut e = engine();
+        run(
+            &mut e,
+            vec![
+                Message::Visitor(pricing("e1", "anon-1", T0)),
+                identify("anon-1", profile("p1", "L-1", T0 + h)),
+                Message::Visitor(pricing("e2", "anon-2", T0)),
+            ],
+        );
+        assert_eq!(e.visitor("anon-1").and_then(|v| v.linked_to), Some("L-1"));
+        let erase = Event::new("x1", "L-1", "lead_erased", T0 + 2 * h);
+        let out = run(&mut e, vec![Message::Lead(erase)]);
+        assert_eq!(out.len(), 1);
+        assert!(e.visitor("anon-1").is_none(), "the linked visitor is gone");
+        assert!(e.visitor("anon-2").is_some(), "another visitor stays");
+        let mut aux = Vec::new();
+        e.drain_dirty_aux(|k, v| aux.push((k.to_vec(), v.is_none())));
+        assert!(
+            aux.contains(&(visitor_key("anon-1").to_vec(), true)),
+            "a tombstone"
+        );
+        // A later event of the visitor, within the window, and its
+        // identification again: nothing reaches a lead.
+        let out = run(
+            &mut e,
+            vec![
+                Message::Visitor(demo("e3", "anon-1", T0 + 3 * h)),
+                identify("anon-1", profile("p2", "L-1", T0 + 4 * h)),
+            ],
+        );
+        assert!(out.is_empty(), "{out:#?}");
+        assert!(e.lead("L-1").is_none());
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! - [`ext::SCORE`]: the score stream's clock, band timer and last record.
 //! - [`ext::WINDOWS`]: the engagement events remembered for the model's
 //!   window conditions (see `window::encode`). Absent: none.
+//! - [`ext::RETAIN`]: the time of the lead's last event (kept under a model
+//!   with `retention.inactive_after`).
 
 use prost::encoding::{decode_varint, encode_varint};
 
@@ -38,6 +40,9 @@ mod ext {
     pub const SCORE: u8 = 2;
     /// The events remembered for window conditions.
     pub const WINDOWS: u8 = 3;
+    /// The time of the lead's last event, for retention (3 is the window
+    /// conditions').
+    pub const RETAIN: u8 = 4;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,11 +57,11 @@ pub enum SnapshotError {
 
 // prost zigzags inside its `sint64` codec but does not export it, and the
 // changelog's bytes must stay as they are: these two lines stay ours.
-fn zigzag(v: i64) -> u64 {
+pub(super) fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
 }
 
-fn unzigzag(v: u64) -> i64 {
+pub(super) fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
@@ -147,6 +152,12 @@ pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
         let mut body = Vec::with_capacity(4 + 12 * lead.log().len());
         super::window::encode(lead, &mut body);
         out.push(ext::WINDOWS);
+        put_bytes(out, &body);
+    }
+    if x.last_event != NO_TIME {
+        let mut body = Vec::with_capacity(10);
+        put_rel(&mut body, lead.time, x.last_event);
+        out.push(ext::RETAIN);
         put_bytes(out, &body);
     }
 }
@@ -297,6 +308,16 @@ pub fn decode(bytes: &[u8], model: &Model) -> Result<Lead, SnapshotError> {
             ext::SCORE => read_score(body, &mut lead)?,
             ext::WINDOWS => super::window::decode(body, &mut lead, model)
                 .ok_or(SnapshotError::Corrupt("window extension"))?,
+            ext::RETAIN => {
+                let mut r = Reader { b: body };
+                let last = r.rel(lead.time)?;
+                if !r.b.is_empty() {
+                    return Err(SnapshotError::Corrupt("retention extension"));
+                }
+                if last != NO_TIME {
+                    lead.x_mut().last_event = last;
+                }
+            }
             // A newer build's: skipped.
             _ => {}
         }

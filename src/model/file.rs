@@ -261,4 +261,22 @@ pub struct ModelFile {
     /// The score stream writes a lead's record again when its total has
     /// moved by at least this many points since the last one (default 1).
     pub score_min_delta: Option<f64>,
+    /// How long leads and erasure markers are kept.
+    #[serde(default)]
+    pub retention: RetentionFile,
+}
+
+/// `[retention]`: forgetting leads.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    /// A lead with no event for this long (event time) is removed
+    /// (`"730d"`); absent or `"none"`: leads are kept.
+    pub inactive_after: Option<String>,
+    /// Leads of the installed base are kept however long they are quiet.
+    #[serde(default)]
+    pub keep_customers: bool,
+    /// After a `lead_erased`, events of the lead up to this long after the
+    /// erasure's time are dropped (default `"30d"`).
+    pub erasure_window: Option<String>,
 }

@@ -321,6 +321,9 @@ pub struct Model {
     /// The score stream writes a lead's record again once its total has
     /// moved this much (points) since the last record.
     pub score_min_delta: f64,
+    /// `[retention]`: when quiet leads are removed, and how long an
+    /// erasure's marker drops the lead's events.
+    pub retention: Retention,
     /// Per-lead rule state: one contribution per engagement rule, then
     /// counters and cap timestamps.
     pub slots: usize,
@@ -407,6 +410,42 @@ impl Model {
             &self.new_business
         }
     }
+}
+
+/// How leads are forgotten (`[retention]` in the model file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// A lead with no event for this long is removed (`lead_expired`);
+    /// `None`: leads are kept for ever.
+    pub inactive_after: Option<Micros>,
+    /// The installed base is exempt from `inactive_after`.
+    pub keep_customers: bool,
+    /// Events of an erased lead up to this long after the erasure's time
+    /// are dropped.
+    pub erasure_window: Micros,
+}
+
+fn retention(f: &file::RetentionFile) -> Result<Retention, ModelError> {
+    let inactive_after = match f.inactive_after.as_deref() {
+        None | Some("none") => None,
+        Some(s) => Some(duration("retention.inactive_after", Some(s), 0, false)?),
+    };
+    if f.keep_customers && inactive_after.is_none() {
+        return Err(invalid(
+            "retention.keep_customers",
+            "exempts customers from retention.inactive_after, which is not set",
+        ));
+    }
+    Ok(Retention {
+        inactive_after,
+        keep_customers: f.keep_customers,
+        erasure_window: duration(
+            "retention.erasure_window",
+            f.erasure_window.as_deref(),
+            30 * DAY,
+            true,
+        )?,
+    })
 }
 
 fn duration(
@@ -954,6 +993,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         )?,
         demote_on_score: f.requalify.demote_on_score,
         score_min_delta,
+        retention: retention(&f.retention)?,
         slots,
         layout_id: fnv(&(slots as u64).to_le_bytes(), layout),
     })

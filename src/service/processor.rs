@@ -493,9 +493,17 @@ impl Processor {
         } else {
             part.engine.fold(e, &mut self.changes)
         };
+        if e.kind == crate::event::Kind::LeadErased {
+            part.engine.drain_unlinks(&mut self.sends);
+        }
         self.counters.folded(&self.model, &e.event_type, outcome);
         if !self.changes.is_empty() {
             self.emit_changes();
+        }
+        if !self.sends.is_empty() {
+            for s in std::mem::take(&mut self.sends) {
+                self.send_routed(&s, 0);
+            }
         }
     }
 
@@ -542,6 +550,13 @@ impl Processor {
             );
             return;
         };
+        if r.is_broadcast() {
+            for q in 0..rp.partitions {
+                crate::codec::push_routed(r, &mut rp.scratch, &mut rp.batches[q]);
+            }
+            self.routed[from].increment(1);
+            return;
+        }
         let q = self
             .cfg
             .kafka
@@ -937,6 +952,11 @@ impl Processor {
         let mut records: Vec<(i32, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         for (&p, part) in &mut self.partitions {
             let model = &self.model;
+            // Removed leads first: one removed and started again since
+            // the last write has its new state written after.
+            part.engine.drain_removed(|id| {
+                records.push((p, id.as_bytes().to_vec(), None));
+            });
             part.engine.drain_dirty(|lead| {
                 let mut v = Vec::with_capacity(256);
                 changelog::encode_lead(lead, model, &mut v);
@@ -984,6 +1004,12 @@ impl Processor {
         let mut buf = std::mem::take(&mut self.buf);
         let mut written = 0u64;
         for part in self.partitions.values_mut() {
+            // A removed lead's record is deleted (a tombstone), before
+            // the record of a lead of the same id started since.
+            for id in part.engine.removed() {
+                produce_value(&self.producer, topic, None, id.as_bytes(), None, None);
+                written += 1;
+            }
             part.engine.drain_scores(|r| {
                 buf.clear();
                 match format {

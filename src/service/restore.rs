@@ -72,6 +72,8 @@ pub fn restore_partition(
         .map_err(kafka_err)?;
     let mut engine = Engine::with_lateness(Arc::clone(model), cfg.kafka.allowed_lateness);
     engine.set_visitor_limits(cfg.input.visitor_limits());
+    // An erasure unlinks the lead's visitors in every partition.
+    engine.unlink_elsewhere(cfg.rekeys());
     // For the time-to-first-touch metric, drained at each changelog write.
     engine.record_touches(true);
     if cfg.kafka.score_topic.is_some() {
@@ -95,6 +97,11 @@ pub fn restore_partition(
                         // Visitors and held records can be deleted (a
                         // tombstone): only each key's last record counts.
                         aux.insert(key.to_vec(), (m.offset(), m.payload().map(<[u8]>::to_vec)));
+                    } else if m.payload().is_none() {
+                        // A removed lead (erased, or expired by retention).
+                        if let Ok(id) = std::str::from_utf8(key) {
+                            engine.drop_restored(id);
+                        }
                     } else if let Some(value) = m.payload() {
                         match changelog::decode(m.key().unwrap_or(&[]), value, model) {
                             Ok(Record::Checkpoint(cp)) => checkpoint = Some(cp),

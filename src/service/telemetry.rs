@@ -38,6 +38,7 @@ pub const FORWARDED: &str = "leadscore_forwarded_events_total";
 pub const VISITORS_EXPIRED: &str = "leadscore_visitors_expired_total";
 pub const SLA_BREACHES: &str = "leadscore_sla_breaches_total";
 pub const FIRST_TOUCH: &str = "leadscore_sla_first_touch_seconds";
+pub const REMOVED: &str = "leadscore_leads_removed_total";
 
 /// Buckets of [`FIRST_TOUCH`], in seconds: 15 min to 2 weeks, with the
 /// default SLAs (4 h, 24 h, 3 working days ≤ 5 days) among the bounds.
@@ -106,12 +107,13 @@ pub const PER_TOPIC: [&str; 1] = [ROUTED];
 /// (from the model, before the endpoints serve; see [`sla_routes`]).
 pub const PER_ROUTE: [&str; 2] = [SLA_BREACHES, FIRST_TOUCH];
 
-const OUTCOMES: [Outcome; 5] = [
+const OUTCOMES: [Outcome; 6] = [
     Outcome::Applied,
     Outcome::Late,
     Outcome::Stale,
     Outcome::Duplicate,
     Outcome::Held,
+    Outcome::Erased,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -284,6 +286,13 @@ fn describe() {
         Unit::Seconds,
         "From a lead's change to mql/sql to its first sales_contacted (event time), by route"
     );
+    describe_counter!(
+        REMOVED,
+        "Leads whose state was deleted: reason=erased (lead_erased) or expired (retention.inactive_after)"
+    );
+    for reason in ["erased", "expired"] {
+        counter!(REMOVED, "reason" => reason).increment(0);
+    }
 }
 
 /// Creates the SLA series of the model's routes at 0 (route names come from
@@ -363,8 +372,8 @@ pub fn type_label<'a>(model: &'a crate::model::Model, event_type: &'a str) -> &'
 #[derive(Default)]
 pub struct EventCounters {
     /// The model's and the reserved event types (never user-chosen ones).
-    by_type: std::collections::HashMap<String, [Counter; 5]>,
-    other: Option<[Counter; 5]>,
+    by_type: std::collections::HashMap<String, [Counter; 6]>,
+    other: Option<[Counter; 6]>,
     duplicates: Option<Counter>,
 }
 
@@ -376,6 +385,7 @@ impl EventCounters {
             Outcome::Stale => 2,
             Outcome::Duplicate => 3,
             Outcome::Held => 4,
+            Outcome::Erased => 5,
         };
         let counters = match self.by_type.get(event_type) {
             Some(c) => c,
@@ -400,7 +410,7 @@ impl EventCounters {
     }
 }
 
-fn outcome_counters(label: &str) -> [Counter; 5] {
+fn outcome_counters(label: &str) -> [Counter; 6] {
     OUTCOMES.map(|o| counter!(EVENTS, "type" => label.to_string(), "outcome" => o.as_str()))
 }
 
@@ -414,6 +424,15 @@ pub fn dead_letter(reason: &'static str) {
 
 /// Counts a status record: a stage change by its stages, a breach by route.
 pub fn change_emitted(c: &StatusChange) {
+    if c.is_removal() {
+        let reason = if c.kind == crate::change::ChangeKind::LeadErased {
+            "erased"
+        } else {
+            "expired"
+        };
+        counter!(REMOVED, "reason" => reason).increment(1);
+        return;
+    }
     if c.is_breach() {
         let route = c.route.clone().unwrap_or_default();
         counter!(SLA_BREACHES, "route" => route).increment(1);

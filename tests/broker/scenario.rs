@@ -50,6 +50,20 @@ pub fn setup_keyed(
     seed: u64,
     keying: Keying,
 ) -> Setup {
+    setup_with(b, name, guarantee, n, seed, keying, 0.0)
+}
+
+/// [`setup_keyed`] with a share of events after which the lead asks to be
+/// erased (a `lead_erased` of theirs; see `GenConfig::erase_rate`).
+pub fn setup_with(
+    b: &Broker,
+    name: &str,
+    guarantee: &str,
+    n: u64,
+    seed: u64,
+    keying: Keying,
+    erase_rate: f64,
+) -> Setup {
     let input = format!("{name}-events");
     let status = format!("{name}-status");
     let dlq = format!("{name}-dlq");
@@ -93,6 +107,7 @@ level = "info"
         events: n,
         late_rate: 0.0,
         span: 150 * DAY,
+        erase_rate,
         ..GenConfig::default()
     })
     .map(|e| (None, e))

@@ -239,6 +239,12 @@ impl Router {
     /// (the service writes them to the repartition topic by key).
     fn forward(&mut self, partitioner: Partitioner, partitions: usize) {
         for r in self.send.drain(..) {
+            if r.is_broadcast() {
+                for q in 0..partitions {
+                    self.queue.push_back((q, r.clone()));
+                }
+                continue;
+            }
             let q = partitioner.partition(r.key().as_bytes(), partitions) as usize;
             self.queue.push_back((q, r));
         }

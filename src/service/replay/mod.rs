@@ -18,7 +18,7 @@
 //!   offsets, so the service can be switched to the new model without
 //!   emitting again what it already emitted (see the README).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
@@ -139,6 +139,11 @@ pub struct Summary {
     /// Messages that do not decode (the live service dead-letters them).
     pub invalid: u64,
     pub changes_written: u64,
+    /// Leads erased (`lead_erased`) in the range: none of their changes
+    /// was written (shadow and live).
+    pub erased_leads: u64,
+    /// Their changes, withheld.
+    pub erased_changes: u64,
     pub seconds: f64,
     pub events_per_second: f64,
     pub leads: u64,
@@ -209,6 +214,102 @@ fn nothing_readable(idle_since: &mut Option<Instant>, parts: &mut [&mut Part]) {
             part.next.clone_from(&part.end);
         }
     }
+}
+
+/// The leads with a `lead_erased` in the parts' ranges of the input topics
+/// (one read of the range; only messages holding the words `lead_erased`
+/// are decoded).
+fn erased_in_range(
+    cfg: &Config,
+    inputs: &[(String, TopicInput)],
+    mapping: &Mapping,
+    parts: &[Part],
+) -> Result<HashSet<String>> {
+    let mut erased = HashSet::new();
+    let consumer: BaseConsumer<ReaderCtx> =
+        kafka::reader(cfg, kafka::Reading::Replay).create_with_context(ReaderCtx)?;
+    let mut tpl = TopicPartitionList::new();
+    // (topic index, partition) → end offset, while unread.
+    let mut open: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+    for (p, part) in parts.iter().enumerate() {
+        for (ti, (t, _)) in inputs.iter().enumerate() {
+            if part.next[ti] < part.end[ti] {
+                tpl.add_partition_offset(t, p as i32, Offset::Offset(part.next[ti]))?;
+                open.insert((ti, p as i32), part.end[ti]);
+            }
+        }
+    }
+    if open.is_empty() {
+        super::kafka::close(consumer);
+        return Ok(erased);
+    }
+    consumer.assign(&tpl)?;
+    let finder = memchr::memmem::Finder::new(b"lead_erased");
+    let mut idle_since: Option<Instant> = None;
+    while !open.is_empty() {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(msg)) => {
+                idle_since = None;
+                let Some(ti) = inputs.iter().position(|(t, _)| t == msg.topic()) else {
+                    continue;
+                };
+                let key = (ti, msg.partition());
+                let Some(&end) = open.get(&key) else { continue };
+                if msg.offset() + 1 >= end {
+                    open.remove(&key);
+                }
+                if msg.offset() >= end {
+                    continue;
+                }
+                let payload = msg.payload().unwrap_or(&[]);
+                let input = &inputs[ti].1;
+                let mut headers: Vec<(&str, &[u8])> = Vec::new();
+                if input.format == crate::codec::InputFormat::Cloudevents {
+                    if let Some(h) = msg.headers() {
+                        headers.extend(h.iter().map(|h| (h.key, h.value.unwrap_or_default())));
+                    }
+                }
+                if finder.find(payload).is_none()
+                    && !headers.iter().any(|(_, v)| finder.find(v).is_some())
+                {
+                    continue;
+                }
+                if let Ok(Decoded { message, .. }) = decode_message(
+                    input,
+                    mapping,
+                    msg.key(),
+                    &headers,
+                    payload,
+                    cfg.kafka.max_event_bytes,
+                ) {
+                    let e = message.event();
+                    if e.kind == crate::event::Kind::LeadErased {
+                        erased.insert(e.lead_id.to_string());
+                    }
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                let position = consumer.position()?;
+                open.retain(|&(ti, q), end| {
+                    q != p
+                        || !matches!(
+                            position.find_partition(&inputs[ti].0, q).map(|e| e.offset()),
+                            Some(Offset::Offset(o)) if o >= *end
+                        )
+                });
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "read error; retrying"),
+            None => {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(30) {
+                    tracing::warn!("no readable records for 30 s before the end offsets; stopping the scan for erasures there");
+                    break;
+                }
+            }
+        }
+    }
+    super::kafka::close(consumer);
+    Ok(erased)
 }
 
 /// Runs a replay to its end offsets and returns the summary.
@@ -326,6 +427,7 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         // raised at an earlier cut would count changes twice.
         let mut new = Engine::with_lateness(Arc::clone(&new_model), lateness);
         new.set_visitor_limits(cfg.input.visitor_limits());
+        new.unlink_elsewhere(rekeys);
         let (current, live_checkpoint) = if live_state {
             let Restored { engine, checkpoint } =
                 restore_partition(cfg, &current_model, &live_changelog, p)?;
@@ -333,6 +435,7 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         } else {
             let mut e = Engine::with_lateness(Arc::clone(&current_model), lateness);
             e.set_visitor_limits(cfg.input.visitor_limits());
+            e.unlink_elsewhere(rekeys);
             (e, None)
         };
         let mut live_at_cut = true;
@@ -395,6 +498,19 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
 
     super::kafka::close(probe);
 
+    // The leads erased anywhere in the range: nothing of theirs is
+    // written to the shadow or live topic (the rebuilt state of
+    // `--to-changelog` holds only their markers anyway).
+    let inputs: Vec<(String, TopicInput)> = topics
+        .iter()
+        .map(|t| (t.clone(), cfg.topic_input(t)))
+        .collect();
+    let mapping = cfg.input.mapping();
+    let erased = match opts.target {
+        Target::Changelog(_) => Default::default(),
+        _ => erased_in_range(cfg, &inputs, &mapping, &parts)?,
+    };
+
     // Read.
     let cc = kafka::reader(cfg, kafka::Reading::Replay);
     let producer: Option<BaseProducer<ProducerCtx>> = match opts.target {
@@ -421,11 +537,9 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         .then(|| cfg.cloudevents_source());
     let ctx = Worker {
         cfg,
-        inputs: topics
-            .iter()
-            .map(|t| (t.clone(), cfg.topic_input(t)))
-            .collect(),
-        mapping: cfg.input.mapping(),
+        inputs,
+        mapping,
+        erased: &erased,
         ce_source: ce_source.as_deref(),
         consumer: &cc,
         out_topic: &out_topic,
@@ -476,6 +590,7 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         events,
         invalid,
         written,
+        erased_changes,
         transitions,
         stages,
         leads,
@@ -523,6 +638,8 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         events,
         invalid,
         changes_written: written,
+        erased_leads: erased.len() as u64,
+        erased_changes,
         seconds,
         events_per_second: events as f64 / seconds.max(1e-9),
         leads,
@@ -565,6 +682,8 @@ struct Counts {
     events: u64,
     invalid: u64,
     written: u64,
+    /// Changes of erased leads, not written.
+    erased_changes: u64,
     transitions: [Matrix; 2],
     /// Leads per stage at the end, `[0]` live, `[1]` new.
     stages: [[u64; Stage::ALL.len()]; 2],
@@ -580,6 +699,7 @@ impl Counts {
         self.events += o.events;
         self.invalid += o.invalid;
         self.written += o.written;
+        self.erased_changes += o.erased_changes;
         self.leads += o.leads;
         self.different_stage += o.different_stage;
         self.examples.append(&mut o.examples);
@@ -618,6 +738,8 @@ struct Worker<'a> {
     rekeys: bool,
     /// Messages read, for the progress bar.
     done: AtomicU64,
+    /// Leads erased in the range: their changes are not written.
+    erased: &'a HashSet<String>,
 }
 
 impl Worker<'_> {
@@ -775,8 +897,12 @@ impl Worker<'_> {
         let counts = &mut fold.counts;
         for mut c in fold.changes.drain(..) {
             // A breach is written like a change but is no transition.
-            if !c.is_breach() {
+            if c.is_stage_change() {
                 counts.transitions[1][c.from as usize][c.to as usize] += 1;
+            }
+            if !self.erased.is_empty() && self.erased.contains(&c.lead_id) {
+                counts.erased_changes += 1;
+                continue;
             }
             if let Some(p) = self.producer {
                 if let Some(s) = self.suffix {
@@ -807,7 +933,7 @@ impl Worker<'_> {
 
 /// Counts the live model's changes in `fold.changes` (never written).
 fn count_current(fold: &mut Fold) {
-    for c in fold.changes.drain(..).filter(|c| !c.is_breach()) {
+    for c in fold.changes.drain(..).filter(StatusChange::is_stage_change) {
         fold.counts.transitions[0][c.from as usize][c.to as usize] += 1;
     }
 }
