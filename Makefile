@@ -15,7 +15,7 @@ test: ## The whole test suite (starts its own Kafka broker; installs its tools w
 # CLI, the HTTP server, the demo (librdkafka's in-process mock cluster) and
 # the backtest without its browser test. Add a new test file here unless it
 # starts a broker.
-FAST_TESTS = --lib --test golden --test stages --test properties --test cli --test formats --test http --test calllist \
+FAST_TESTS = --lib --test golden --test stages --test conditions --test properties --test cli --test formats --test http --test calllist \
 	--test demo --test backtest --test generate --test sla --test scores
 
 test-fast: ## The inner loop: every test that needs no broker, JVM or browser (under a minute after a build)

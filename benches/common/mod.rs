@@ -45,8 +45,17 @@ pub fn bench_mode() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
+/// The default model, or the model file `BENCH_MODEL` names (to measure
+/// what a model's features cost, e.g. the windows of
+/// `deploy/examples/good-lead-model.toml`).
 pub fn model() -> Arc<Model> {
-    Arc::new(Model::default_model())
+    match std::env::var_os("BENCH_MODEL") {
+        Some(path) => Arc::new(
+            Model::from_path(std::path::Path::new(&path))
+                .unwrap_or_else(|e| panic!("BENCH_MODEL: {e}")),
+        ),
+        None => Arc::new(Model::default_model()),
+    }
 }
 
 /// The seeded generator's stream, with its default duplicate, late and

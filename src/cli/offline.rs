@@ -771,8 +771,9 @@ pub fn check(path: &Path) -> Result<String> {
     }
     let model = Model::from_path(path)
         .with_context(|| format!("{} is not a valid model", path.display()))?;
+    let conditions = model.condition_count();
     Ok(format!(
-        "{}: valid model {:?}: {} fit rules, {} engagement rules, {} criteria, half-life {}",
+        "{}: valid model {:?}: {} fit rules, {} engagement rules, {} criteria, half-life {}{}",
         path.display(),
         model.version,
         model.fit_rules.len(),
@@ -784,6 +785,14 @@ pub fn check(path: &Path) -> Result<String> {
                 crate::engine::format_number(h / crate::time::DAY as f64)
             ),
             None => "none".into(),
+        },
+        if conditions > 0 {
+            format!(
+                ", {conditions} conditions ({} windows)",
+                model.windows.list.len()
+            )
+        } else {
+            String::new()
         }
     ) + &match model.retention.inactive_after {
         Some(d) => format!(

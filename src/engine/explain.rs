@@ -29,6 +29,9 @@ pub struct EngagementLine {
     /// Matching events counted so far (rules scored every Nth time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub occurrences: Option<u64>,
+    /// The rule's `[[engagement.groups]]` entry, and its limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// The breakdown of one lead at one instant.
@@ -49,6 +52,10 @@ pub struct Explanation {
     pub fit: Vec<FitLine>,
     pub engagement: Vec<EngagementLine>,
     pub criteria: BTreeMap<String, bool>,
+    /// The model's conditions (gates, stays_while, SQL conditions,
+    /// disqualification rules), each with its value now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<super::window::ConditionLine>,
     pub requalification_deadline: Option<String>,
     pub quiet_until: Option<String>,
     pub changes_emitted: u32,
@@ -86,10 +93,18 @@ pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
             event: r.event.clone(),
             points: lead.contribution(i),
             occurrences: r.every.map(|(_, slot)| lead.slot(slot)),
+            group: r.group.map(|g| {
+                let g = &model.engagement_groups[g];
+                match g.limit {
+                    Some(l) => format!("{} (limit {})", g.name, super::stage::num(l)),
+                    None => g.name.clone(),
+                }
+            }),
         })
         .collect();
     let e = lead.engagement(model);
     let total = lead.fit(model) + e;
+    let conditions = condition_lines(lead, model);
     let time = |t: Micros| (t != NEVER && t != super::NO_TIME).then(|| format_rfc3339(t));
     Explanation {
         lead_id: lead.id().to_string(),
@@ -120,6 +135,7 @@ pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
             .enumerate()
             .map(|(i, c)| (c.clone(), lead.criteria & (1 << i) != 0))
             .collect(),
+        conditions,
         requalification_deadline: if lead.stage.is_qualified() {
             time(lead.deadline)
         } else {
@@ -132,6 +148,38 @@ pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
             .map(|(k, v)| (k.to_string(), profile_json(v)))
             .collect(),
     }
+}
+
+/// Every condition of the model, with its value for the lead at its time.
+fn condition_lines(lead: &Lead, model: &Model) -> Vec<super::window::ConditionLine> {
+    use super::window::{lines, LeadFacts};
+    let facts = LeadFacts {
+        lead,
+        model,
+        at: lead.time,
+    };
+    let mut v = Vec::new();
+    for (name, t) in [
+        ("new_business", &model.new_business),
+        ("installed_base", &model.installed_base),
+    ] {
+        v.extend(lines(&format!("{name}.mql_gates"), &t.mql_gates, &facts));
+        v.extend(lines(
+            &format!("{name}.stays_while"),
+            &t.stays_while,
+            &facts,
+        ));
+    }
+    v.extend(lines("sql.conditions", &model.sql_conditions, &facts));
+    v.extend(lines("disqualify.rules", &model.disqualify.rules, &facts));
+    if let Some(c) = &model.disqualify.free_mail_exception {
+        v.extend(lines(
+            "disqualify.free_mail_exception",
+            std::slice::from_ref(c),
+            &facts,
+        ));
+    }
+    v
 }
 
 fn profile_json(v: ProfileValue<'_>) -> serde_json::Value {

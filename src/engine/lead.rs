@@ -45,6 +45,10 @@ pub mod disq {
     pub const ACADEMIC_DOMAIN: u8 = 4;
     pub const ACADEMIC_TITLE: u8 = 8;
     pub const COMPETITOR: u8 = 16;
+    /// The company name is a competitor's (`competitor_names`).
+    pub const COMPETITOR_NAME: u8 = 32;
+    /// A named rule of `disqualify.rules` holds.
+    pub const RULE: u8 = 64;
 }
 
 /// A profile value as stored, borrowed from the lead. `Other` is an array
@@ -177,6 +181,9 @@ pub(crate) struct Extra {
     pub(crate) scored_band: u8,
     /// The stage of the last score record written.
     pub(crate) scored_stage: Stage,
+    /// The engagement events remembered for the model's window conditions
+    /// (only a model with windows has any), oldest first.
+    pub(crate) log: Option<Box<super::window::Log>>,
     /// The latest time of the lead's events, kept only under a model with
     /// `retention.inactive_after` (else [`NO_TIME`]): it expires that long after.
     pub(crate) last_event: Micros,
@@ -190,8 +197,12 @@ pub(crate) const NO_EXTRA: Extra = Extra {
     band_deadline: NEVER,
     scored_band: NO_BAND,
     scored_stage: Stage::Lead,
+    log: None,
     last_event: NO_TIME,
 };
+
+/// [`NO_EXTRA`] in a static, to lend out.
+static NO_EXTRA_REF: Extra = NO_EXTRA;
 
 /// [`Lead::scored_band`] before the lead's first score record.
 pub const NO_BAND: u8 = u8::MAX;
@@ -434,7 +445,10 @@ impl Lead {
         } else {
             NEVER
         };
-        let due = self.quiet_until(model).map_or(requal, |q| q.min(requal));
+        let mut due = self.quiet_until(model).map_or(requal, |q| q.min(requal));
+        if model.windows.any() {
+            due = due.min(super::window::due(self, model));
+        }
         if model.demote_on_score && self.stage == Stage::Mql {
             due.min(super::decay::demotion_due(self, model))
         } else {
@@ -479,12 +493,22 @@ impl Lead {
     /// The lead's [`Extra`] (its defaults when it has none).
     #[inline]
     pub(crate) fn x(&self) -> &Extra {
-        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+        self.extra.as_deref().unwrap_or(&NO_EXTRA_REF)
     }
 
     /// The lead's [`Extra`], to change (made when it had none).
     pub(crate) fn x_mut(&mut self) -> &mut Extra {
         self.extra.get_or_insert_with(|| Box::new(NO_EXTRA))
+    }
+
+    /// The events remembered for window conditions, oldest first.
+    pub(crate) fn log(&self) -> &[super::window::Hit] {
+        self.x().log.as_deref().map_or(&[], |l| l.hits.as_slice())
+    }
+
+    /// The events remembered for window conditions, to change.
+    pub(crate) fn log_mut(&mut self) -> &mut Vec<super::window::Hit> {
+        &mut self.x_mut().log.get_or_insert_with(Default::default).hits
     }
 
     /// Sets the SLA clock's `follow_up_by`; [`NEVER`] makes no [`Extra`],
@@ -501,6 +525,11 @@ impl Lead {
 
     /// Drops an [`Extra`] that holds only defaults again.
     pub(crate) fn shrink_extra(&mut self) {
+        if let Some(x) = &mut self.extra {
+            if x.log.as_ref().is_some_and(|l| l.hits.is_empty()) {
+                x.log = None;
+            }
+        }
         if self.extra.as_deref() == Some(&NO_EXTRA) {
             self.extra = None;
         }
@@ -530,6 +559,32 @@ impl Lead {
             }
         }
         self.time = to;
+    }
+
+    /// Adds `points` scored at `at` (≤ the lead's time), decayed to the
+    /// lead's time, within the limits of the rule's group and of engagement
+    /// as a whole: positive points beyond a limit (as it stands at the
+    /// lead's time) do not count.
+    pub fn add_limited_points(&mut self, rule: usize, points: f64, at: Micros, model: &Model) {
+        let mut decayed = match model.half_life {
+            Some(hl) if at < self.time => points * (-((self.time - at) as f64) / hl).exp2(),
+            _ => points,
+        };
+        if decayed > 0.0 {
+            let g = model.engagement_rules[rule]
+                .group
+                .map(|g| &model.engagement_groups[g]);
+            if let Some((g, limit)) = g.and_then(|g| g.limit.map(|l| (g, l))) {
+                let sum: f64 = g.rules.iter().map(|&r| self.contribution(r)).sum();
+                decayed = decayed.min(limit - sum);
+            }
+            if let Some(limit) = model.engagement_limit {
+                decayed = decayed.min(limit - self.engagement(model));
+            }
+            decayed = decayed.max(0.0);
+        }
+        let v = f64::from_bits(self.slot(rule)) + decayed;
+        self.set_slot(rule, v.to_bits());
     }
 
     /// Adds `points` scored at `at` (≤ the lead's time), decayed to the lead's time.
@@ -679,6 +734,7 @@ impl Lead {
             && t.mql_min_fit.is_none_or(|m| at_least(self.fit(model), m))
             && t.mql_min_total
                 .is_none_or(|m| at_least(self.fit(model) + e, m))
+            && super::window::all_hold(&t.mql_gates, self, model)
     }
 
     /// Whether requalification keeps the lead in its stage.
@@ -688,12 +744,18 @@ impl Lead {
         at_least(e, t.mql_min_engagement)
             && t.demotion_total
                 .is_none_or(|d| at_least(self.fit(model) + e, d))
+            && super::window::all_hold(&t.stays_while, self, model)
     }
 
-    /// Whether every required criterion is known true (never, if the model requires none).
+    /// Whether the criteria rule makes an SQL: every required criterion is
+    /// known true and every SQL condition holds (never, if the model
+    /// requires neither).
     pub fn criteria_met(&self, model: &Model) -> bool {
         let mask = model.criteria_mask();
-        mask != 0 && self.criteria & mask == mask
+        if mask == 0 && model.sql_conditions.is_empty() {
+            return false;
+        }
+        self.criteria & mask == mask && super::window::all_hold(&model.sql_conditions, self, model)
     }
 
     /// Recycling starts afresh at `at`: engagement to zero, criteria cleared.
@@ -703,6 +765,11 @@ impl Lead {
         }
         self.criteria = 0;
         self.fresh_start = at;
+        // What the lead did before counts in no window of the new cycle.
+        if let Some(x) = self.extra.as_deref_mut().filter(|x| x.log.is_some()) {
+            x.log = None;
+            self.shrink_extra();
+        }
     }
 }
 
@@ -712,6 +779,7 @@ const KNOWN_KEYS: [&str; 7] = PROFILE_FIELDS;
 /// Codes of the fields the engine reads itself.
 mod known {
     pub const EMAIL: u8 = 0;
+    pub const COMPANY: u8 = 1;
     pub const EMPLOYEES: u8 = 2;
     pub const JOB_TITLE: u8 = 4;
     pub const IS_CUSTOMER: u8 = 6;
@@ -1060,7 +1128,13 @@ fn disqualifications(profile: &ProfileView<'_, '_>, model: &Model) -> u8 {
         }
     }
     if let Some(domain) = email_domain(profile.known(known::EMAIL)) {
-        if !d.allow_free_mail && d.free_mail_domains.contains(domain.as_ref()) {
+        if !d.allow_free_mail
+            && d.free_mail_domains.contains(domain.as_ref())
+            && !d
+                .free_mail_exception
+                .as_ref()
+                .is_some_and(|c| c.holds(profile))
+        {
             bits |= disq::FREE_MAIL;
         }
         if d.academic_domains && is_academic(&domain) {
@@ -1084,7 +1158,36 @@ fn disqualifications(profile: &ProfileView<'_, '_>, model: &Model) -> u8 {
             bits |= disq::ACADEMIC_TITLE;
         }
     }
+    if !d.competitor_names.is_empty() {
+        if let Some(ProfileValue::Str(company)) = profile.known(known::COMPANY) {
+            if d.competitor_names
+                .contains(&crate::model::company_key(company))
+            {
+                bits |= disq::COMPETITOR_NAME;
+            }
+        }
+    }
+    if d.rules.iter().any(|r| r.holds(profile)) {
+        bits |= disq::RULE;
+    }
     bits
+}
+
+impl crate::model::Facts for ProfileView<'_, '_> {
+    fn field(&self, name: &str, known: Option<u8>) -> Option<ValueRef<'_>> {
+        match known {
+            Some(code) => self.known(code),
+            None => {
+                let key = Key::Custom(name);
+                self.fields.iter().find(|f| f.0 == key).map(|f| f.1)
+            }
+        }
+    }
+
+    /// Profile conditions have no windows (the model refuses them there).
+    fn window(&self, _: &crate::model::Window) -> f64 {
+        0.0
+    }
 }
 
 /// `.edu`, or `ac` as the second-to-last label (`ox.ac.uk`).

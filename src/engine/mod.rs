@@ -16,6 +16,7 @@ mod sla;
 pub mod snapshot;
 mod stage;
 mod timers;
+mod window;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use lead::{disq, hash64, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
 pub use route::{is_aux_key, route, Local, Routed, VisitorLimits, VisitorStats, VisitorView};
 pub use sla::Touch;
 pub use stage::num as format_number;
+pub use window::ConditionLine;
 
 use crate::change::{ChangeKind, Contribution, Score, Stage, StatusChange};
 use crate::event::{Event, Kind};
@@ -310,7 +312,7 @@ impl Engine {
         }
         // Timers that move with every event (band, demotion by decay) are
         // queued lazily: see `requeue`.
-        let lazy = self.scores || self.retain || self.model.demote_on_score;
+        let lazy = self.lazy_timers();
         let due_before = if lazy {
             self.leads[idx as usize].next_due(&self.model)
         } else {
@@ -439,6 +441,14 @@ impl Engine {
         }
     }
 
+    /// Whether a lead's timers move with every event (the band timer, the
+    /// retention expiry, the demotion by decay, the windows of conditions)
+    /// and are queued lazily.
+    #[inline]
+    fn lazy_timers(&self) -> bool {
+        self.scores || self.retain || self.model.demote_on_score || self.model.windows.any()
+    }
+
     /// The lead's next timer. Without a score stream its band timer is
     /// never set, so only the stage timers and the SLA clock are read (the
     /// fold then does not touch the score fields at the end of the lead).
@@ -497,10 +507,7 @@ impl Engine {
                         && self.visitors.is_waiting(self.leads[idx as usize].id()))
                 {
                     self.fire(idx, due, out);
-                } else if (self.scores || self.retain || self.model.demote_on_score)
-                    && next > due
-                    && next != NEVER
-                {
+                } else if self.lazy_timers() && next > due && next != NEVER {
                     // A timer that moved later (see `requeue`).
                     self.timers.push(next, idx);
                 }
@@ -783,34 +790,55 @@ fn score_engagement(lead: &mut Lead, model: &Model, event: &Event<'_>) {
         if !rule_matches(rule, event) {
             continue;
         }
-        if let Some((every, slot)) = rule.every {
-            let n = lead.slot(slot) + 1;
-            lead.set_slot(slot, n);
-            if !n.is_multiple_of(u64::from(every)) {
-                continue;
-            }
-        }
         let t = event.occurred_at;
-        if let Some(cap) = rule.cap {
-            let ring = cap.slot..cap.slot + cap.max as usize;
-            let in_window = ring
-                .clone()
-                .filter(|&i| {
-                    let s = lead.slot(i) as i64;
-                    s != NO_TIME && s <= t && t - s < cap.window
-                })
-                .count();
-            if in_window >= cap.max as usize {
-                continue;
-            }
-            // Replace the oldest remembered occurrence.
-            let oldest = ring
-                .min_by_key(|&i| lead.slot(i) as i64)
-                .expect("cap.max >= 1");
-            lead.set_slot(oldest, t as u64);
+        let scored = score_rule(lead, model, rule, ri, t);
+        if model.windows.any() {
+            window::record(lead, model, ri, t, scored);
         }
+    }
+}
+
+/// Scores one matching rule's event at `t` (its `every` and `cap`
+/// permitting); whether it scored.
+#[inline]
+fn score_rule(
+    lead: &mut Lead,
+    model: &Model,
+    rule: &crate::model::EngagementRule,
+    ri: usize,
+    t: Micros,
+) -> bool {
+    if let Some((every, slot)) = rule.every {
+        let n = lead.slot(slot) + 1;
+        lead.set_slot(slot, n);
+        if !n.is_multiple_of(u64::from(every)) {
+            return false;
+        }
+    }
+    if let Some(cap) = rule.cap {
+        let ring = cap.slot..cap.slot + cap.max as usize;
+        let in_window = ring
+            .clone()
+            .filter(|&i| {
+                let s = lead.slot(i) as i64;
+                s != NO_TIME && s <= t && t - s < cap.window
+            })
+            .count();
+        if in_window >= cap.max as usize {
+            return false;
+        }
+        // Replace the oldest remembered occurrence.
+        let oldest = ring
+            .min_by_key(|&i| lead.slot(i) as i64)
+            .expect("cap.max >= 1");
+        lead.set_slot(oldest, t as u64);
+    }
+    if model.has_limits() {
+        lead.add_limited_points(ri, rule.points, t, model);
+    } else {
         lead.add_points(ri, rule.points, t, model);
     }
+    true
 }
 
 /// The rules that weigh most in the lead's score now (fit and engagement),

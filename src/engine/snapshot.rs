@@ -17,6 +17,8 @@
 //!   then `follow_up_by` relative to the lead's clock). Absent: no clock
 //!   running.
 //! - [`ext::SCORE`]: the score stream's clock, band timer and last record.
+//! - [`ext::WINDOWS`]: the engagement events remembered for the model's
+//!   window conditions (see `window::encode`). Absent: none.
 //! - [`ext::RETAIN`]: the time of the lead's last event (kept under a model
 //!   with `retention.inactive_after`).
 
@@ -36,6 +38,8 @@ mod ext {
     /// The score stream: its clock, the band timer, and the last record
     /// written (band, stage, total).
     pub const SCORE: u8 = 2;
+    /// The events remembered for window conditions.
+    pub const WINDOWS: u8 = 3;
     /// The time of the lead's last event, for retention (3 is the window
     /// conditions').
     pub const RETAIN: u8 = 4;
@@ -142,6 +146,12 @@ pub fn encode(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
         body.push(x.scored_stage as u8);
         body.extend_from_slice(&x.scored_total.to_le_bytes());
         out.push(ext::SCORE);
+        put_bytes(out, &body);
+    }
+    if !lead.log().is_empty() {
+        let mut body = Vec::with_capacity(4 + 12 * lead.log().len());
+        super::window::encode(lead, &mut body);
+        out.push(ext::WINDOWS);
         put_bytes(out, &body);
     }
     if x.last_event != NO_TIME {
@@ -296,6 +306,8 @@ pub fn decode(bytes: &[u8], model: &Model) -> Result<Lead, SnapshotError> {
         match tag {
             ext::SLA => read_sla(body, &mut lead)?,
             ext::SCORE => read_score(body, &mut lead)?,
+            ext::WINDOWS => super::window::decode(body, &mut lead, model)
+                .ok_or(SnapshotError::Corrupt("window extension"))?,
             ext::RETAIN => {
                 let mut r = Reader { b: body };
                 let last = r.rel(lead.time)?;

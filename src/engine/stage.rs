@@ -221,11 +221,31 @@ pub fn reasons(lead: &Lead, model: &Model, why: Why, rejected_reason: Option<&st
                     ]));
                 }
             }
+            if !track.stays_while.is_empty() {
+                r.extend(super::window::reasons(
+                    &format!("{prefix}fails stays_while"),
+                    &track.stays_while,
+                    lead,
+                    model,
+                    true,
+                ));
+            }
             r
         }
         Why::SalesAccepted => vec!["sales accepted".into()],
         Why::CriteriaMet => {
-            let mut r = vec![format!("criteria met: {}", model.criteria.join(", "))];
+            let mut r = if model.criteria.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!("criteria met: {}", model.criteria.join(", "))]
+            };
+            r.extend(super::window::reasons(
+                "sql condition",
+                &model.sql_conditions,
+                lead,
+                model,
+                false,
+            ));
             if lead.stage != crate::change::Stage::Mql {
                 r.extend(mql_reasons(lead, model, ib, e, total));
             }
@@ -268,6 +288,15 @@ fn mql_reasons(lead: &Lead, model: &Model, ib: bool, e: f64, total: f64) -> Vec<
         Part::Text(" >= "),
         Part::Num(t.mql_min_engagement),
     ]));
+    if !t.mql_gates.is_empty() {
+        r.extend(super::window::reasons(
+            "gate",
+            &t.mql_gates,
+            lead,
+            model,
+            false,
+        ));
+    }
     r
 }
 
@@ -296,6 +325,18 @@ pub fn disqualification_reasons(lead: &Lead, model: &Model) -> Vec<String> {
     }
     if lead.disq & disq::COMPETITOR != 0 {
         r.push(format!("competitor domain {domain}"));
+    }
+    if lead.disq & disq::COMPETITOR_NAME != 0 {
+        r.push("company name is a competitor's".into());
+    }
+    if lead.disq & disq::RULE != 0 {
+        r.extend(super::window::reasons(
+            "disqualified:",
+            &model.disqualify.rules,
+            lead,
+            model,
+            false,
+        ));
     }
     if lead.flags & super::lead::flags::REJECTED_DISQ != 0 {
         r.push("rejected by sales as disqualified".into());

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 pub use super::calendar::CalendarFile;
+pub use super::condition::ConditionFile;
 
 /// One string or a list of strings (`equals = "food"` or `equals = ["food", "pharma"]`).
 #[derive(Debug, Clone, Deserialize)]
@@ -115,6 +116,17 @@ pub struct EngagementRuleFile {
     /// Score only every Nth matching event of the lead (in arrival order).
     pub every: Option<u32>,
     pub cap: Option<CapFile>,
+    /// The `[[engagement.groups]]` entry whose limit this rule counts towards.
+    pub group: Option<String>,
+}
+
+/// A group of engagement rules with a score limit (HubSpot's score group limit).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngagementGroupFile {
+    pub name: String,
+    /// The group's rules together contribute at most this many points.
+    pub limit: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -122,6 +134,10 @@ pub struct EngagementRuleFile {
 pub struct EngagementFile {
     /// `"30d"`, or `"none"` for no decay.
     pub half_life: Option<String>,
+    /// Engagement as a whole is at most this many points.
+    pub limit: Option<f64>,
+    #[serde(default)]
+    pub groups: Vec<EngagementGroupFile>,
     #[serde(default)]
     pub rules: Vec<EngagementRuleFile>,
 }
@@ -145,6 +161,17 @@ pub struct DisqualifyFile {
     /// E-mail domains (and their subdomains) of competitors.
     #[serde(default)]
     pub competitor_domains: Vec<String>,
+    /// Company names of competitors, compared with the profile's `company`
+    /// in the normal form of [`super::condition::company_key`].
+    #[serde(default)]
+    pub competitor_names: Vec<String>,
+    /// A free-mail address does not disqualify a lead for which this
+    /// condition holds (e.g. `{ field = "legal_form", equals = "eenmanszaak" }`).
+    pub free_mail_exception: Option<ConditionFile>,
+    /// Named conditions on the profile: any that holds disqualifies, its
+    /// `name` the reason.
+    #[serde(default)]
+    pub rules: Vec<ConditionFile>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +199,13 @@ pub struct TrackFile {
     pub sla_mql: Option<String>,
     /// This route's business calendar (replaces the model's `[calendar]`).
     pub calendar: Option<CalendarFile>,
+    /// Conditions that must all hold for an MQL, besides the thresholds.
+    #[serde(default)]
+    pub mql_gates: Vec<ConditionFile>,
+    /// Conditions that must all hold, besides the thresholds, for
+    /// requalification to keep the lead.
+    #[serde(default)]
+    pub stays_while: Vec<ConditionFile>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -180,6 +214,10 @@ pub struct SqlFile {
     /// All must be known true for the criteria rule to make an SQL.
     #[serde(default)]
     pub criteria: Vec<String>,
+    /// Conditions that must all hold (with the criteria, if any) for the
+    /// criteria rule to make an SQL.
+    #[serde(default)]
+    pub conditions: Vec<ConditionFile>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

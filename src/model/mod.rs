@@ -7,6 +7,7 @@
 //! per-lead rule state). The default model of SPEC §1 is embedded.
 
 mod calendar;
+mod condition;
 mod file;
 mod matcher;
 
@@ -15,6 +16,7 @@ use std::hash::Hasher as _;
 use std::path::Path;
 
 pub use calendar::Calendar;
+pub use condition::{company_key, Condition, Facts, Measure, Test, Window, LEGAL_FORMS};
 pub use matcher::{lower as lower_text, Matcher, TextOp, ValueRef};
 
 use crate::time::{parse_duration, Micros, DAY, HOUR};
@@ -155,6 +157,10 @@ pub struct Track {
     pub sla_mql: Sla,
     /// Counts the working-day and business-hour SLAs.
     pub calendar: Calendar,
+    /// Conditions that must all hold for an MQL, besides the thresholds.
+    pub mql_gates: Vec<Condition>,
+    /// Conditions that must all hold for requalification to keep the lead.
+    pub stays_while: Vec<Condition>,
 }
 
 /// A fit rule on one profile field.
@@ -179,6 +185,12 @@ pub struct Disqualify {
     pub academic_domains: bool,
     pub job_title_contains: Vec<String>,
     pub competitor_domains: Vec<String>,
+    /// Competitor company names, in [`company_key`] form.
+    pub competitor_names: HashSet<String>,
+    /// A free-mail address does not disqualify a lead for which this holds.
+    pub free_mail_exception: Option<Condition>,
+    /// Named profile conditions; any that holds disqualifies.
+    pub rules: Vec<Condition>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -199,12 +211,77 @@ pub struct EngagementRule {
     /// Every Nth occurrence scores; the counter lives in `counter_slot`.
     pub every: Option<(u32, usize)>,
     pub cap: Option<Cap>,
+    /// Index into [`Model::engagement_groups`].
+    pub group: Option<usize>,
+}
+
+/// Engagement rules whose contributions together are limited.
+#[derive(Debug, Clone)]
+pub struct EngagementGroup {
+    pub name: String,
+    pub limit: Option<f64>,
+    /// The rules of the group, ascending.
+    pub rules: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Band {
     pub name: String,
     pub at_least: f64,
+}
+
+/// The window conditions of a model, and what a lead remembers of its
+/// engagement events for them (nothing, for a model without any).
+#[derive(Debug, Clone, Default)]
+pub struct Windows {
+    /// Every window of the stage conditions (gates, stays_while, SQL).
+    pub list: Vec<Window>,
+    /// The longest `within`.
+    pub longest: Micros,
+    /// Per engagement rule: how many of its most recent matching events,
+    /// and how many of its most recent scoring events, a lead keeps (0, 0:
+    /// the rule is in no window).
+    pub keep: Vec<(u16, u16)>,
+}
+
+/// Scoring events of one rule a lead remembers at most for a `points`
+/// window of a rule with points ≤ 0 (a positive rule needs only as many as
+/// reach the window's `at_least`).
+pub const MAX_KEPT_EVENTS: u16 = 256;
+
+impl Windows {
+    fn of(list: Vec<Window>, rules: &[EngagementRule]) -> Windows {
+        let mut keep = vec![(0u16, 0u16); rules.len()];
+        for w in &list {
+            for &r in &w.rules {
+                let k = &mut keep[r];
+                match w.measure {
+                    Measure::Events => k.0 = k.0.max(w.at_least as u16),
+                    Measure::Touchpoints => k.0 = k.0.max(1),
+                    Measure::Points => {
+                        let p = rules[r].points;
+                        let n = if p > 0.0 {
+                            ((w.at_least / p).ceil() as u16).clamp(1, MAX_KEPT_EVENTS)
+                        } else {
+                            MAX_KEPT_EVENTS
+                        };
+                        k.1 = k.1.max(n);
+                    }
+                }
+            }
+        }
+        Windows {
+            longest: list.iter().map(|w| w.within).max().unwrap_or(0),
+            list,
+            keep,
+        }
+    }
+
+    /// Whether the model has window conditions (leads remember events).
+    #[inline]
+    pub fn any(&self) -> bool {
+        !self.list.is_empty()
+    }
 }
 
 /// A validated, compiled model.
@@ -217,12 +294,22 @@ pub struct Model {
     pub fit_groups: usize,
     pub disqualify: Disqualify,
     pub engagement_rules: Vec<EngagementRule>,
+    /// Groups of engagement rules with a score limit.
+    pub engagement_groups: Vec<EngagementGroup>,
+    /// The limit on engagement as a whole.
+    pub engagement_limit: Option<f64>,
+    /// Whether there is any limit (the whole's or a group's).
+    limited: bool,
     /// Event type → indices of the rules that score it.
     by_type: Vec<(String, Vec<usize>)>,
     pub bands: Vec<Band>,
     pub hot_band: usize,
     /// Criteria that must all be known true for the criteria rule (≤ 32).
     pub criteria: Vec<String>,
+    /// Conditions that must all hold (with the criteria) for the criteria rule.
+    pub sql_conditions: Vec<Condition>,
+    /// What the windows of the model's conditions need a lead to remember.
+    pub windows: Windows,
     pub new_business: Track,
     pub installed_base: Track,
     pub mql_window: Micros,
@@ -261,6 +348,24 @@ impl Model {
     pub fn from_toml(text: &str) -> Result<Model, ModelError> {
         let file: ModelFile = toml::from_str(text).map_err(|e| ModelError::Toml(e.to_string()))?;
         compile(file)
+    }
+
+    /// How many conditions the model states (gates, stays_while, SQL
+    /// conditions, disqualification rules, the free-mail exception).
+    pub fn condition_count(&self) -> usize {
+        [&self.new_business, &self.installed_base]
+            .iter()
+            .map(|t| t.mql_gates.len() + t.stays_while.len())
+            .sum::<usize>()
+            + self.sql_conditions.len()
+            + self.disqualify.rules.len()
+            + usize::from(self.disqualify.free_mail_exception.is_some())
+    }
+
+    /// Whether engagement has limits (a group's or the whole's).
+    #[inline]
+    pub fn has_limits(&self) -> bool {
+        self.limited
     }
 
     /// Indices of the engagement rules for an event type.
@@ -411,8 +516,11 @@ fn track(
     f: TrackFile,
     d: TrackDefaults,
     shared: &Calendar,
+    rules: &[EngagementRule],
 ) -> Result<Track, ModelError> {
     let key = |k: &str| format!("{prefix}.{k}");
+    let mql_gates = conditions(&key("mql_gates"), &f.mql_gates, rules, true)?;
+    let stays_while = conditions(&key("stays_while"), &f.stays_while, rules, true)?;
     let sla = |k: &str, v: &Option<String>, default: Sla| -> Result<Sla, ModelError> {
         match v.as_ref().or(f.sla.as_ref()) {
             None => Ok(default),
@@ -439,7 +547,22 @@ fn track(
             None => shared.clone(),
         },
         route,
+        mql_gates,
+        stays_while,
     })
+}
+
+/// A list of conditions written at `key` (`key[i]` each).
+fn conditions(
+    key: &str,
+    v: &[condition::ConditionFile],
+    rules: &[EngagementRule],
+    windows: bool,
+) -> Result<Vec<Condition>, ModelError> {
+    v.iter()
+        .enumerate()
+        .map(|(i, c)| Condition::compile(&format!("{key}[{i}]"), c, rules, windows))
+        .collect()
 }
 
 /// FNV-1a 64 of `bytes`, continuing from `h`: a hash that is the same in
@@ -501,6 +624,31 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         Some("none") => None,
         other => Some(duration("engagement.half_life", other, 30 * DAY, false)? as f64),
     };
+    let limit = |key: &str, v: Option<f64>| -> Result<Option<f64>, ModelError> {
+        match v {
+            Some(l) if !(l.is_finite() && l > 0.0) => {
+                Err(invalid(key, "must be a finite number of points above 0"))
+            }
+            v => Ok(v),
+        }
+    };
+    let engagement_limit = limit("engagement.limit", f.engagement.limit)?;
+    let mut engagement_groups: Vec<EngagementGroup> = Vec::new();
+    for (i, g) in f.engagement.groups.iter().enumerate() {
+        let k = |s: &str| format!("engagement.groups[{i}].{s}");
+        nonempty(&k("name"), &g.name)?;
+        if engagement_groups.iter().any(|x| x.name == g.name) {
+            return Err(invalid(
+                k("name"),
+                format!("{:?} is used by another group", g.name),
+            ));
+        }
+        engagement_groups.push(EngagementGroup {
+            name: g.name.clone(),
+            limit: limit(&k("limit"), g.limit)?,
+            rules: Vec::new(),
+        });
+    }
     let n = f.engagement.rules.len();
     let mut slots = n;
     let mut layout = fnv(b"leadscore-slots-v1", 0xcbf2_9ce4_8422_2325);
@@ -548,6 +696,22 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         }
         layout = fnv(&(every.map_or(0, |e| e.0) as u64).to_le_bytes(), layout);
         layout = fnv(&(cap.map_or(0, |c| c.max) as u64).to_le_bytes(), layout);
+        let group = match &r.group {
+            None => None,
+            Some(g) => {
+                let gi = engagement_groups
+                    .iter()
+                    .position(|x| x.name == *g)
+                    .ok_or_else(|| {
+                        invalid(
+                            k("group"),
+                            format!("{g:?} is not the name of an [[engagement.groups]] entry"),
+                        )
+                    })?;
+                engagement_groups[gi].rules.push(i);
+                Some(gi)
+            }
+        };
         match by_type.iter_mut().find(|(t, _)| *t == r.event) {
             Some((_, v)) => v.push(i),
             None => by_type.push((r.event.clone(), vec![i])),
@@ -559,6 +723,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
             attributes,
             every,
             cap,
+            group,
         });
     }
     layout = fnv(&(n as u64).to_le_bytes(), layout);
@@ -583,6 +748,46 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         academic_domains: d.academic_domains,
         job_title_contains: lower(d.job_title_contains, "job_title_contains")?,
         competitor_domains: lower(d.competitor_domains, "competitor_domains")?,
+        competitor_names: d
+            .competitor_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let k = company_key(n);
+                if k.is_empty() {
+                    Err(invalid(
+                        format!("disqualify.competitor_names[{i}]"),
+                        "must have a letter or digit",
+                    ))
+                } else {
+                    Ok(k)
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        free_mail_exception: d
+            .free_mail_exception
+            .as_ref()
+            .map(|c| {
+                Condition::compile(
+                    "disqualify.free_mail_exception",
+                    c,
+                    &engagement_rules,
+                    false,
+                )
+            })
+            .transpose()?,
+        rules: {
+            let rules = conditions("disqualify.rules", &d.rules, &engagement_rules, false)?;
+            for (i, r) in rules.iter().enumerate() {
+                if r.name.is_none() {
+                    return Err(invalid(
+                        format!("disqualify.rules[{i}].name"),
+                        "is required: it is the reason the lead is disqualified",
+                    ));
+                }
+            }
+            rules
+        },
     };
 
     // Bands.
@@ -664,6 +869,8 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
             )
         })?;
 
+    let sql_conditions = conditions("sql.conditions", &f.sql.conditions, &engagement_rules, true)?;
+
     // SQL criteria.
     if f.sql.criteria.len() > 32 {
         return Err(invalid("sql.criteria", "at most 32 criteria"));
@@ -700,6 +907,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
             sla_mql: Sla::WorkingDays(3),
         },
         &shared,
+        &engagement_rules,
     )?;
     let installed_base = track(
         "installed_base",
@@ -711,6 +919,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
             sla_mql: Sla::Duration(4 * HOUR),
         },
         &shared,
+        &engagement_rules,
     )?;
 
     if f.requalify.demote_on_score {
@@ -729,6 +938,23 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         }
     }
 
+    let mut windows = Vec::new();
+    for c in new_business
+        .mql_gates
+        .iter()
+        .chain(&new_business.stays_while)
+        .chain(&installed_base.mql_gates)
+        .chain(&installed_base.stays_while)
+        .chain(&sql_conditions)
+    {
+        c.for_each_window(&mut |w| {
+            if !windows.contains(w) {
+                windows.push(w.clone());
+            }
+        });
+    }
+    let windows = Windows::of(windows, &engagement_rules);
+
     Ok(Model {
         version: f.version,
         half_life,
@@ -736,10 +962,15 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
         fit_groups: groups.len(),
         disqualify,
         engagement_rules,
+        limited: engagement_limit.is_some() || engagement_groups.iter().any(|g| g.limit.is_some()),
+        engagement_groups,
+        engagement_limit,
         by_type,
         bands,
         hot_band,
         criteria: f.sql.criteria,
+        sql_conditions,
+        windows,
         new_business,
         installed_base,
         mql_window: duration(
