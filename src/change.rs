@@ -149,7 +149,8 @@ struct Time(Micros);
 
 impl Serialize for Time {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&Rfc3339(self.0))
+        // As one string, not through `collect_str` (`fmt` and its escaping adapter).
+        s.serialize_str(Rfc3339(self.0).write_to(&mut [0; 32]))
     }
 }
 

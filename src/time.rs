@@ -85,11 +85,17 @@ fn parse_error(e: time::error::Parse) -> TimeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Rfc3339(pub Micros);
 
-impl fmt::Display for Rfc3339 {
+impl Rfc3339 {
+    /// The text, written into `buf` (30 bytes at most: a year of time's
+    /// large-dates range takes 7 characters with its sign). What `Display`
+    /// prints, without `fmt`'s machinery: every status record carries two
+    /// or three instants, and printing them through `write!` was a third of
+    /// the JSON encoding of a record.
+    ///
     /// The calendar is `time`'s; the printing is ours, because no format of
     /// `time` prints "0, 3 or 6 fraction digits, as needed", and its
     /// RFC 3339 format trims the fraction to the last non-zero digit.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    pub fn write_to(self, buf: &mut [u8; 32]) -> &str {
         let t = self.0;
         let micros = t.rem_euclid(SECOND);
         // With `large-dates` (±999,999 years) every i64 of microseconds fits.
@@ -97,25 +103,61 @@ impl fmt::Display for Rfc3339 {
             .expect("an i64 of microseconds is within time's large-dates range");
         let (y, m, d) = utc.to_calendar_date();
         let (hh, mm, ss) = utc.to_hms();
-        write!(
-            f,
-            "{y:04}-{:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}",
-            u8::from(m)
-        )?;
-        if micros != 0 {
-            if micros % 1000 == 0 {
-                write!(f, ".{:03}", micros / 1000)?;
-            } else {
-                write!(f, ".{micros:06}")?;
+        let mut at = match u32::try_from(y) {
+            Ok(y) if y <= 9999 => put_digits(buf, 0, y, 4),
+            _ => {
+                // Beyond four digits or before year 0 (rare): as `{y:04}` prints it.
+                let mut w: &mut [u8] = &mut buf[..];
+                std::io::Write::write_fmt(&mut w, format_args!("{y:04}"))
+                    .expect("a year has at most 7 characters");
+                let left = w.len();
+                32 - left
             }
+        };
+        for (sep, v) in [
+            (b'-', u8::from(m)),
+            (b'-', d),
+            (b'T', hh),
+            (b':', mm),
+            (b':', ss),
+        ] {
+            buf[at] = sep;
+            at = put_digits(buf, at + 1, u32::from(v), 2);
         }
-        f.write_str("Z")
+        if micros != 0 {
+            buf[at] = b'.';
+            // `micros` is below a million: it fits in a u32.
+            let micros = micros as u32;
+            at = if micros.is_multiple_of(1000) {
+                put_digits(buf, at + 1, micros / 1000, 3)
+            } else {
+                put_digits(buf, at + 1, micros, 6)
+            };
+        }
+        buf[at] = b'Z';
+        std::str::from_utf8(&buf[..=at]).expect("digits and ASCII separators")
+    }
+}
+
+/// Writes `v` as `width` decimal digits (zero-padded; `v` < 10^`width`) at
+/// `buf[at..]`; returns the position after them.
+fn put_digits(buf: &mut [u8], at: usize, mut v: u32, width: usize) -> usize {
+    for b in buf[at..at + width].iter_mut().rev() {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    at + width
+}
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.write_to(&mut [0; 32]))
     }
 }
 
 /// Formats a timestamp as RFC 3339 (UTC).
 pub fn format_rfc3339(t: Micros) -> String {
-    Rfc3339(t).to_string()
+    Rfc3339(t).write_to(&mut [0; 32]).to_string()
 }
 
 /// Parses a duration such as `30d`, `4h`, `90m`, `15s`, `250ms`, `2w` or
@@ -186,6 +228,29 @@ mod tests {
         let c = parse_rfc3339("1969-12-31T23:59:59.5Z").unwrap();
         assert_eq!(c, -SECOND / 2);
         assert_eq!(format_rfc3339(c), "1969-12-31T23:59:59.500Z");
+    }
+
+    #[test]
+    fn years_beyond_four_digits_and_the_extremes_print() {
+        // The printing by hand covers years 0 to 9999; `fmt` the others.
+        for (t, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (
+                parse_rfc3339("9999-12-31T23:59:59.999999Z").unwrap(),
+                "9999-12-31T23:59:59.999999Z",
+            ),
+            (
+                parse_rfc3339("0000-01-01T00:00:00.001Z").unwrap(),
+                "0000-01-01T00:00:00.001Z",
+            ),
+            (253_402_300_800 * SECOND, "10000-01-01T00:00:00Z"),
+            (-62_167_219_200 * SECOND - 1, "-001-12-31T23:59:59.999999Z"),
+            (i64::MAX, "294247-01-10T04:00:54.775807Z"),
+            (i64::MIN, "-290308-12-21T19:59:05.224192Z"),
+        ] {
+            assert_eq!(format_rfc3339(t), text, "{t}");
+            assert_eq!(Rfc3339(t).to_string(), text, "{t}");
+        }
     }
 
     #[test]

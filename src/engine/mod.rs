@@ -452,7 +452,7 @@ impl Engine {
     /// The lead's next timer. Without a score stream its band timer is
     /// never set, so only the stage timers and the SLA clock are read (the
     /// fold then does not touch the score fields at the end of the lead).
-    #[inline]
+    #[inline(always)]
     fn next_due(&self, idx: u32) -> Micros {
         let lead = &self.leads[idx as usize];
         if self.scores || self.retain {
