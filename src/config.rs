@@ -355,6 +355,29 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+}
+
+/// `[privacy]`: how erasure markers are keyed.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// The secret that keys the hash of an erased lead's id in its marker
+    /// (at least 16 characters; e.g. `LEADSCORE_PRIVACY_ERASURE_KEY` from
+    /// a Secret). Without it the key is leadscore's own, fixed. Markers
+    /// written under another key are not recognised: set it before the
+    /// first erasure, and keep it.
+    pub erasure_key: Option<String>,
+}
+
+impl std::fmt::Debug for PrivacyConfig {
+    /// The key never shows in a debug print of the config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivacyConfig")
+            .field("erasure_key", &self.erasure_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// A configuration that did not load: which key, and what is wrong.
@@ -381,7 +404,7 @@ fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
 }
 
 /// Keys of each section that the environment may set.
-const SECTIONS: [(&str, &[&str]); 3] = [
+const SECTIONS: [(&str, &[&str]); 4] = [
     (
         "kafka",
         &[
@@ -411,6 +434,7 @@ const SECTIONS: [(&str, &[&str]); 3] = [
         &["listen", "token", "lead_endpoints", "advertised_url"],
     ),
     ("log", &["format", "level"]),
+    ("privacy", &["erasure_key"]),
 ];
 
 fn env_value(key: &str, raw: &str) -> toml::Value {
@@ -496,7 +520,8 @@ fn apply_env(
             return Err(ConfigError::Env {
                 var,
                 problem: "not a leadscore setting: use LEADSCORE_MODEL, LEADSCORE_KAFKA_<KEY>, \
-                          LEADSCORE_KAFKA_PROPERTIES_<PROPERTY>, LEADSCORE_HTTP_<KEY> or LEADSCORE_LOG_<KEY>"
+                          LEADSCORE_KAFKA_PROPERTIES_<PROPERTY>, LEADSCORE_HTTP_<KEY>, LEADSCORE_LOG_<KEY> \
+                          or LEADSCORE_PRIVACY_<KEY>"
                     .into(),
             });
         }
@@ -606,6 +631,14 @@ impl Config {
         nonempty("kafka.instance_id", &k.instance_id)?;
         nonempty("kafka.status_topic", &k.status_topic)?;
         nonempty("kafka.dead_letter_topic", &k.dead_letter_topic)?;
+        if let Some(key) = &self.privacy.erasure_key {
+            if key.chars().count() < 16 {
+                return Err(invalid(
+                    "privacy.erasure_key",
+                    "must be at least 16 characters (a secret, e.g. from `openssl rand -hex 16`)",
+                ));
+            }
+        }
         if let Some(u) = &self.http.advertised_url {
             // Instances ask each other over plain HTTP (inside the cluster).
             let rest = u.strip_prefix("http://");
@@ -919,6 +952,28 @@ dead_letter_topic = "dlq"
         // The token never shows in a debug print of the config.
         let c = load(BASE, &[("LEADSCORE_HTTP_TOKEN", token)]).unwrap();
         assert!(!format!("{c:?}").contains(token));
+    }
+
+    #[test]
+    fn the_erasure_key_comes_from_the_file_or_the_environment_and_never_shows() {
+        assert!(load(BASE, &[]).unwrap().privacy.erasure_key.is_none());
+        let key = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        let c = load(BASE, &[("LEADSCORE_PRIVACY_ERASURE_KEY", key)]).unwrap();
+        assert_eq!(c.privacy.erasure_key.as_deref(), Some(key));
+        assert!(!format!("{c:?}").contains(key));
+        let c = load(
+            &format!("{BASE}\n[privacy]\nerasure_key = \"{key}\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.privacy.erasure_key.as_deref(), Some(key));
+        let e = load(BASE, &[("LEADSCORE_PRIVACY_ERASURE_KEY", "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("privacy.erasure_key") && !e.contains("short"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -512,3 +512,38 @@ fn score_writes_erasures_and_expiries_among_the_changes() {
         "{msg}"
     );
 }
+
+#[test]
+fn markers_are_keyed_by_the_configured_secret() {
+    let mut sim = Sim::new();
+    sim.engine
+        .set_marker_key("0f1e2d3c4b5a69788796a5b4c3d2e1f0");
+    sim.make_mql("L", t0());
+    erase(&mut sim, "L", t0() + DAY, None);
+    let mut log = Changelog::default();
+    log.write(&mut sim.engine);
+    // One marker: its key is 0, `e` and a 16-byte hash, not the id.
+    let markers: Vec<&(Vec<u8>, Option<Vec<u8>>)> = log
+        .records
+        .iter()
+        .filter(|(k, _)| k.starts_with(&[0, b'e']))
+        .collect();
+    assert_eq!(markers.len(), 1);
+    assert_eq!(markers[0].0.len(), 18);
+    // Restored under the same secret: recognised; under another: not.
+    let restore = |secret: &str| {
+        let mut e = Engine::new(std::sync::Arc::new(Model::default_model()));
+        e.set_marker_key(secret);
+        for (k, v) in &log.records {
+            if let (true, Some(v)) = (leadscore::engine::is_aux_key(k), v) {
+                e.restore_aux(k, v).unwrap();
+            }
+        }
+        e.erased("L").map(|m| m.erased_at)
+    };
+    assert_eq!(
+        restore("0f1e2d3c4b5a69788796a5b4c3d2e1f0"),
+        Some(t0() + DAY)
+    );
+    assert_eq!(restore("another secret, 32 characters.."), None);
+}

@@ -74,6 +74,9 @@ pub fn restore_partition(
     engine.set_visitor_limits(cfg.input.visitor_limits());
     // An erasure unlinks the lead's visitors in every partition.
     engine.unlink_elsewhere(cfg.rekeys());
+    if let Some(key) = &cfg.privacy.erasure_key {
+        engine.set_marker_key(key);
+    }
     // For the time-to-first-touch metric, drained at each changelog write.
     engine.record_touches(true);
     if cfg.kafka.score_topic.is_some() {

@@ -428,6 +428,9 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
         let mut new = Engine::with_lateness(Arc::clone(&new_model), lateness);
         new.set_visitor_limits(cfg.input.visitor_limits());
         new.unlink_elsewhere(rekeys);
+        if let Some(key) = &cfg.privacy.erasure_key {
+            new.set_marker_key(key);
+        }
         let (current, live_checkpoint) = if live_state {
             let Restored { engine, checkpoint } =
                 restore_partition(cfg, &current_model, &live_changelog, p)?;
@@ -436,6 +439,9 @@ pub fn replay(cfg: &Config, opts: &Options, mut progress: impl FnMut(Progress)) 
             let mut e = Engine::with_lateness(Arc::clone(&current_model), lateness);
             e.set_visitor_limits(cfg.input.visitor_limits());
             e.unlink_elsewhere(rekeys);
+            if let Some(key) = &cfg.privacy.erasure_key {
+                e.set_marker_key(key);
+            }
             (e, None)
         };
         let mut live_at_cut = true;
