@@ -453,3 +453,27 @@ fn bad_calendar_entries_are_model_errors_naming_the_key() {
         "{e}"
     );
 }
+
+/// `explain` (and `GET /leads/{id}`) show the open hand-off's follow-up,
+/// overdue or not, and when decay alone moves the lead to another band.
+#[test]
+fn explain_shows_the_follow_up_and_the_next_band_change() {
+    let mut sim = Sim::new();
+    sim.make_mql("L", t0());
+    let x = serde_json::to_value(sim.explain("L", None)).unwrap();
+    assert_eq!(
+        x["follow_up"],
+        json!({"route": "new_business", "follow_up_by": iso(thursday()), "overdue": false})
+    );
+    // Total 55 = fit 20 + engagement 35 (warm, ≥ 50): below 50 when
+    // 35 · 2^(−d/30) < 30, d = 30 · log2(7/6) = 6.67177 days = 576,441 s.
+    let at = ts(x["band_changes_at"].as_str().unwrap());
+    let want = t0() as f64 + 30.0 * (7.0f64 / 6.0).log2() * 86_400e6;
+    assert!((at as f64 - want).abs() < 1e6, "{at} vs {want}");
+    // Friday: overdue. After sales' first touch: no follow-up any more.
+    let x = serde_json::to_value(sim.explain("L", Some(thursday() + 86_400_000_000))).unwrap();
+    assert_eq!(x["follow_up"]["overdue"], true);
+    sim.bare("L", "sales_contacted", thursday() + 86_400_000_000);
+    let x = serde_json::to_value(sim.explain("L", None)).unwrap();
+    assert!(x.get("follow_up").is_none(), "{x:#}");
+}

@@ -34,6 +34,15 @@ pub struct EngagementLine {
     pub group: Option<String>,
 }
 
+/// A hand-off waiting for sales' first touch (`sales_contacted`).
+#[derive(Debug, Clone, Serialize)]
+pub struct FollowUp {
+    pub route: String,
+    pub follow_up_by: String,
+    /// `follow_up_by` has passed (the breach was emitted).
+    pub overdue: bool,
+}
+
 /// The breakdown of one lead at one instant.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
@@ -58,6 +67,16 @@ pub struct Explanation {
     pub conditions: Vec<super::window::ConditionLine>,
     pub requalification_deadline: Option<String>,
     pub quiet_until: Option<String>,
+    /// The follow-up SLA of the current hand-off, until sales' first touch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow_up: Option<FollowUp>,
+    /// When decay alone next moves the lead to another band (its total
+    /// crosses a band's bound), if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub band_changes_at: Option<String>,
+    /// When the model's retention removes the lead if it has no event before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
     pub changes_emitted: u32,
     pub profile: BTreeMap<String, serde_json::Value>,
 }
@@ -142,6 +161,16 @@ pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
             None
         },
         quiet_until: lead.quiet_until(model).and_then(time),
+        follow_up: lead.follow_up_by().map(|by| FollowUp {
+            route: model
+                .track(lead.sla & super::lead::sla::INSTALLED != 0)
+                .route
+                .clone(),
+            follow_up_by: format_rfc3339(by),
+            overdue: by <= lead.time,
+        }),
+        band_changes_at: time(super::decay::band_deadline(lead, model, lead.time)),
+        expires_at: lead.expires_at(model).and_then(time),
         changes_emitted: lead.sequence,
         profile: lead
             .profile()
