@@ -6,10 +6,10 @@
 
 mod broker;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use broker::scenario::{sigkill, Service};
+use broker::scenario::{sigkill, spawn_config};
 use broker::{produce, read_all, wait_until, Broker, Record};
 use leadscore::time::{parse_rfc3339, Micros, DAY, HOUR};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -114,22 +114,6 @@ fn wait_for_topics(b: &Broker, topics: &[&str]) {
     );
 }
 
-fn spawn(config: &std::path::Path) -> Service {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(config.with_file_name("service.log"))
-        .unwrap();
-    Service::from(
-        Command::new(env!("CARGO_BIN_EXE_leadscore"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start leadscore run"),
-    )
-}
-
 #[test]
 fn an_erased_lead_leaves_no_profile_in_the_compacted_changelog_and_does_not_come_back() {
     let b = Broker::shared();
@@ -184,7 +168,7 @@ listen = "127.0.0.1:0"
     .unwrap();
     let producer = b.producer();
     wait_for_topics(b, &[&input, &status_topic, &dlq, &log_topic]);
-    let mut svc = spawn(&config);
+    let mut svc = spawn_config(&config, None);
     let mut batch = mql("E-1", EMAIL, t0());
     batch.extend(mql("K-1", "k@example.org", t0()));
     produce(&producer, &input, &batch);
@@ -280,7 +264,7 @@ listen = "127.0.0.1:0"
     // event (its demo, same id) nor a new one within the 30-day window
     // brings it back; K-1 goes on (sales accept it: sql).
     sigkill(&mut svc);
-    let _svc = spawn(&config);
+    let _svc = spawn_config(&config, None);
     let later = t0() + 2 * DAY;
     produce(
         &producer,
@@ -392,7 +376,7 @@ listen = "127.0.0.1:0"
     )
     .unwrap();
     wait_for_topics(b, &[&seg, &crm, &status_topic, &dlq]);
-    let _svc = spawn(&config);
+    let _svc = spawn_config(&config, None);
     let at = |t: Micros| leadscore::time::format_rfc3339(t);
     let page = serde_json::json!({
         "type": "page", "anonymousId": anon, "messageId": "m1",

@@ -219,23 +219,10 @@ impl Lead {
         let mut data = vec![0u8; id.len() + recent + slots];
         data[..id.len()].copy_from_slice(id.as_bytes());
         let mut lead = Lead {
-            time: NO_TIME,
-            fresh_start: NO_TIME,
-            stage_entered: NO_TIME,
-            deadline: NEVER,
-            fit_hits: 0,
             id_len: u32::try_from(id.len()).expect("a lead id under 4 GiB"),
             profile_at: u32::try_from(data.len()).expect("lead state under 4 GiB"),
             data: data.into_boxed_slice(),
-            sequence: 0,
-            criteria: 0,
-            stage: Stage::Lead,
-            flags: 0,
-            disq: 0,
-            sla: 0,
-            recent_len: 0,
-            recent_pos: 0,
-            extra: None,
+            ..Lead::vacant()
         };
         for rule in &model.engagement_rules {
             if let Some(cap) = rule.cap {
@@ -248,7 +235,8 @@ impl Lead {
     }
 
     /// The state of a freed position in the engine (a removed lead's): no
-    /// id, no block, no timers.
+    /// id, no block, no timers. Also every field's starting value for
+    /// [`Lead::new`].
     pub(crate) fn vacant() -> Lead {
         Lead {
             time: NO_TIME,

@@ -201,17 +201,25 @@ pub fn spawn(s: &Setup) -> Service {
 
 /// Starts `leadscore run` with the given instance id.
 pub fn spawn_as(s: &Setup, instance: &str) -> Service {
-    // The service's log, kept beside its config for a failing test's reader.
+    spawn_config(&s.config, Some(instance))
+}
+
+/// Starts `leadscore run --config CONFIG` (as `instance`, or the config's
+/// own `instance_id`); its log goes to `service.log` beside the config,
+/// for a failing test's reader.
+pub fn spawn_config(config: &std::path::Path, instance: Option<&str>) -> Service {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(s.config.with_file_name("service.log"))
+        .open(config.with_file_name("service.log"))
         .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leadscore"));
+    cmd.args(["run", "--config", config.to_str().unwrap()]);
+    if let Some(i) = instance {
+        cmd.env("LEADSCORE_KAFKA_INSTANCE_ID", i);
+    }
     Service(
-        Command::new(env!("CARGO_BIN_EXE_leadscore"))
-            .args(["run", "--config", s.config.to_str().unwrap()])
-            .env("LEADSCORE_KAFKA_INSTANCE_ID", instance)
-            .stdout(Stdio::null())
+        cmd.stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start leadscore run"),
