@@ -30,7 +30,10 @@ pub use json::{
     event_data_json, fields_json, value_json,
 };
 pub use proto::{decode_proto, encode_change_proto, encode_event_proto, encode_score_proto, pb};
-pub use routed::{decode_routed, decode_routed_records, encode_routed, push_routed};
+pub use routed::{
+    decode_routed, decode_routed_records, encode_routed, push_mark, push_origin, push_routed,
+    scan_routed_batch, BatchItem, LaneMark, Origin,
+};
 pub use segment::{decode_segment, normalise_event_name};
 
 use crate::event::Event;

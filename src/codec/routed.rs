@@ -227,23 +227,204 @@ pub fn push_routed(r: &Routed<'_>, scratch: &mut Vec<u8>, batch: &mut Vec<u8>) {
 }
 
 /// Reads a Kafka record of the repartition topic, a `RoutedBatch` or a
-/// single `Routed`, and hands each record to `f` in order. Stops at the
-/// first that does not decode (those before it have been handed over).
+/// single `Routed`, and hands each record to `f` in order (origins and
+/// marks are passed over). Stops at the first that does not decode (those
+/// before it have been handed over).
 pub fn decode_routed_records<'a>(
     bytes: &'a [u8],
     mut f: impl FnMut(Routed<'a>),
 ) -> Result<(), DecodeError> {
-    if bytes.first() != Some(&BATCH_KEY) {
-        return decode_routed(bytes).map(f);
-    }
-    let mut r = crate::codec::pbwire::Reader::new(bytes);
-    while r.more() {
-        match r.key() {
-            Some((15, crate::codec::pbwire::LEN)) => {}
-            _ => return Err(bad("not a batch of routed records")),
+    let mut records = Vec::new();
+    let scanned = scan_routed_batch(bytes, |item| {
+        if let BatchItem::Record { bytes, .. } = item {
+            records.push(bytes);
         }
+    });
+    for r in records {
+        f(decode_routed(r)?);
+    }
+    scanned
+}
+
+/// Where a routed record comes from (`Origin` in `routed.proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The input topic's index among the configured input topics.
+    pub topic: u32,
+    pub partition: i32,
+    /// The effective record timestamp (ms).
+    pub timestamp: i64,
+    pub offset: i64,
+    /// Wall clock (ms since the epoch) when it was routed.
+    pub routed_at: i64,
+    /// Sent on by an engine while it folded the record of this origin.
+    pub second_hop: bool,
+}
+
+/// A router's promise about one input partition (`LaneMark`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneMark {
+    pub topic: u32,
+    pub partition: i32,
+    pub timestamp: i64,
+    pub offset: i64,
+    /// Wall clock (ms) when its log was last found to hold nothing
+    /// unrouted; 0 if never.
+    pub confirmed_at: i64,
+}
+
+/// One entry of a repartition record, as [`scan_routed_batch`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchItem<'a> {
+    /// A `Routed`, still encoded (for [`decode_routed`]), with the origin
+    /// written before it, if any.
+    Record {
+        origin: Option<Origin>,
+        bytes: &'a [u8],
+    },
+    Mark(LaneMark),
+}
+
+/// The key bytes of `RoutedBatch`'s fields 14 (origins) and 13 (marks).
+const ORIGIN_KEY: u8 = (14 << 3) | 2;
+const MARK_KEY: u8 = (13 << 3) | 2;
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Appends the five numeric fields shared by `Origin` and `LaneMark`
+/// (zero values left out, as protobuf writes them).
+fn push_numbers(batch: &mut Vec<u8>, key: u8, f: [(u8, u64); 5], flag: bool) {
+    let mut body = [0u8; 64];
+    let mut n = 0;
+    let mut put = |b: u8| {
+        body[n] = b;
+        n += 1;
+    };
+    for (tag, v) in f.into_iter().filter(|(_, v)| *v != 0) {
+        put(tag << 3);
+        let mut v = v;
+        while v >= 0x80 {
+            put((v as u8) | 0x80);
+            v >>= 7;
+        }
+        put(v as u8);
+    }
+    if flag {
+        put(6 << 3);
+        put(1);
+    }
+    batch.push(key);
+    batch.push(n as u8);
+    batch.extend_from_slice(&body[..n]);
+}
+
+/// Appends the origin of the record pushed next.
+pub fn push_origin(o: &Origin, batch: &mut Vec<u8>) {
+    push_numbers(
+        batch,
+        ORIGIN_KEY,
+        [
+            (1, u64::from(o.topic)),
+            (2, o.partition as i64 as u64),
+            (3, zigzag(o.timestamp)),
+            (4, o.offset as u64),
+            (5, o.routed_at as u64),
+        ],
+        o.second_hop,
+    );
+}
+
+/// Appends a lane mark.
+pub fn push_mark(m: &LaneMark, batch: &mut Vec<u8>) {
+    push_numbers(
+        batch,
+        MARK_KEY,
+        [
+            (1, u64::from(m.topic)),
+            (2, m.partition as i64 as u64),
+            (3, zigzag(m.timestamp)),
+            (4, m.offset as u64),
+            (5, m.confirmed_at as u64),
+        ],
+        false,
+    );
+}
+
+/// The numeric fields 1-5 and the flag 6 of an `Origin` or `LaneMark`.
+fn read_numbers(body: &[u8]) -> Option<([u64; 5], bool)> {
+    use crate::codec::pbwire::{Reader, VARINT};
+    let mut r = Reader::new(body);
+    let mut f = [0u64; 5];
+    let mut flag = false;
+    while r.more() {
+        match r.key()? {
+            (n @ 1..=5, VARINT) => f[n as usize - 1] = r.varint()?,
+            (6, VARINT) => flag = r.varint()? != 0,
+            (1..=6, _) => return None,
+            (_, wire) => r.skip(wire)?,
+        }
+    }
+    Some((f, flag))
+}
+
+/// Reads a Kafka record of the repartition topic (a `RoutedBatch`, or a
+/// single `Routed` written by an earlier version) entry by entry, without
+/// decoding the records. Stops at the first entry that does not read.
+pub fn scan_routed_batch<'a>(
+    bytes: &'a [u8],
+    mut f: impl FnMut(BatchItem<'a>),
+) -> Result<(), DecodeError> {
+    use crate::codec::pbwire::{Reader, LEN};
+    if !matches!(bytes.first(), Some(&(BATCH_KEY | ORIGIN_KEY | MARK_KEY))) {
+        f(BatchItem::Record {
+            origin: None,
+            bytes,
+        });
+        return Ok(());
+    }
+    let mut r = Reader::new(bytes);
+    let mut origin = None;
+    while r.more() {
+        let field = match r.key() {
+            Some((n @ 13..=15, LEN)) => n,
+            _ => return Err(bad("not a batch of routed records")),
+        };
         let item = r.bytes().ok_or_else(|| bad("a truncated batch"))?;
-        f(decode_routed(item)?);
+        match field {
+            15 => f(BatchItem::Record {
+                origin: origin.take(),
+                bytes: item,
+            }),
+            14 => {
+                let ([topic, partition, ts, offset, at], second_hop) =
+                    read_numbers(item).ok_or_else(|| bad("a bad origin"))?;
+                origin = Some(Origin {
+                    topic: u32::try_from(topic).map_err(|_| bad("a bad origin"))?,
+                    partition: partition as i32,
+                    timestamp: unzigzag(ts),
+                    offset: offset as i64,
+                    routed_at: at as i64,
+                    second_hop,
+                });
+            }
+            _ => {
+                let ([topic, partition, ts, offset, at], _) =
+                    read_numbers(item).ok_or_else(|| bad("a bad mark"))?;
+                f(BatchItem::Mark(LaneMark {
+                    topic: u32::try_from(topic).map_err(|_| bad("a bad mark"))?,
+                    partition: partition as i32,
+                    timestamp: unzigzag(ts),
+                    offset: offset as i64,
+                    confirmed_at: at as i64,
+                }));
+            }
+        }
     }
     Ok(())
 }
@@ -832,6 +1013,102 @@ mod tests {
         let mut n = 0;
         assert!(decode_routed_records(&batch[..batch.len() - 1], |_| n += 1).is_err());
         assert_eq!(n, records.len() - 1);
+    }
+
+    #[test]
+    fn origins_and_marks_go_with_their_records_and_read_as_prost_does() {
+        let records = all();
+        let marks = [
+            LaneMark {
+                topic: 1,
+                partition: 7,
+                timestamp: -5,
+                offset: i64::MAX,
+                confirmed_at: 0,
+            },
+            LaneMark {
+                topic: 0,
+                partition: 0,
+                timestamp: i64::MIN,
+                offset: 0,
+                confirmed_at: 1_780_000_000_999,
+            },
+        ];
+        let (mut scratch, mut batch) = (Vec::new(), Vec::new());
+        for (i, r) in records.iter().enumerate() {
+            // Every other record has none.
+            if i % 2 == 0 || i == 1 {
+                push_origin(&origin_of(i), &mut batch);
+            }
+            push_routed(r, &mut scratch, &mut batch);
+        }
+        for m in &marks {
+            push_mark(m, &mut batch);
+        }
+        let mut got = Vec::new();
+        scan_routed_batch(&batch, |item| got.push(item)).unwrap();
+        let mut want_origins = Vec::new();
+        let mut want_marks = Vec::new();
+        for item in &got {
+            match item {
+                BatchItem::Record { origin, bytes } => {
+                    let i = want_origins.len();
+                    assert_eq!(decode_routed(bytes).unwrap(), records[i]);
+                    assert_eq!(*origin, (i % 2 == 0 || i == 1).then(|| origin_of(i)));
+                    want_origins.push(*origin);
+                }
+                BatchItem::Mark(m) => want_marks.push(*m),
+            }
+        }
+        fn origin_of(i: usize) -> Origin {
+            Origin {
+                topic: i as u32 % 3,
+                partition: i as i32,
+                timestamp: if i == 1 {
+                    i64::MIN
+                } else {
+                    1_780_000_000_000 - i as i64
+                },
+                offset: 1 << (i * 5),
+                routed_at: 1_780_000_000_123,
+                second_hop: i % 2 == 1,
+            }
+        }
+        assert_eq!(want_origins.len(), records.len());
+        assert_eq!(want_marks, marks);
+        // prost reads the same fields.
+        let pb = ipb::RoutedBatch::decode(&batch[..]).unwrap();
+        assert_eq!(pb.records.len(), records.len());
+        let pb_origins: Vec<Origin> = pb
+            .origins
+            .iter()
+            .map(|o| Origin {
+                topic: o.topic,
+                partition: o.partition,
+                timestamp: o.timestamp,
+                offset: o.offset,
+                routed_at: o.routed_at,
+                second_hop: o.second_hop,
+            })
+            .collect();
+        let want: Vec<Origin> = want_origins.into_iter().flatten().collect();
+        assert_eq!(pb_origins, want);
+        let pb_marks: Vec<LaneMark> = pb
+            .marks
+            .iter()
+            .map(|m| LaneMark {
+                topic: m.topic,
+                partition: m.partition,
+                timestamp: m.timestamp,
+                offset: m.offset,
+                confirmed_at: m.confirmed_at,
+            })
+            .collect();
+        assert_eq!(pb_marks, marks);
+        // Damaged origins and marks are errors, never panics.
+        for cut in 0..batch.len() {
+            let _ = scan_routed_batch(&batch[..cut], |_| {});
+        }
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! state reflects. Both are plain bytes in and out; reading and writing the
 //! topic is [`super::restore`]'s and [`super::processor`]'s job.
 
+use std::collections::BTreeMap;
+
+use super::release::{Pos, Source};
 use crate::engine::snapshot::{self, SnapshotError};
 use crate::engine::Lead;
 use crate::model::Model;
@@ -23,7 +26,23 @@ pub struct Checkpoint {
     pub watermark: Micros,
     /// Next offset per input topic (by name), for the topics read so far.
     pub offsets: Vec<(String, i64)>,
+    /// Re-keying's part, when the service re-keys.
+    pub rekey: Option<RekeyCheckpoint>,
 }
+
+/// What re-keying keeps in a partition's checkpoint: the position of the
+/// last record folded per source of its repartition partition (see
+/// [`super::release`]), and the routing floor of each of its re-keyed
+/// input partitions (see [`super::rekey::Merge`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RekeyCheckpoint {
+    pub folded: BTreeMap<Source, Pos>,
+    /// (input topic index, floor).
+    pub floors: Vec<(u32, i64)>,
+}
+
+/// The byte that starts the re-keying section of a checkpoint.
+const REKEY_SECTION: u8 = b'R';
 
 impl Checkpoint {
     /// The next offset of `topic`, if the checkpoint has one.
@@ -69,6 +88,42 @@ pub fn encode_lead(lead: &Lead, model: &Model, out: &mut Vec<u8>) {
 /// A checkpoint record value: the version, the watermark, then the next
 /// offset of each input topic whose offset is known (`next[i] >= 0`).
 pub fn encode_checkpoint(watermark: Micros, topics: &[String], next: &[i64]) -> Vec<u8> {
+    encode_checkpoint_with(watermark, topics, next, None)
+}
+
+/// [`encode_checkpoint`] with re-keying's section after the offsets.
+pub fn encode_checkpoint_with(
+    watermark: Micros,
+    topics: &[String],
+    next: &[i64],
+    rekey: Option<&RekeyCheckpoint>,
+) -> Vec<u8> {
+    let mut v = encode_offsets(watermark, topics, next);
+    if let Some(r) = rekey {
+        v.push(REKEY_SECTION);
+        v.extend_from_slice(&(r.folded.len() as u16).to_le_bytes());
+        for (source, &(offset, index)) in &r.folded {
+            let (kind, topic, partition) = match *source {
+                Source::Input(t, p) => (0u8, t, p),
+                Source::SecondHop => (1, 0, 0),
+                Source::Untagged => (2, 0, 0),
+            };
+            v.push(kind);
+            v.extend_from_slice(&topic.to_le_bytes());
+            v.extend_from_slice(&partition.to_le_bytes());
+            v.extend_from_slice(&offset.to_le_bytes());
+            v.extend_from_slice(&index.to_le_bytes());
+        }
+        v.extend_from_slice(&(r.floors.len() as u16).to_le_bytes());
+        for &(topic, floor) in &r.floors {
+            v.extend_from_slice(&topic.to_le_bytes());
+            v.extend_from_slice(&floor.to_le_bytes());
+        }
+    }
+    v
+}
+
+fn encode_offsets(watermark: Micros, topics: &[String], next: &[i64]) -> Vec<u8> {
     let mut v = vec![CHECKPOINT_V1];
     v.extend_from_slice(&watermark.to_le_bytes());
     let known: Vec<_> = topics.iter().zip(next).filter(|(_, &n)| n >= 0).collect();
@@ -86,33 +141,66 @@ pub fn encode_checkpoint(watermark: Micros, topics: &[String], next: &[i64]) -> 
 /// checkpoint" and re-read input its state already holds.
 pub fn decode_checkpoint(b: &[u8]) -> Result<Checkpoint, ChangelogError> {
     let mut b = b;
-    let mut take = |n: usize| -> Result<&[u8], ChangelogError> {
-        if b.len() < n {
-            return Err(ChangelogError::CorruptCheckpoint("ends early"));
-        }
-        let (h, t) = b.split_at(n);
-        b = t;
-        Ok(h)
-    };
-    let version = take(1)?[0];
+    let version = take(&mut b, 1)?[0];
     if version != CHECKPOINT_V1 {
         return Err(ChangelogError::CorruptCheckpoint("unknown version"));
     }
-    let watermark = i64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
-    let n = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes"));
+    let watermark = i64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
+    let n = u16::from_le_bytes(take(&mut b, 2)?.try_into().expect("2 bytes"));
     let mut offsets = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
-        let len = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes"));
-        let topic = std::str::from_utf8(take(usize::from(len))?)
+        let len = u16::from_le_bytes(take(&mut b, 2)?.try_into().expect("2 bytes"));
+        let topic = std::str::from_utf8(take(&mut b, usize::from(len))?)
             .map_err(|_| ChangelogError::CorruptCheckpoint("topic name is not UTF-8"))?
             .to_string();
-        let off = i64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+        let off = i64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
         offsets.push((topic, off));
+    }
+    let mut rekey = None;
+    if b.first() == Some(&REKEY_SECTION) {
+        b = &b[1..];
+        let mut r = RekeyCheckpoint::default();
+        let n = u16::from_le_bytes(take(&mut b, 2)?.try_into().expect("2 bytes"));
+        for _ in 0..n {
+            let kind = take(&mut b, 1)?[0];
+            let topic = u32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes"));
+            let partition = i32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes"));
+            let offset = i64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
+            let index = u32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes"));
+            let source = match kind {
+                0 => Source::Input(topic, partition),
+                1 => Source::SecondHop,
+                2 => Source::Untagged,
+                _ => return Err(ChangelogError::CorruptCheckpoint("unknown source kind")),
+            };
+            r.folded.insert(source, (offset, index));
+        }
+        let n = u16::from_le_bytes(take(&mut b, 2)?.try_into().expect("2 bytes"));
+        for _ in 0..n {
+            let topic = u32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes"));
+            let floor = i64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
+            r.floors.push((topic, floor));
+        }
+        rekey = Some(r);
     }
     if !b.is_empty() {
         return Err(ChangelogError::CorruptCheckpoint("trailing bytes"));
     }
-    Ok(Checkpoint { watermark, offsets })
+    Ok(Checkpoint {
+        watermark,
+        offsets,
+        rekey,
+    })
+}
+
+/// The first `n` bytes of `b`, which moves past them.
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], ChangelogError> {
+    if b.len() < n {
+        return Err(ChangelogError::CorruptCheckpoint("ends early"));
+    }
+    let (h, t) = b.split_at(n);
+    *b = t;
+    Ok(h)
 }
 
 #[cfg(test)]
@@ -132,13 +220,38 @@ mod tests {
             cp,
             Checkpoint {
                 watermark: 1_780_000_000_000_000,
-                offsets: vec![("events".into(), 42), ("crm".into(), 7)]
+                offsets: vec![("events".into(), 42), ("crm".into(), 7)],
+                rekey: None,
             }
         );
         assert_eq!(cp.offset("crm"), Some(7));
         let names: Vec<String> = cp.offsets.iter().map(|(t, _)| t.clone()).collect();
         let next: Vec<i64> = cp.offsets.iter().map(|&(_, o)| o).collect();
         assert_eq!(encode_checkpoint(cp.watermark, &names, &next), bytes);
+    }
+
+    #[test]
+    fn re_keyings_section_round_trips_and_is_checked_whole() {
+        let r = RekeyCheckpoint {
+            folded: [
+                (Source::Input(0, 3), (17, 2)),
+                (Source::Input(1, 0), (5, 0)),
+                (Source::SecondHop, (16, 9)),
+                (Source::Untagged, (3, 1)),
+            ]
+            .into_iter()
+            .collect(),
+            floors: vec![(0, 1_780_000_000_000), (1, i64::MIN)],
+        };
+        let bytes = encode_checkpoint_with(7, &topics(), &[42, 7], Some(&r));
+        let cp = decode_checkpoint(&bytes).unwrap();
+        assert_eq!(cp.rekey.as_ref(), Some(&r));
+        assert_eq!(cp.offset("events"), Some(42));
+        let plain = encode_checkpoint(7, &topics(), &[42, 7]);
+        assert_eq!(&bytes[..plain.len()], &plain[..], "the section follows");
+        for cut in plain.len() + 1..bytes.len() {
+            assert!(decode_checkpoint(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

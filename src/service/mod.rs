@@ -39,6 +39,7 @@ pub mod processor;
 pub mod protocol;
 pub mod registry;
 pub mod rekey;
+pub mod release;
 pub mod replay;
 pub mod restore;
 pub mod telemetry;

@@ -30,14 +30,15 @@ use super::dead_letter;
 use super::kafka::{self, is_fatal, produce, produce_value, ProducerCtx, CALL_TIMEOUT};
 use super::protocol::{Action, CheckpointAt, Failure, Mode, Positions, Protocol, Settings, Stop};
 use super::rekey::{Buffered, Lane, Merge};
+use super::release::{Offer, Release};
 use super::restore::{self, RestoreError};
 use super::telemetry as tm;
 use super::wall_micros;
 use crate::change::StatusChange;
 use crate::codec::{
-    cloudevents_headers, decode_message, decode_routed_records, encode_change_json,
-    encode_change_proto, encode_score_json, encode_score_proto, DecodeError, Format, InputFormat,
-    Mapping, TopicInput,
+    cloudevents_headers, decode_message, decode_routed, encode_change_json, encode_change_proto,
+    encode_score_json, encode_score_proto, scan_routed_batch, BatchItem, DecodeError, Format,
+    InputFormat, LaneMark, Mapping, Origin, TopicInput,
 };
 use crate::config::{Config, Guarantee, OutputEnvelope};
 use crate::engine::{route, Engine, Routed, VisitorStats};
@@ -47,6 +48,9 @@ use crate::time::Micros;
 
 /// Messages buffered per re-keyed partition before its fetching is paused.
 const MERGE_BOUND: usize = 10_000;
+
+/// Marks keep being written this long after records were last routed.
+const KEEP_MARKING: Duration = Duration::from_secs(30);
 
 /// One input message, as the shell hands it over.
 #[derive(Clone, Copy)]
@@ -89,6 +93,9 @@ pub struct Partition {
     pub eof_since: Option<Instant>,
     /// The engine's visitor counts when last reported (metrics are deltas).
     visitors: VisitorStats,
+    /// Its repartition partition's records, folded in the routers' order
+    /// (when the service re-keys).
+    release: Option<Release>,
 }
 
 /// A write made while the previous transaction commits.
@@ -141,6 +148,23 @@ pub struct Processor {
     buf: Vec<u8>,
     folds: u64,
     counters: tm::EventCounters,
+    /// The origin of the record being routed or folded: the records it
+    /// sends to the repartition topic carry it.
+    origin: Option<Origin>,
+    /// Per partition, the repartition offset its last checkpoint was
+    /// written for: the oldest record still waiting to be folded.
+    rep_low: BTreeMap<i32, i64>,
+    /// When each re-keyed partition routed here was last found to hold
+    /// nothing unrouted (wall ms), and when it was last checked.
+    confirmed: BTreeMap<Lane, (i64, Instant)>,
+    /// When records routed by some instance were last seen (or a mark
+    /// that moved a lane on): marks keep being written while they flow.
+    routing_seen: Option<Instant>,
+}
+
+/// Wall clock in milliseconds since the epoch.
+fn wall_ms() -> i64 {
+    wall_micros() / 1000
 }
 
 impl Processor {
@@ -211,6 +235,10 @@ impl Processor {
             buf: Vec::with_capacity(1024),
             folds: 0,
             counters: tm::EventCounters::default(),
+            origin: None,
+            rep_low: BTreeMap::new(),
+            confirmed: BTreeMap::new(),
+            routing_seen: None,
         })
     }
 
@@ -376,6 +404,14 @@ impl Processor {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_slice()))
                 .collect();
+            self.origin = Some(Origin {
+                topic: ti as u32,
+                partition: p,
+                timestamp: m.timestamp,
+                offset: m.offset,
+                routed_at: wall_ms(),
+                second_hop: false,
+            });
             let c = self.handle(
                 ti,
                 p,
@@ -385,11 +421,14 @@ impl Processor {
                 &headers,
                 consumer,
             );
+            self.origin = None;
+            self.routing_seen = Some(Instant::now());
             if c.is_some() {
                 return c;
             }
         }
         self.apply_flow(consumer);
+        self.keep_marking();
         None
     }
 
@@ -467,7 +506,7 @@ impl Processor {
                     }
                 })
             }
-            None => decode_routed_records(payload, |r| self.ingest(p, r)),
+            None => self.repartition_record(p, offset, payload),
         };
         if let Err(e) = result {
             self.dead_letter(&e, ti, p, offset, key, payload);
@@ -501,9 +540,11 @@ impl Processor {
             self.emit_changes();
         }
         if !self.sends.is_empty() {
+            let origin = self.origin.take();
             for s in std::mem::take(&mut self.sends) {
                 self.send_routed(&s, 0);
             }
+            self.origin = origin;
         }
     }
 
@@ -537,6 +578,75 @@ impl Processor {
         }
     }
 
+    /// A record of repartition partition `p` at `offset`: its entries are
+    /// offered to the partition's [`Release`], and what may go is folded.
+    fn repartition_record(
+        &mut self,
+        p: i32,
+        offset: i64,
+        payload: &[u8],
+    ) -> Result<(), DecodeError> {
+        let mut items = Vec::new();
+        scan_routed_batch(payload, |item| items.push(item))?;
+        let mut shared: Option<Arc<[u8]>> = None;
+        let mut index = 0u32;
+        let mut moved = false;
+        for item in items {
+            let Some(release) = self.partitions.get_mut(&p).and_then(|x| x.release.as_mut()) else {
+                return Ok(());
+            };
+            match item {
+                BatchItem::Mark(m) => moved |= release.mark(&m),
+                BatchItem::Record { origin, bytes } => {
+                    let pos = (offset, index);
+                    index += 1;
+                    let offer = match origin {
+                        None => release.offer_untagged(pos),
+                        Some(o) => {
+                            moved = true;
+                            let arc = shared.get_or_insert_with(|| Arc::from(payload));
+                            let start = bytes.as_ptr() as usize - payload.as_ptr() as usize;
+                            release.offer(pos, &o, arc, start..start + bytes.len())
+                        }
+                    };
+                    if offer == Offer::Now {
+                        self.ingest(p, decode_routed(bytes)?);
+                    }
+                }
+            }
+        }
+        if moved {
+            self.routing_seen = Some(Instant::now());
+        }
+        self.release_ready(p);
+        Ok(())
+    }
+
+    /// Folds the records of repartition partition `p` that may go now.
+    fn release_ready(&mut self, p: i32) {
+        loop {
+            let Some(item) = self
+                .partitions
+                .get_mut(&p)
+                .and_then(|x| x.release.as_mut())
+                .and_then(Release::pop)
+            else {
+                return;
+            };
+            match decode_routed(item.bytes()) {
+                Ok(r) => {
+                    self.origin = Some(item.cause());
+                    self.ingest(p, r);
+                    self.origin = None;
+                }
+                Err(e) => {
+                    let ti = self.repartition.as_ref().map_or(0, |r| r.index);
+                    self.dead_letter(&e, ti, p, item.pos.0, None, item.bytes());
+                }
+            }
+        }
+    }
+
     /// Adds a record to the batch of its key's partition of the repartition
     /// topic, written at the next commit (or once it is large). `from` is
     /// the index of the topic it came from (for the metric).
@@ -552,6 +662,9 @@ impl Processor {
         };
         if r.is_broadcast() {
             for q in 0..rp.partitions {
+                if let Some(o) = &self.origin {
+                    crate::codec::push_origin(o, &mut rp.batches[q]);
+                }
                 crate::codec::push_routed(r, &mut rp.scratch, &mut rp.batches[q]);
             }
             self.routed[from].increment(1);
@@ -563,6 +676,9 @@ impl Processor {
             .partitioner
             .partition(r.key().as_bytes(), rp.partitions);
         let batch = &mut rp.batches[q as usize];
+        if let Some(o) = &self.origin {
+            crate::codec::push_origin(o, batch);
+        }
         crate::codec::push_routed(r, &mut rp.scratch, batch);
         self.routed[from].increment(1);
         if batch.len() >= BATCH_BYTES {
@@ -576,13 +692,100 @@ impl Processor {
     /// Writes the routed records' batches now, into the open transaction
     /// (called as its commit starts: they are that transaction's).
     fn flush_batches(&mut self) {
+        let marks = self.marks();
         let Some(rp) = &mut self.repartition else {
             return;
         };
+        if !marks.is_empty() {
+            for batch in &mut rp.batches {
+                for m in &marks {
+                    crate::codec::push_mark(m, batch);
+                }
+            }
+        }
         for (q, batch) in rp.batches.iter_mut().enumerate() {
             if !batch.is_empty() {
                 produce(&self.producer, &rp.topic, Some(q as i32), b"", batch, None);
                 batch.clear();
+            }
+        }
+    }
+
+    /// What this instance's router promises about each re-keyed partition
+    /// it routes, as it stands now (see [`super::release`]).
+    fn marks(&self) -> Vec<LaneMark> {
+        self.merge
+            .lanes()
+            .filter_map(|lane| {
+                let (ti, p) = lane;
+                let unrouted = self.partitions.get(&p)?.skip_below[ti].max(0);
+                let (timestamp, offset) = self.merge.bound(lane, unrouted)?;
+                Some(LaneMark {
+                    topic: ti as u32,
+                    partition: p,
+                    timestamp,
+                    offset,
+                    confirmed_at: self.confirmed.get(&lane).map_or(0, |c| c.0),
+                })
+            })
+            .collect()
+    }
+
+    /// With several instances, the scoring partitions of the others wait on
+    /// this one's marks for the re-keyed partitions it routes: while
+    /// records are routed anywhere, its empty partitions' ends are checked
+    /// every idle period, and a transaction carries the marks out even if
+    /// nothing else opens one.
+    fn keep_marking(&mut self) {
+        let Some(rp) = &self.repartition else {
+            return;
+        };
+        if self.merge.is_empty() || self.partitions.len() >= rp.partitions {
+            return;
+        }
+        let idle = Duration::from_millis(self.cfg.kafka.max_task_idle_ms.max(1));
+        if self.routing_seen.is_none_or(|t| t.elapsed() > KEEP_MARKING) {
+            return;
+        }
+        let now = Instant::now();
+        let due: Vec<Lane> = self
+            .merge
+            .lanes()
+            .filter(|&l| self.merge.lane_empty(l))
+            .filter(|l| {
+                self.confirmed
+                    .get(l)
+                    .is_none_or(|c| now.duration_since(c.1) >= idle)
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        for lane in due {
+            let (ti, p) = lane;
+            let at = wall_ms();
+            let next = self
+                .merge
+                .bound(
+                    lane,
+                    self.partitions
+                        .get(&p)
+                        .map_or(0, |x| x.skip_below[ti].max(0)),
+                )
+                .map_or(0, |b| b.1);
+            let end = self.producer.client().fetch_watermarks(
+                &self.topics[ti],
+                p,
+                Duration::from_secs(2),
+            );
+            let was = self.confirmed.get(&lane).map_or(0, |c| c.0);
+            let confirmed = match end {
+                Ok((_, high)) if high <= next => at,
+                _ => was,
+            };
+            self.confirmed.insert(lane, (confirmed, now));
+            if confirmed != was {
+                self.protocol.touched(p);
             }
         }
     }
@@ -873,6 +1076,7 @@ impl Processor {
             Action::Drop(partitions) => {
                 for p in partitions {
                     self.partitions.remove(&p);
+                    self.rep_low.remove(&p);
                     self.merge.drop_partition(p);
                     tm::partition_dropped(p);
                 }
@@ -916,8 +1120,15 @@ impl Processor {
 
     fn offset_list(&self, offsets: &Positions) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
+        let rep = self.repartition.as_ref().map(|r| r.index);
         for (&p, next) in offsets {
             for (ti, &n) in next.iter().enumerate() {
+                // The repartition topic resumes at its oldest record not
+                // folded yet (those after it that were are skipped then).
+                let n = match self.rep_low.get(&p) {
+                    Some(&low) if Some(ti) == rep && n >= 0 => n.min(low),
+                    _ => n,
+                };
                 if n >= 0 {
                     let _ = tpl.add_partition_offset(&self.topics[ti], p, Offset::Offset(n));
                 }
@@ -968,15 +1179,53 @@ impl Processor {
                 records.push((p, key.to_vec(), value.map(<[u8]>::to_vec)));
             });
         }
+        // The repartition offsets to commit: the oldest record each
+        // partition still holds back, when it holds one.
+        if let Some(rp) = &self.repartition {
+            for (&p, part) in &self.partitions {
+                let low = part.release.as_ref().and_then(Release::low_offset);
+                match low {
+                    Some(o) => self.rep_low.insert(p, o),
+                    None => self.rep_low.remove(&p),
+                };
+            }
+            let _ = rp;
+        }
         for cp in checkpoints {
             let Some(part) = self.partitions.get(&cp.partition) else {
                 continue;
             };
             let w = part.engine.watermark();
+            let mut next = cp.next.clone();
+            let rekey = self.repartition.as_ref().map(|rp| {
+                if let (Some(n), Some(&low)) =
+                    (next.get_mut(rp.index), self.rep_low.get(&cp.partition))
+                {
+                    *n = (*n).min(low);
+                }
+                changelog::RekeyCheckpoint {
+                    folded: part
+                        .release
+                        .as_ref()
+                        .map(|r| r.folded().clone())
+                        .unwrap_or_default(),
+                    floors: self
+                        .merge
+                        .lanes()
+                        .filter(|l| l.1 == cp.partition)
+                        .filter_map(|l| Some((l.0 as u32, self.merge.floor(l)?)))
+                        .collect(),
+                }
+            });
             records.push((
                 cp.partition,
                 CHECKPOINT_KEY.to_vec(),
-                Some(changelog::encode_checkpoint(w, topics, &cp.next)),
+                Some(changelog::encode_checkpoint_with(
+                    w,
+                    topics,
+                    &next,
+                    rekey.as_ref(),
+                )),
             ));
             tm::partition_state(
                 cp.partition,
@@ -1089,13 +1338,31 @@ impl Processor {
                 RestoreError::Kafka { .. } => Failure::Retriable(e.to_string()),
             })?;
         let topics = &self.topics;
+        let idle_ms = self.cfg.kafka.max_task_idle_ms as i64;
         for (p, r) in restored {
+            let rekey = r.checkpoint.as_ref().and_then(|c| c.rekey.clone());
             // Whatever was buffered for the partition is read again.
             for (ti, input) in self.inputs.iter().enumerate() {
                 if !input.keyed_by_lead {
-                    self.merge.reset((ti, p));
+                    let floor = rekey
+                        .as_ref()
+                        .and_then(|k| k.floors.iter().find(|f| f.0 == ti as u32))
+                        .map_or(i64::MIN, |f| f.1);
+                    self.merge.reset((ti, p), floor);
+                    self.confirmed.remove(&(ti, p));
                 }
             }
+            self.rep_low.remove(&p);
+            let release = self.repartition.as_ref().map(|rp| {
+                let lanes: Vec<(u32, i32)> = self
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, i)| !i.keyed_by_lead)
+                    .flat_map(|(ti, _)| (0..rp.partitions as i32).map(move |q| (ti as u32, q)))
+                    .collect();
+                Release::new(idle_ms, lanes, rekey.map(|k| k.folded).unwrap_or_default())
+            });
             let skip_below = topics
                 .iter()
                 .map(|t| {
@@ -1112,6 +1379,7 @@ impl Processor {
                     engine: r.engine,
                     skip_below,
                     eof_since: None,
+                    release,
                 },
             );
         }

@@ -126,6 +126,10 @@ struct LaneState {
     confirmed_after: u64,
     /// The merge's push count of each buffered message.
     seqs: VecDeque<u64>,
+    /// The lowest effective timestamp its next message may take: the
+    /// running maximum of those routed, raised past a message routed
+    /// while this lane was empty (a later one of its own ranks after it).
+    floor: i64,
 }
 
 impl LaneState {
@@ -139,6 +143,7 @@ impl LaneState {
             checked: None,
             confirmed_after: 0,
             seqs: VecDeque::new(),
+            floor: i64::MIN,
         }
     }
 }
@@ -168,12 +173,41 @@ impl Merge {
         }
     }
 
-    /// Starts (or restarts, after a rewind) a lane with nothing buffered.
-    pub fn reset(&mut self, lane: Lane) {
-        let old = self.lanes.insert(lane, LaneState::new());
+    /// Starts (or restarts, after a rewind) a lane with nothing buffered,
+    /// its effective timestamps at `floor` at least (from its checkpoint).
+    pub fn reset(&mut self, lane: Lane, floor: i64) {
+        let mut s = LaneState::new();
+        s.floor = floor;
+        let old = self.lanes.insert(lane, s);
         if old.is_some_and(|o| o.paused) {
             self.to_resume.push(lane);
         }
+    }
+
+    /// The lane's floor (for its checkpoint).
+    pub fn floor(&self, lane: Lane) -> Option<i64> {
+        self.lanes.get(&lane).map(|s| s.floor)
+    }
+
+    /// The lanes routed here.
+    pub fn lanes(&self) -> impl Iterator<Item = Lane> + '_ {
+        self.lanes.keys().copied()
+    }
+
+    /// Whether the lane has nothing buffered.
+    pub fn lane_empty(&self, lane: Lane) -> bool {
+        self.lanes.get(&lane).is_none_or(|s| s.buf.is_empty())
+    }
+
+    /// The lowest rank any message the lane routes from now on takes:
+    /// (effective timestamp, offset); `unrouted` is the next offset when
+    /// nothing is buffered.
+    pub fn bound(&self, lane: Lane, unrouted: i64) -> Option<(i64, i64)> {
+        let s = self.lanes.get(&lane)?;
+        Some(match s.buf.front() {
+            Some(m) => (m.timestamp.max(s.floor), m.offset),
+            None => (s.floor, s.last.map_or(unrouted, |o| o + 1)),
+        })
     }
 
     /// Forgets a partition's lanes (revoked); their buffered messages are
@@ -299,9 +333,10 @@ impl Merge {
     }
 
     /// The buffered message to route next, if the merge may go on: the one
-    /// with the smallest (timestamp, partition, topic, offset) once every
-    /// lane has a message or may be passed over. An empty lane starts to
-    /// be waited on when another has a message.
+    /// with the smallest (effective timestamp, partition, topic, offset)
+    /// once every lane has a message or may be passed over; it comes with
+    /// its effective timestamp. An empty lane starts to be waited on when
+    /// another has a message.
     pub fn next(&mut self, now: Duration) -> Option<(Lane, Buffered)> {
         let mut best: Option<(Lane, (i64, i32, usize, i64))> = None;
         let mut any_empty = false;
@@ -309,7 +344,7 @@ impl Merge {
             match s.buf.front() {
                 None => any_empty = true,
                 Some(m) => {
-                    let rank = (m.timestamp, lane.1, lane.0, m.offset);
+                    let rank = (m.timestamp.max(s.floor), lane.1, lane.0, m.offset);
                     if best.is_none_or(|(_, b)| rank < b) {
                         best = Some((lane, rank));
                     }
@@ -344,10 +379,27 @@ impl Merge {
                 return None;
             }
         }
-        let (lane, _) = best?;
+        let (lane, rank) = best?;
+        if any_empty {
+            // The empty lanes are passed over: their next messages rank
+            // after this one, whatever their timestamps.
+            for (&(t, p), s) in &mut self.lanes {
+                if s.buf.is_empty() {
+                    let ts = if (p, t) > (lane.1, lane.0) {
+                        rank.0
+                    } else {
+                        rank.0.saturating_add(1)
+                    };
+                    s.floor = s.floor.max(ts);
+                }
+            }
+        }
         let s = self.lanes.get_mut(&lane).expect("found above");
-        let msg = s.buf.pop_front().expect("non-empty");
+        let mut msg = s.buf.pop_front().expect("non-empty");
         s.seqs.pop_front();
+        // Routed with its effective timestamp.
+        s.floor = s.floor.max(rank.0);
+        msg.timestamp = rank.0;
         if s.paused && s.buf.len() <= self.bound / 2 {
             s.paused = false;
             self.to_resume.push(lane);
@@ -483,8 +535,8 @@ mod tests {
     #[test]
     fn routes_in_timestamp_order_once_every_partition_has_a_message() {
         let mut m = Merge::new(ms(100), 100);
-        m.reset((0, 0));
-        m.reset((0, 1));
+        m.reset((0, 0), i64::MIN);
+        m.reset((0, 1), i64::MIN);
         m.push((0, 0), msg(0, 10));
         m.push((0, 0), msg(1, 30));
         assert_eq!(m.next(ms(1)), None, "partition 1 may still have older ones");
@@ -512,8 +564,8 @@ mod tests {
     #[test]
     fn a_check_that_finds_more_keeps_the_wait_and_checks_again_each_period() {
         let mut m = Merge::new(ms(100), 100);
-        m.reset((0, 0));
-        m.reset((0, 1));
+        m.reset((0, 0), i64::MIN);
+        m.reset((0, 1), i64::MIN);
         m.push((0, 0), msg(7, 5));
         assert_eq!(m.next(ms(50)), None, "the wait on partition 1 starts");
         assert_eq!(m.wake(ms(50)), Some(ms(100)), "its first check");
@@ -536,8 +588,8 @@ mod tests {
     #[test]
     fn an_end_confirmed_before_the_wait_does_not_count() {
         let mut m = Merge::new(ms(100), 100);
-        m.reset((0, 0));
-        m.reset((0, 1));
+        m.reset((0, 0), i64::MIN);
+        m.reset((0, 1), i64::MIN);
         // Nothing is waited on while nothing is buffered.
         m.at_end((0, 1), ms(0));
         m.push((0, 0), msg(1, 5));
@@ -548,8 +600,8 @@ mod tests {
     #[test]
     fn an_end_vouches_only_for_messages_that_arrived_before_its_check() {
         let mut m = Merge::new(ms(100), 1000);
-        m.reset((0, 0));
-        m.reset((0, 1));
+        m.reset((0, 0), i64::MIN);
+        m.reset((0, 1), i64::MIN);
         m.push((0, 0), msg(0, 10));
         assert!(m.next(ms(0)).is_none(), "lane 1 is waited on");
         assert_eq!(m.due_checks(ms(100)), vec![(0, 1)]);
@@ -582,8 +634,8 @@ mod tests {
     #[test]
     fn an_end_holds_for_one_idle_period_and_not_past_a_lull() {
         let mut m = Merge::new(ms(100), 100);
-        m.reset((0, 0));
-        m.reset((0, 1));
+        m.reset((0, 0), i64::MIN);
+        m.reset((0, 1), i64::MIN);
         for o in 0..3 {
             m.push((0, 0), msg(o, o));
         }
@@ -607,9 +659,55 @@ mod tests {
     }
 
     #[test]
+    fn a_lane_passed_while_empty_ranks_its_next_message_after_and_marks_say_so() {
+        let mut m = Merge::new(ms(100), 100);
+        m.reset((0, 0), i64::MIN);
+        m.reset((0, 1), 25);
+        assert_eq!(
+            m.bound((0, 1), 4),
+            Some((25, 4)),
+            "the floor from its checkpoint"
+        );
+        m.push((0, 0), msg(0, 10));
+        m.push((0, 1), msg(0, 20));
+        // Lane 1's message ranks at its floor, after lane 0's.
+        let out: Vec<_> = std::iter::from_fn(|| m.next(ms(0)))
+            .map(|(l, b)| (l, b.timestamp))
+            .collect();
+        assert_eq!(out, [((0, 0), 10)]);
+        assert_eq!(m.bound((0, 1), 0), Some((25, 0)));
+        m.push((0, 0), msg(1, 30));
+        assert_eq!(
+            m.next(ms(0)).map(|(l, b)| (l, b.timestamp)),
+            Some(((0, 1), 25))
+        );
+        // Lane 1 is empty: passed over (after its end is confirmed) for
+        // lane 0's message at 30, its next one ranks after it.
+        assert_eq!(m.next(ms(1)), None);
+        assert_eq!(m.due_checks(ms(101)), [(0, 1)]);
+        m.at_end((0, 1), ms(101));
+        assert_eq!(m.next(ms(101)).map(|(_, b)| b.timestamp), Some(30));
+        assert_eq!(m.floor((0, 1)), Some(30), "partition 1 > 0: same timestamp");
+        assert_eq!(m.floor((0, 0)), Some(30));
+        m.push((0, 1), msg(1, 12));
+        assert_eq!(m.bound((0, 1), 0), Some((30, 1)));
+        m.push((0, 0), msg(2, 30));
+        // Lane 0's (30, p0) ranks before lane 1's promoted (30, p1).
+        let out: Vec<_> = std::iter::from_fn(|| m.next(ms(102)))
+            .map(|(l, b)| (l, b.timestamp))
+            .collect();
+        assert_eq!(out, [((0, 0), 30)], "then lane 0, empty, is waited on");
+        m.push((0, 0), msg(3, 31));
+        assert_eq!(
+            m.next(ms(102)).map(|(l, b)| (l, b.timestamp)),
+            Some(((0, 1), 30))
+        );
+    }
+
+    #[test]
     fn a_full_partition_is_paused_and_resumed_at_half() {
         let mut m = Merge::new(ms(100), 4);
-        m.reset((0, 0));
+        m.reset((0, 0), i64::MIN);
         for o in 0..4 {
             m.push((0, 0), msg(o, o));
         }
@@ -626,14 +724,14 @@ mod tests {
     #[test]
     fn a_reset_or_revocation_drops_the_buffer_and_resumes_a_paused_lane() {
         let mut m = Merge::new(ms(100), 2);
-        m.reset((0, 0));
-        m.reset((0, 1));
+        m.reset((0, 0), i64::MIN);
+        m.reset((0, 1), i64::MIN);
         m.push((0, 0), msg(0, 1));
         m.push((0, 0), msg(1, 2));
         m.push((0, 1), msg(0, 1));
         m.push((0, 1), msg(1, 2));
         m.take_flow();
-        m.reset((0, 0));
+        m.reset((0, 0), i64::MIN);
         m.drop_partition(1);
         assert_eq!(m.take_flow(), (vec![], vec![(0, 0), (0, 1)]));
         assert_eq!(m.buffered(), 0);
@@ -650,7 +748,7 @@ mod tests {
     fn topics_merge_too_and_ties_go_by_partition_topic_offset() {
         let mut m = Merge::new(ms(100), 100);
         for lane in [(0, 0), (1, 0), (0, 1)] {
-            m.reset(lane);
+            m.reset(lane, i64::MIN);
         }
         m.push((1, 0), msg(3, 10));
         m.push((0, 1), msg(1, 10));
@@ -663,7 +761,7 @@ mod tests {
         assert_eq!(m.next_offset((1, 0)), Some(4));
         order(&mut m, ms(1));
         assert_eq!(m.next_offset((1, 0)), Some(4), "routed, still seen");
-        m.reset((1, 0));
+        m.reset((1, 0), i64::MIN);
         assert_eq!(m.next_offset((1, 0)), None);
     }
 }
