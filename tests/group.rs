@@ -18,13 +18,15 @@ fn instances_join_and_leave_while_events_flow_with_every_change_once() {
     join_and_leave("group", 31, Keying::Lead);
 }
 
-// Not run on a re-keyed topic: with several instances routing at once, one
-// router can run ahead of another in event time, and the scoring partition's
-// watermark (the largest event time it has seen) then fires a timer before
-// a slower router's earlier event of that lead arrives. One instance routes
-// in timestamp order and stays exact (tests/rekey.rs, tests/crash.rs); a
-// watermark per upstream partition (the minimum over routers, as Flink and
-// Beam keep it across a shuffle) is what several need.
+/// A topic without keys: each lead's events are spread over every
+/// partition, and while several instances run, each routes its own
+/// partitions and every repartition partition interleaves their output.
+/// Each repartition partition folds in the routers' common order (the
+/// record timestamps), so the changes are exact through joins and leaves.
+#[test]
+fn instances_join_and_leave_on_a_topic_without_keys_with_every_change_once() {
+    join_and_leave("group-null", 33, Keying::Null);
+}
 
 fn join_and_leave(name: &str, seed: u64, keying: Keying) {
     let b = Broker::shared();

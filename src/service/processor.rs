@@ -860,6 +860,8 @@ impl Processor {
                     .unwrap_or_else(|| part.skip_below[ti].max(low));
                 if high <= next {
                     self.merge.at_end(lane, self.started.elapsed());
+                } else {
+                    self.merge.not_at_end(lane);
                 }
             }
             Err(e) => tracing::debug!(error = %e, "end of a re-keyed partition not confirmed"),

@@ -22,9 +22,12 @@
 //! next offset the partition expects finds nothing more, as Kafka Streams
 //! waits while a partition's lag is unknown or above zero. The checks are
 //! the caller's, once per `idle` while the partition is waited on. One
-//! whose end cannot be confirmed (a transactionally written input, whose
-//! commit markers leave the end past its last record; a leader that does
-//! not answer) is waited on for [`IDLE_LIMIT`] idle periods at most.
+//! whose end cannot be confirmed although its leader answers (a
+//! transactionally written input, whose commit markers leave the end past
+//! its last record) is waited on for [`IDLE_LIMIT`] idle periods at most,
+//! and until half as many checks were answered: a leader that does not
+//! answer (a broker down) is waited for, since passing its partition over
+//! would route its older messages after newer ones of the others.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -126,6 +129,9 @@ struct LaneState {
     confirmed_after: u64,
     /// The merge's push count of each buffered message.
     seqs: VecDeque<u64>,
+    /// Checks answered with more in the log than was buffered, since the
+    /// wait began.
+    refused: u32,
     /// The lowest effective timestamp its next message may take: the
     /// running maximum of those routed, raised past a message routed
     /// while this lane was empty (a later one of its own ranks after it).
@@ -143,6 +149,7 @@ impl LaneState {
             checked: None,
             confirmed_after: 0,
             seqs: VecDeque::new(),
+            refused: 0,
             floor: i64::MIN,
         }
     }
@@ -247,6 +254,7 @@ impl Merge {
         s.seqs.push_back(self.pushed);
         s.waiting = None;
         s.confirmed = None;
+        s.refused = 0;
         if !s.paused && s.buf.len() >= self.bound {
             s.paused = true;
             self.to_pause.push(lane);
@@ -270,6 +278,24 @@ impl Merge {
         }
     }
 
+    /// The caller's check found more in the lane's log than was buffered
+    /// (its leader answered).
+    pub fn not_at_end(&mut self, lane: Lane) {
+        if let Some(s) = self.lanes.get_mut(&lane) {
+            if s.buf.is_empty() && s.waiting.is_some() {
+                s.refused += 1;
+            }
+        }
+    }
+
+    /// Waited on for [`IDLE_LIMIT`] idle periods, with half as many checks
+    /// answered: its end will not be confirmed.
+    fn waited_out(&self, s: &LaneState, now: Duration) -> bool {
+        s.waiting
+            .is_some_and(|w| now.saturating_sub(w) >= self.idle * IDLE_LIMIT)
+            && s.refused >= IDLE_LIMIT / 2
+    }
+
     fn fresh(&self, s: &LaneState, now: Duration) -> bool {
         s.confirmed
             .is_some_and(|c| now.saturating_sub(c) < self.idle)
@@ -279,10 +305,7 @@ impl Merge {
     /// last idle period, after it had been waited on for one, or it was
     /// waited on for [`IDLE_LIMIT`] periods.
     fn passable(&self, s: &LaneState, now: Duration) -> bool {
-        !s.buf.is_empty()
-            || s.waiting.is_some_and(|w| {
-                self.fresh(s, now) || now.saturating_sub(w) >= self.idle * IDLE_LIMIT
-            })
+        !s.buf.is_empty() || (s.waiting.is_some() && self.fresh(s, now)) || self.waited_out(s, now)
     }
 
     /// Whether an empty lane, passable by its confirmed end, may be passed
@@ -293,10 +316,7 @@ impl Merge {
         if !s.buf.is_empty() || !self.fresh(s, now) {
             return true;
         }
-        let waited_out = s
-            .waiting
-            .is_some_and(|w| now.saturating_sub(w) >= self.idle * IDLE_LIMIT);
-        waited_out || seq <= s.confirmed_after
+        self.waited_out(s, now) || seq <= s.confirmed_after
     }
 
     /// The empty lanes that hold the others back at `now`.
@@ -319,7 +339,8 @@ impl Merge {
             let Some(w) = s.waiting else { continue };
             let waited = now.saturating_sub(w);
             let fresh = s.confirmed.is_some_and(|c| now.saturating_sub(c) < idle);
-            if !s.buf.is_empty() || fresh || waited < idle || waited >= limit {
+            let waited_out = waited >= limit && s.refused >= IDLE_LIMIT / 2;
+            if !s.buf.is_empty() || fresh || waited < idle || waited_out {
                 continue;
             }
             if s.checked
@@ -357,6 +378,7 @@ impl Merge {
             for s in self.lanes.values_mut() {
                 s.waiting = None;
                 s.confirmed = None;
+                s.refused = 0;
             }
             return None;
         }
@@ -574,8 +596,13 @@ mod tests {
         assert_eq!(m.wake(ms(150)), Some(ms(100)));
         assert_eq!(m.next(ms(249)), None);
         assert_eq!(m.due_checks(ms(250)), [(0, 1)]);
-        // A lane whose end is never confirmed lets go after the limit.
+        // A lane whose end is never confirmed, its leader answering, lets
+        // go after the limit; one whose leader does not answer is waited for.
         let limit = 50 + 100 * u64::from(IDLE_LIMIT);
+        assert_eq!(m.next(ms(limit)), None, "no check answered");
+        for _ in 0..IDLE_LIMIT / 2 {
+            m.not_at_end((0, 1));
+        }
         assert_eq!(m.next(ms(limit - 1)), None);
         assert_eq!(order(&mut m, ms(limit)), [((0, 0), 7)]);
         assert_eq!(

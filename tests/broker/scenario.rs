@@ -25,6 +25,9 @@ pub enum Keying {
     /// By another stable id per lead (an account id: the lead id reversed),
     /// on a topic the service re-keys through its repartition topic.
     Account,
+    /// Not at all (null keys), each event in the next partition in turn:
+    /// a lead's events are spread over every partition.
+    Null,
 }
 
 pub struct Setup {
@@ -33,7 +36,7 @@ pub struct Setup {
     pub status: String,
     pub config: PathBuf,
     /// (partition, key, value) in file order; produced with increasing
-    /// record timestamps.
+    /// record timestamps. An empty key is none.
     pub events: Vec<(Option<i32>, Vec<u8>, Vec<u8>)>,
     pub expected: BTreeMap<String, Vec<serde_json::Value>>,
 }
@@ -96,7 +99,9 @@ level = "info"
             b.bootstrap,
             match keying {
                 Keying::Lead => String::new(),
-                Keying::Account => format!("\n[input.topics.\"{input}\"]\nkeyed_by_lead = false\n"),
+                Keying::Account | Keying::Null => {
+                    format!("\n[input.topics.\"{input}\"]\nkeyed_by_lead = false\n")
+                }
             }
         ),
     )
@@ -117,7 +122,7 @@ level = "info"
     // repartition topic's) moves every watermark to the same final time.
     let ticks: Vec<String> = match keying {
         Keying::Lead => (0..PARTITIONS).map(|p| format!("tick-{p}")).collect(),
-        Keying::Account => ids_per_partition("tick", PARTITIONS),
+        Keying::Account | Keying::Null => ids_per_partition("tick", PARTITIONS),
     };
     for (p, id) in ticks.into_iter().enumerate() {
         evs.push((
@@ -129,7 +134,7 @@ level = "info"
     let file = dir.join("events.jsonl");
     let mut body = Vec::new();
     let mut events = Vec::new();
-    for (p, e) in &evs {
+    for (i, (p, e)) in evs.iter().enumerate() {
         let mut b = Vec::new();
         encode_event_json(e, &mut b);
         body.extend_from_slice(&b);
@@ -137,8 +142,13 @@ level = "info"
         let key = match keying {
             Keying::Lead => e.lead_id.as_bytes().to_vec(),
             Keying::Account => e.lead_id.as_bytes().iter().rev().copied().collect(),
+            Keying::Null => Vec::new(),
         };
-        events.push((*p, key, b));
+        let p = match keying {
+            Keying::Null => Some(p.unwrap_or(i as i32 % PARTITIONS)),
+            _ => *p,
+        };
+        events.push((p, key, b));
     }
     std::fs::write(&file, body).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_leadscore"))
@@ -264,7 +274,7 @@ pub fn feed(b: &Broker, s: &Setup, over: Duration) -> thread::JoinHandle<()> {
                 .map(|(j, (p, k, v))| {
                     (
                         *p,
-                        Some(k.clone()),
+                        (!k.is_empty()).then(|| k.clone()),
                         v.clone(),
                         stream_timestamp(i * size + j),
                     )

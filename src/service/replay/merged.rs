@@ -37,6 +37,9 @@ type Lane = (usize, i32);
 struct LaneBuf {
     buf: VecDeque<OwnedMessage>,
     paused: bool,
+    /// The running maximum of the timestamps routed: a message ranks at
+    /// it at least, as the service's router ranks it.
+    floor: i64,
 }
 
 impl Worker<'_> {
@@ -72,7 +75,7 @@ impl Worker<'_> {
                     match l.buf.front() {
                         Some(m) => {
                             let ts = m.timestamp().to_millis().unwrap_or(i64::MIN);
-                            let rank = (ts, lane.1, lane.0, m.offset());
+                            let rank = (ts.max(l.floor), lane.1, lane.0, m.offset());
                             if best.is_none_or(|(_, b)| rank < b) {
                                 best = Some((lane, rank));
                             }
@@ -83,11 +86,12 @@ impl Worker<'_> {
                         }
                     }
                 }
-                let (Some((lane, _)), false) = (best, starved) else {
+                let (Some((lane, rank)), false) = (best, starved) else {
                     break;
                 };
                 let l = lanes.get_mut(&lane).expect("found above");
                 let msg = l.buf.pop_front().expect("non-empty");
+                l.floor = l.floor.max(rank.0);
                 if l.paused && l.buf.len() <= BOUND / 2 {
                     l.paused = false;
                     let mut t = TopicPartitionList::new();
