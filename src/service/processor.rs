@@ -1079,6 +1079,7 @@ impl Processor {
                 for p in partitions {
                     self.partitions.remove(&p);
                     self.rep_low.remove(&p);
+                    self.confirmed.retain(|l, _| l.1 != p);
                     self.merge.drop_partition(p);
                     tm::partition_dropped(p);
                 }
@@ -1198,6 +1199,9 @@ impl Processor {
                 continue;
             };
             let w = part.engine.watermark();
+            if let Some(r) = &part.release {
+                tm::routed_waiting(cp.partition, r.held());
+            }
             let mut next = cp.next.clone();
             let rekey = self.repartition.as_ref().map(|rp| {
                 if let (Some(n), Some(&low)) =
@@ -1355,6 +1359,9 @@ impl Processor {
                 }
             }
             self.rep_low.remove(&p);
+            // Records read again may wait on other instances' marks: they
+            // are written for a while after any rebalance.
+            self.routing_seen = Some(Instant::now());
             let release = self.repartition.as_ref().map(|rp| {
                 let lanes: Vec<(u32, i32)> = self
                     .inputs

@@ -33,6 +33,7 @@ pub const BROKER_ERRORS: &str = "leadscore_broker_errors_total";
 pub const ROUTED: &str = "leadscore_routed_records_total";
 pub const SCHEMA_IDS: &str = "leadscore_schema_ids_total";
 pub const VISITORS: &str = "leadscore_visitors";
+pub const ROUTED_WAITING: &str = "leadscore_routed_waiting";
 pub const IDENTIFICATIONS: &str = "leadscore_identifications_total";
 pub const FORWARDED: &str = "leadscore_forwarded_events_total";
 pub const VISITORS_EXPIRED: &str = "leadscore_visitors_expired_total";
@@ -265,6 +266,10 @@ fn describe() {
         "Schema Registry-framed messages, by schema id (past 100 ids: other)"
     );
     describe_gauge!(VISITORS, "Anonymous visitors held in state");
+    describe_gauge!(
+        ROUTED_WAITING,
+        "Re-keyed records read from the repartition topic and waiting for the routers' order, by partition"
+    );
     describe_counter!(
         IDENTIFICATIONS,
         "Visitors identified as a lead (identify or alias)"
@@ -463,7 +468,13 @@ pub fn partition_state(partition: i32, leads: usize, timers: usize, watermark_mi
 pub fn partition_dropped(partition: i32) {
     let p = partition.to_string();
     gauge!(LEADS, "partition" => p.clone()).set(0.0);
-    gauge!(TIMERS, "partition" => p).set(0.0);
+    gauge!(TIMERS, "partition" => p.clone()).set(0.0);
+    gauge!(ROUTED_WAITING, "partition" => p).set(0.0);
+}
+
+/// Re-keyed records of a partition waiting for the routers' order.
+pub fn routed_waiting(partition: i32, n: usize) {
+    gauge!(ROUTED_WAITING, "partition" => partition.to_string()).set(n as f64);
 }
 
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
