@@ -49,6 +49,10 @@ use crate::time::Micros;
 /// Messages buffered per re-keyed partition before its fetching is paused.
 const MERGE_BOUND: usize = 10_000;
 
+/// Re-keyed records waiting per partition for the routers' order before
+/// the lowest goes regardless (see [`Release`]).
+const MAX_HELD: usize = 200_000;
+
 /// Marks keep being written this long after records were last routed.
 const KEEP_MARKING: Duration = Duration::from_secs(30);
 
@@ -624,15 +628,12 @@ impl Processor {
 
     /// Folds the records of repartition partition `p` that may go now.
     fn release_ready(&mut self, p: i32) {
-        loop {
-            let Some(item) = self
-                .partitions
-                .get_mut(&p)
-                .and_then(|x| x.release.as_mut())
-                .and_then(Release::pop)
-            else {
-                return;
-            };
+        while let Some(item) = self
+            .partitions
+            .get_mut(&p)
+            .and_then(|x| x.release.as_mut())
+            .and_then(Release::pop)
+        {
             match decode_routed(item.bytes()) {
                 Ok(r) => {
                     self.origin = Some(item.cause());
@@ -644,6 +645,18 @@ impl Processor {
                     self.dead_letter(&e, ti, p, item.pos.0, None, item.bytes());
                 }
             }
+        }
+        let forced = self
+            .partitions
+            .get_mut(&p)
+            .and_then(|x| x.release.as_mut())
+            .map_or(0, Release::take_forced);
+        if forced > 0 {
+            tracing::warn!(
+                partition = p,
+                records = forced,
+                "re-keyed records folded without waiting for a stalled router (too many waiting)"
+            );
         }
     }
 
@@ -1184,15 +1197,13 @@ impl Processor {
         }
         // The repartition offsets to commit: the oldest record each
         // partition still holds back, when it holds one.
-        if let Some(rp) = &self.repartition {
+        if self.repartition.is_some() {
             for (&p, part) in &self.partitions {
-                let low = part.release.as_ref().and_then(Release::low_offset);
-                match low {
+                match part.release.as_ref().and_then(Release::low_offset) {
                     Some(o) => self.rep_low.insert(p, o),
                     None => self.rep_low.remove(&p),
                 };
             }
-            let _ = rp;
         }
         for cp in checkpoints {
             let Some(part) = self.partitions.get(&cp.partition) else {
@@ -1370,7 +1381,12 @@ impl Processor {
                     .filter(|(_, i)| !i.keyed_by_lead)
                     .flat_map(|(ti, _)| (0..rp.partitions as i32).map(move |q| (ti as u32, q)))
                     .collect();
-                Release::new(idle_ms, lanes, rekey.map(|k| k.folded).unwrap_or_default())
+                Release::new(
+                    idle_ms,
+                    MAX_HELD,
+                    lanes,
+                    rekey.map(|k| k.folded).unwrap_or_default(),
+                )
             });
             let skip_below = topics
                 .iter()

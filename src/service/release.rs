@@ -31,6 +31,13 @@
 //! back. Records without an origin (sent on from a partition keyed by lead)
 //! are folded as they arrive.
 //!
+//! Memory: an instance whose router stalls (its broker down) holds every
+//! other router's records back. Past `max_held` records waiting, the lowest
+//! goes without waiting for the stalled lanes (which are then taken to rank
+//! above it, as when an empty lane lets a record go), as the router itself
+//! gives up on a partition whose end it cannot confirm: bounded memory over
+//! exact order, and a warning.
+//!
 //! Restarts: records leave a lane in the order they were written, so the
 //! position (offset, index in the batch) of the last one folded per lane
 //! tells a record read again after a restart from one still to fold. The
@@ -157,6 +164,9 @@ pub enum Offer {
 #[derive(Debug)]
 pub struct Release {
     idle_ms: i64,
+    max_held: usize,
+    /// Records let go past `max_held` since the last look.
+    forced: u64,
     lanes: BTreeMap<(u32, i32), Lane>,
     second: VecDeque<Item>,
     /// The last position folded per source.
@@ -171,11 +181,14 @@ impl Release {
     /// `folded`: the checkpoint's last positions folded.
     pub fn new(
         idle_ms: i64,
+        max_held: usize,
         lanes: impl IntoIterator<Item = (u32, i32)>,
         folded: BTreeMap<Source, Pos>,
     ) -> Release {
         Release {
             idle_ms,
+            max_held,
+            forced: 0,
             lanes: lanes.into_iter().map(|l| (l, Lane::default())).collect(),
             second: VecDeque::new(),
             folded,
@@ -192,6 +205,11 @@ impl Release {
     /// Records waiting.
     pub fn held(&self) -> usize {
         self.held
+    }
+
+    /// Records let go past the limit of records waiting since the last call.
+    pub fn take_forced(&mut self) -> u64 {
+        std::mem::take(&mut self.forced)
     }
 
     /// The offset of the oldest record waiting: the repartition offset to
@@ -310,16 +328,21 @@ impl Release {
         // Every other lane: a record waiting (ranked higher), a mark above
         // the candidate, or its log found empty `idle` after it was routed.
         let mut passed = Vec::new();
+        let mut forced = false;
         for (&l, lane) in &self.lanes {
             if Some(l) == from || !lane.buf.is_empty() || lane.bound.is_some_and(|b| b > rank) {
                 continue;
             }
             if lane.confirmed_at >= routed_at.saturating_add(self.idle_ms) {
                 passed.push(l);
+            } else if self.held > self.max_held {
+                passed.push(l);
+                forced = true;
             } else {
                 return None;
             }
         }
+        self.forced += u64::from(forced);
         for (t, p) in passed {
             let lane = self.lanes.get_mut(&(t, p)).expect("listed above");
             lane.bound = lane.bound.max(Some(rank.above_for(t, p)));
@@ -373,7 +396,7 @@ mod tests {
     impl T {
         fn new(lanes: i32) -> T {
             T {
-                r: Release::new(100, (0..lanes).map(|p| (0, p)), BTreeMap::new()),
+                r: Release::new(100, 1000, (0..lanes).map(|p| (0, p)), BTreeMap::new()),
                 payload: Arc::from(&b"x"[..]),
                 next_pos: 0,
             }
@@ -435,6 +458,26 @@ mod tests {
     }
 
     #[test]
+    fn past_the_limit_the_lowest_goes_without_a_stalled_lane() {
+        let mut t = T::new(2);
+        t.r.max_held = 3;
+        for o in 0..4 {
+            t.offer(origin(0, 0, 10 + o, o, 1_000));
+        }
+        assert_eq!(t.out(), [(0, 0)], "one over the limit: one goes");
+        assert_eq!(t.r.take_forced(), 1);
+        assert_eq!(t.r.held(), 3);
+        // Lane 1's record, older, comes after what went (and before lane
+        // 0's next, at 11).
+        t.offer(origin(0, 1, 5, 0, 1_000));
+        t.r.mark(&mark(1, 5, 1, 0));
+        let out: Vec<_> = std::iter::from_fn(|| t.r.pop())
+            .map(|i| (i.rank.partition, i.rank.timestamp))
+            .collect();
+        assert_eq!(out, [(1, 10)]);
+    }
+
+    #[test]
     fn records_sent_on_follow_their_cause() {
         let mut t = T::new(2);
         let mut cause = origin(0, 0, 10, 0, 1_000);
@@ -473,7 +516,7 @@ mod tests {
         let folded = t.r.folded().clone();
         // Read again from the committed offset 3... and before it, had the
         // commit been older.
-        let mut r = Release::new(100, (0..2).map(|p| (0, p)), folded);
+        let mut r = Release::new(100, 1000, (0..2).map(|p| (0, p)), folded);
         let payload: Arc<[u8]> = Arc::from(&b"x"[..]);
         assert_eq!(
             r.offer((1, 0), &origin(0, 0, 10, 0, 0), &payload, 0..1),
