@@ -33,7 +33,10 @@ pub struct Checkpoint {
 /// What re-keying keeps in a partition's checkpoint: the position of the
 /// last record folded per source of its repartition partition (see
 /// [`super::release`]), and the routing floor of each of its re-keyed
-/// input partitions (see [`super::rekey::Merge`]).
+/// input partitions (see [`super::rekey::Merge`]). Not the marks read: a
+/// restart reads the partition again from the oldest record waiting, and
+/// the marks with it, in order (a mark promises only about the records
+/// routed after it).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RekeyCheckpoint {
     pub folded: BTreeMap<Source, Pos>,

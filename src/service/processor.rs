@@ -164,6 +164,13 @@ pub struct Processor {
     /// When records routed by some instance were last seen (or a mark
     /// that moved a lane on): marks keep being written while they flow.
     routing_seen: Option<Instant>,
+    /// The marks last written, per re-keyed partition routed here: a mark
+    /// is written again only when it changed.
+    marks_written: BTreeMap<Lane, LaneMark>,
+    /// Per re-keyed partition routed here: the consumer's position at the
+    /// checks in a row that found the log's end one past it (a transaction
+    /// marker, or a record not fetched yet), and how many.
+    refused: BTreeMap<Lane, (i64, u32)>,
 }
 
 /// Wall clock in milliseconds since the epoch.
@@ -243,6 +250,8 @@ impl Processor {
             rep_low: BTreeMap::new(),
             confirmed: BTreeMap::new(),
             routing_seen: None,
+            marks_written: BTreeMap::new(),
+            refused: BTreeMap::new(),
         })
     }
 
@@ -432,7 +441,7 @@ impl Processor {
             }
         }
         self.apply_flow(consumer);
-        self.keep_marking();
+        self.keep_marking(consumer);
         None
     }
 
@@ -473,45 +482,43 @@ impl Processor {
         headers: &[(&str, &[u8])],
         consumer: &BaseConsumer<C>,
     ) -> Option<Control> {
+        if ti >= self.inputs.len() {
+            return self.repartition_message(p, offset, payload, consumer);
+        }
         self.protocol.consumed(p, ti, offset);
         // A transaction to open before the first write.
         if let Some(c) = self.drive(consumer) {
             return Some(c);
         }
-        let result = match self.inputs.get(ti) {
-            Some(input) => {
-                let input = *input;
-                decode_message(
-                    &input,
-                    &self.mapping,
-                    key,
-                    headers,
-                    payload,
-                    self.cfg.kafka.max_event_bytes,
-                )
-                .map(|d| {
-                    if let Some(id) = d.schema_id {
-                        self.schema_ids.seen(id);
-                    }
-                    if let (true, Message::Lead(e)) = (input.keyed_by_lead, &d.message) {
-                        // The native path: the key was checked, the event
-                        // is this partition's.
-                        return self.fold_lead(p, e);
-                    }
-                    for r in route(d.message) {
-                        // A record of the message's own key stays in this
-                        // partition (a topic keyed by lead: every record
-                        // but an identification's other half).
-                        if input.keyed_by_lead && key == Some(r.key().as_bytes()) {
-                            self.ingest(p, r);
-                        } else {
-                            self.send_routed(&r, ti);
-                        }
-                    }
-                })
+        let input = self.inputs[ti];
+        let result = decode_message(
+            &input,
+            &self.mapping,
+            key,
+            headers,
+            payload,
+            self.cfg.kafka.max_event_bytes,
+        )
+        .map(|d| {
+            if let Some(id) = d.schema_id {
+                self.schema_ids.seen(id);
             }
-            None => self.repartition_record(p, offset, payload),
-        };
+            if let (true, Message::Lead(e)) = (input.keyed_by_lead, &d.message) {
+                // The native path: the key was checked, the event
+                // is this partition's.
+                return self.fold_lead(p, e);
+            }
+            for r in route(d.message) {
+                // A record of the message's own key stays in this
+                // partition (a topic keyed by lead: every record
+                // but an identification's other half).
+                if input.keyed_by_lead && key == Some(r.key().as_bytes()) {
+                    self.ingest(p, r);
+                } else {
+                    self.send_routed(&r, ti);
+                }
+            }
+        });
         if let Err(e) = result {
             self.dead_letter(&e, ti, p, offset, key, payload);
         }
@@ -582,30 +589,66 @@ impl Processor {
         }
     }
 
-    /// A record of repartition partition `p` at `offset`: its entries are
-    /// offered to the partition's [`Release`], and what may go is folded.
-    fn repartition_record(
+    /// A record of repartition partition `p` at `offset`: its marks are
+    /// taken, its entries offered to the partition's [`Release`], and what
+    /// may go is folded. A record of marks only that lets nothing go is no
+    /// work: no transaction, and the partition stays idle.
+    fn repartition_message<C: ConsumerContext>(
         &mut self,
         p: i32,
         offset: i64,
         payload: &[u8],
-    ) -> Result<(), DecodeError> {
+        consumer: &BaseConsumer<C>,
+    ) -> Option<Control> {
+        let ti = self.repartition.as_ref().map_or(0, |r| r.index);
         let mut items = Vec::new();
-        scan_routed_batch(payload, |item| items.push(item))?;
+        let scanned = scan_routed_batch(payload, |item| items.push(item));
+        let records = items.iter().any(|i| matches!(i, BatchItem::Record { .. }));
+        if scanned.is_ok() && !records {
+            let ready = self
+                .partitions
+                .get_mut(&p)
+                .and_then(|x| x.release.as_mut())
+                .is_some_and(|r| {
+                    for item in &items {
+                        if let BatchItem::Mark(m) = item {
+                            r.mark(m);
+                        }
+                    }
+                    r.ready()
+                });
+            if !ready {
+                return None;
+            }
+        }
+        self.protocol.consumed(p, ti, offset);
+        if let Some(c) = self.drive(consumer) {
+            return Some(c);
+        }
         let mut shared: Option<Arc<[u8]>> = None;
-        let mut index = 0u32;
         let mut moved = false;
-        for item in items {
-            let Some(release) = self.partitions.get_mut(&p).and_then(|x| x.release.as_mut()) else {
-                return Ok(());
-            };
+        for (index, item) in items.into_iter().enumerate() {
+            let release = self
+                .partitions
+                .get_mut(&p)
+                .and_then(|x| x.release.as_mut())?;
             match item {
                 BatchItem::Mark(m) => moved |= release.mark(&m),
                 BatchItem::Record { origin, bytes } => {
-                    let pos = (offset, index);
-                    index += 1;
+                    let pos = (offset, index as u32);
                     let offer = match origin {
                         None => release.offer_untagged(pos),
+                        Some(o) if !release.knows(o.topic, o.partition) => {
+                            let e = DecodeError::BadField {
+                                field: "origin",
+                                why: format!(
+                                    "names no re-keyed input partition (topic index {}, partition {})",
+                                    o.topic, o.partition
+                                ),
+                            };
+                            self.dead_letter(&e, ti, p, offset, None, bytes);
+                            continue;
+                        }
                         Some(o) => {
                             moved = true;
                             let arc = shared.get_or_insert_with(|| Arc::from(payload));
@@ -614,16 +657,26 @@ impl Processor {
                         }
                     };
                     if offer == Offer::Now {
-                        self.ingest(p, decode_routed(bytes)?);
+                        match decode_routed(bytes) {
+                            Ok(r) => self.ingest(p, r),
+                            Err(e) => self.dead_letter(&e, ti, p, offset, None, bytes),
+                        }
                     }
                 }
             }
+        }
+        if let Err(e) = scanned {
+            // The entries before the damage are taken; the record is kept.
+            self.dead_letter(&e, ti, p, offset, None, payload);
         }
         if moved {
             self.routing_seen = Some(Instant::now());
         }
         self.release_ready(p);
-        Ok(())
+        if let Some(part) = self.partitions.get_mut(&p) {
+            part.eof_since = None;
+        }
+        None
     }
 
     /// Folds the records of repartition partition `p` that may go now.
@@ -705,7 +758,11 @@ impl Processor {
     /// Writes the routed records' batches now, into the open transaction
     /// (called as its commit starts: they are that transaction's).
     fn flush_batches(&mut self) {
-        let marks = self.marks();
+        let mut marks = self.marks();
+        marks.retain(|m| {
+            let lane = (m.topic as usize, m.partition);
+            self.marks_written.insert(lane, *m) != Some(*m)
+        });
         let Some(rp) = &mut self.repartition else {
             return;
         };
@@ -744,22 +801,32 @@ impl Processor {
             .collect()
     }
 
-    /// With several instances, the scoring partitions of the others wait on
-    /// this one's marks for the re-keyed partitions it routes: while
-    /// records are routed anywhere, its empty partitions' ends are checked
-    /// every idle period, and a transaction carries the marks out even if
-    /// nothing else opens one.
-    fn keep_marking(&mut self) {
+    /// Records waiting in a repartition partition may wait on a
+    /// confirmation that a re-keyed partition's log holds nothing unrouted
+    /// (another instance's, or one routed here that is empty). While
+    /// records are routed anywhere in a group of several instances, or any
+    /// wait here, the ends of the empty partitions routed here are checked
+    /// every idle period, and a transaction carries the confirmations out
+    /// if nothing else opens one.
+    fn keep_marking<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         let Some(rp) = &self.repartition else {
             return;
         };
-        if self.merge.is_empty() || self.partitions.len() >= rp.partitions {
+        if self.merge.is_empty() {
+            return;
+        }
+        let several = self.partitions.len() < rp.partitions
+            && self
+                .routing_seen
+                .is_some_and(|t| t.elapsed() <= KEEP_MARKING);
+        let waiting = self
+            .partitions
+            .values()
+            .any(|x| x.release.as_ref().is_some_and(|r| r.held() > 0));
+        if !several && !waiting {
             return;
         }
         let idle = Duration::from_millis(self.cfg.kafka.max_task_idle_ms.max(1));
-        if self.routing_seen.is_none_or(|t| t.elapsed() > KEEP_MARKING) {
-            return;
-        }
         let now = Instant::now();
         let due: Vec<Lane> = self
             .merge
@@ -774,27 +841,56 @@ impl Processor {
         if due.is_empty() {
             return;
         }
+        // Where the consumer stands in each: past what it has handed over,
+        // transaction markers included.
+        let positions = consumer.position().ok();
         for lane in due {
             let (ti, p) = lane;
             let at = wall_ms();
-            let next = self
-                .merge
-                .bound(
-                    lane,
-                    self.partitions
-                        .get(&p)
-                        .map_or(0, |x| x.skip_below[ti].max(0)),
-                )
-                .map_or(0, |b| b.1);
+            let position = positions.as_ref().and_then(|tpl| {
+                match tpl.find_partition(&self.topics[ti], p)?.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                }
+            });
+            let next = position
+                .or_else(|| self.merge.next_offset(lane))
+                .or_else(|| {
+                    let known = self.partitions.get(&p)?.skip_below[ti];
+                    (known >= 0).then_some(known)
+                });
             let end = self.producer.client().fetch_watermarks(
                 &self.topics[ti],
                 p,
-                Duration::from_secs(2),
+                Duration::from_millis(500),
             );
             let was = self.confirmed.get(&lane).map_or(0, |c| c.0);
-            let confirmed = match end {
-                Ok((_, high)) if high <= next => at,
-                _ => was,
+            let confirmed = match (end, next) {
+                (Ok((_, high)), Some(next)) if high <= next => {
+                    self.refused.remove(&lane);
+                    at
+                }
+                // One past a position that has not moved, check after
+                // check: the commit marker of an input written in
+                // transactions (librdkafka's position may stop before it),
+                // not a record on its way. Taken as the end then, as the
+                // router gives up on such a partition.
+                (Ok((_, high)), Some(next)) if position == Some(next) && high == next + 1 => {
+                    let r = self.refused.entry(lane).or_insert((next, 0));
+                    if r.0 != next {
+                        *r = (next, 0);
+                    }
+                    r.1 += 1;
+                    if r.1 >= super::rekey::IDLE_LIMIT {
+                        at
+                    } else {
+                        was
+                    }
+                }
+                _ => {
+                    self.refused.remove(&lane);
+                    was
+                }
             };
             self.confirmed.insert(lane, (confirmed, now));
             if confirmed != was {
@@ -805,6 +901,8 @@ impl Processor {
 
     /// Drops the batches not written (their transaction is aborted).
     fn discard_batches(&mut self) {
+        // Their marks too: written again with the next transaction.
+        self.marks_written.clear();
         if let Some(rp) = &mut self.repartition {
             rp.batches.iter_mut().for_each(Vec::clear);
         }
@@ -1093,6 +1191,8 @@ impl Processor {
                     self.partitions.remove(&p);
                     self.rep_low.remove(&p);
                     self.confirmed.retain(|l, _| l.1 != p);
+                    self.marks_written.retain(|l, _| l.1 != p);
+                    self.refused.retain(|l, _| l.1 != p);
                     self.merge.drop_partition(p);
                     tm::partition_dropped(p);
                 }
@@ -1226,6 +1326,7 @@ impl Processor {
                         .as_ref()
                         .map(|r| r.folded().clone())
                         .unwrap_or_default(),
+
                     floors: self
                         .merge
                         .lanes()
@@ -1367,6 +1468,8 @@ impl Processor {
                         .map_or(i64::MIN, |f| f.1);
                     self.merge.reset((ti, p), floor);
                     self.confirmed.remove(&(ti, p));
+                    self.marks_written.remove(&(ti, p));
+                    self.refused.remove(&(ti, p));
                 }
             }
             self.rep_low.remove(&p);

@@ -149,6 +149,14 @@ struct Lane {
     confirmed_at: i64,
 }
 
+/// What [`Release::choose`] found may go.
+struct Choice {
+    rank: Rank,
+    from: Option<LaneId>,
+    passed: Vec<LaneId>,
+    forced: bool,
+}
+
 /// What to do with an offered record.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Offer {
@@ -287,7 +295,9 @@ impl Release {
     /// A router's mark for one of its lanes; true if it moved the lane's
     /// bound (its router routed something since).
     pub fn mark(&mut self, m: &LaneMark) -> bool {
-        let lane = self.lanes.entry((m.topic, m.partition)).or_default();
+        let Some(lane) = self.lanes.get_mut(&(m.topic, m.partition)) else {
+            return false;
+        };
         let r = Rank {
             timestamp: m.timestamp,
             partition: m.partition,
@@ -300,12 +310,34 @@ impl Release {
         moved
     }
 
+    /// Whether a record may go now.
+    pub fn ready(&self) -> bool {
+        self.choose().is_some()
+    }
+
     /// The next record to fold, if one may go now.
     pub fn pop(&mut self) -> Option<Item> {
+        let c = self.choose()?;
+        self.forced += u64::from(c.forced);
+        for (t, p) in c.passed {
+            let lane = self.lanes.get_mut(&(t, p)).expect("a lane");
+            lane.bound = lane.bound.max(Some(c.rank.above_for(t, p)));
+        }
+        self.take(c.from)
+    }
+
+    /// What may go now: the lowest head, if no lane can still bring a lower
+    /// one; the lanes it passes over by their confirmation (or the limit).
+    fn choose(&self) -> Option<Choice> {
         // A record sent on whose cause has gone by goes at once.
         if let Some(h) = self.second.front() {
             if self.frontier.is_some_and(|f| h.rank <= f) {
-                return self.take(None);
+                return Some(Choice {
+                    rank: h.rank,
+                    from: None,
+                    passed: Vec::new(),
+                    forced: false,
+                });
             }
         }
         // The candidate: the lowest head; at equal ranks, a lane's record
@@ -342,12 +374,17 @@ impl Release {
                 return None;
             }
         }
-        self.forced += u64::from(forced);
-        for (t, p) in passed {
-            let lane = self.lanes.get_mut(&(t, p)).expect("listed above");
-            lane.bound = lane.bound.max(Some(rank.above_for(t, p)));
-        }
-        self.take(from)
+        Some(Choice {
+            rank,
+            from,
+            passed,
+            forced,
+        })
+    }
+
+    /// Whether `(topic, partition)` is one of the lanes it was made with.
+    pub fn knows(&self, topic: u32, partition: i32) -> bool {
+        self.lanes.contains_key(&(topic, partition))
     }
 
     fn take(&mut self, from: Option<LaneId>) -> Option<Item> {
