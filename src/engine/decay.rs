@@ -351,3 +351,215 @@ pub fn demotion_due(lead: &Lead, model: &Model) -> Micros {
         None => by_engagement,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three rules in groups of half-lives 1 ms, 2.5 ms and none, and one
+    /// outside any group (the model's 4 ms).
+    const MODEL: &str = r#"
+version = "rates"
+[engagement]
+half_life = "4ms"
+[[engagement.groups]]
+name = "fast"
+half_life = "1ms"
+[[engagement.groups]]
+name = "mid"
+half_life = "2.5ms"
+[[engagement.groups]]
+name = "kept"
+half_life = "none"
+[[engagement.rules]]
+name = "a"
+event = "a"
+points = 1
+group = "fast"
+[[engagement.rules]]
+name = "b"
+event = "b"
+points = 1
+group = "mid"
+[[engagement.rules]]
+name = "c"
+event = "c"
+points = 1
+[[engagement.rules]]
+name = "d"
+event = "d"
+points = 1
+group = "kept"
+"#;
+
+    /// Beyond this many microseconds after the lead's time no decaying
+    /// term is worth more than 60 · 2^(−200000/4000) ≈ 5e-14: nothing
+    /// crosses any more.
+    const HORIZON: Micros = 200_000;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        /// Uniform in [lo, hi).
+        fn range(&mut self, lo: f64, hi: f64) -> f64 {
+            lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// The first microsecond in (from, HORIZON] at which `holds` changes,
+    /// microsecond by microsecond.
+    fn brute(lead: &Lead, model: &Model, from: Micros, base: f64, bound: f64) -> Micros {
+        let holds = |t: Micros| at_least(base + lead.engagement_at(model, t), bound);
+        let start = holds(from);
+        (from + 1..=lead.time + HORIZON)
+            .find(|&t| holds(t) != start)
+            .unwrap_or(NEVER)
+    }
+
+    fn lead_with(model: &Model, time: Micros, slots: &[f64]) -> Lead {
+        let mut lead = Lead::new("L", model);
+        lead.advance_time(time, model);
+        for (i, &v) in slots.iter().enumerate() {
+            lead.set_slot(i, v.to_bits());
+        }
+        lead
+    }
+
+    #[test]
+    fn the_model_has_a_rate_per_half_life() {
+        let m = Model::from_toml(MODEL).unwrap();
+        assert_eq!(
+            m.half_lives,
+            [Some(4000.0), Some(1000.0), Some(2500.0), None]
+        );
+        let rates: Vec<usize> = m.engagement_rules.iter().map(|r| r.rate).collect();
+        assert_eq!(rates, [1, 2, 0, 3]);
+    }
+
+    #[test]
+    fn first_change_matches_a_microsecond_scan_on_random_sums() {
+        let model = Model::from_toml(MODEL).unwrap();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let (mut crossed, mut not_first_root, mut rising_then_falling) = (0, 0, 0);
+        for case in 0..300 {
+            let time = 1_000_000;
+            // Two to four components of either sign, some zero.
+            let mut slots = [0.0; 4];
+            for s in &mut slots {
+                if rng.next() % 4 != 0 {
+                    *s = rng.range(-60.0, 60.0);
+                }
+            }
+            if case % 2 == 1 {
+                // Fast and slow parts of opposite signs: a sum that turns.
+                slots[2] = if rng.next() % 2 == 0 { 1.0 } else { -1.0 } * rng.range(5.0, 60.0);
+                slots[0] = -slots[2].signum() * rng.range(20.0, 80.0);
+            }
+            let lead = lead_with(&model, time, &slots);
+            let from = time + (rng.next() % 3000) as Micros;
+            let base = rng.range(-20.0, 20.0);
+            // A bound the sum passes, most of the time: between its values
+            // at `from` and at the end, or its value at some instant to come
+            // (a sum that turns passes that twice).
+            let e_from = lead.engagement_at(&model, from);
+            let e_end = lead.engagement_at(&model, time + HORIZON);
+            let bound = if case % 2 == 0 {
+                base + rng.range(e_from.min(e_end) - 10.0, e_from.max(e_end) + 10.0)
+            } else {
+                let t = from + (rng.next() % 8000) as Micros;
+                base + lead.engagement_at(&model, t) + rng.range(-0.01, 0.01)
+            };
+            let want = brute(&lead, &model, from, base, bound);
+            let got = first_change(&lead, &model, from, base, bound, |total| {
+                at_least(total, bound)
+            });
+            assert_eq!(
+                got, want,
+                "case {case}: slots {slots:?}, from {from}, base {base}, bound {bound}"
+            );
+            if want != NEVER {
+                crossed += 1;
+                // The total turned before it crossed.
+                let e: Vec<f64> = (0..=64)
+                    .map(|i| lead.engagement_at(&model, from + (want - from) * i / 64))
+                    .collect();
+                let up = e.windows(2).any(|w| w[1] > w[0]);
+                let down = e.windows(2).any(|w| w[1] < w[0]);
+                if up && down {
+                    rising_then_falling += 1;
+                }
+                if brute(&lead, &model, want, base, bound) != NEVER {
+                    not_first_root += 1;
+                }
+            }
+        }
+        // The cases are not all trivial: many cross, some only after
+        // turning, some cross again later.
+        assert!(crossed > 100, "{crossed}");
+        assert!(rising_then_falling > 5, "{rising_then_falling}");
+        assert!(not_first_root > 5, "{not_first_root}");
+    }
+
+    #[test]
+    fn a_rising_then_falling_sum_crosses_at_its_first_crossing() {
+        // fast −40 (h 1 ms), c +50 (h 4 ms): with x = 2^(−s/4000) the sum is
+        // 50x − 40x⁴: 10 at s = 0, rising to its peak where 160x³ = 50, i.e.
+        // x³ = 5/16, s = 4000 · log2(16/5)/3 = 2237.6 µs, of 37.5x = 25.45,
+        // then falling to 0.
+        let model = Model::from_toml(MODEL).unwrap();
+        let lead = lead_with(&model, 0, &[-40.0, 0.0, 50.0, 0.0]);
+        let peak = 4000.0 * (16.0f64 / 5.0).log2() / 3.0;
+        let holds = |t: f64| move |total: f64| at_least(total, t);
+        // A bound of 20: crossed on the way up, before the peak...
+        let up = first_change(&lead, &model, 0, 0.0, 20.0, holds(20.0));
+        assert_eq!(up, brute(&lead, &model, 0, 0.0, 20.0));
+        assert!(0 < up && (up as f64) < peak, "{up}");
+        // ...and, seen from the peak on, on the way down.
+        let down = first_change(&lead, &model, 2300, 0.0, 20.0, holds(20.0));
+        assert_eq!(down, brute(&lead, &model, 2300, 0.0, 20.0));
+        assert!((down as f64) > peak && down < NEVER, "{down}");
+        // Seen from the start, a lower bound of 5 is crossed only on the
+        // way down, long after the peak.
+        let low = first_change(&lead, &model, 0, 0.0, 5.0, holds(5.0));
+        assert_eq!(low, brute(&lead, &model, 0, 0.0, 5.0));
+        assert!(low > down, "{low}");
+        // A bound of 26 is never reached (the peak is 25.45).
+        assert_eq!(
+            first_change(&lead, &model, 0, 0.0, 26.0, holds(26.0)),
+            NEVER
+        );
+    }
+
+    #[test]
+    fn sign_changes_of_a_sum_with_two_turns() {
+        // 1 − 3·2^(−s) + 3·2^(−2s) − 2^(−3s) = (1 − 2^(−s))³ shifted by −1/8:
+        // (1 − x)³ = 1/8 at x = 1/2, i.e. s = 1; one crossing.
+        let t = |c: f64, r: f64| Term {
+            coefficient: c,
+            rate: r,
+        };
+        let terms = [t(1.0 - 0.125, 0.0), t(-3.0, 1.0), t(3.0, 2.0), t(-1.0, 3.0)];
+        let r = sign_changes(&terms, 0.0, f64::INFINITY);
+        assert_eq!(r.len(), 1);
+        assert!((r[0] - 1.0).abs() < 1e-12, "{r:?}");
+        // 2^(−s) − 2^(−2s) − 0.2: rises to 0.05 at s = 1, crosses 0 twice,
+        // where 2^(−s) = (1 ± √0.2)/2.
+        let terms = [t(-0.2, 0.0), t(1.0, 1.0), t(-1.0, 2.0)];
+        let r = sign_changes(&terms, 0.0, f64::INFINITY);
+        let want: Vec<f64> = [(1.0 + 0.2f64.sqrt()) / 2.0, (1.0 - 0.2f64.sqrt()) / 2.0]
+            .iter()
+            .map(|x: &f64| -x.log2())
+            .collect();
+        assert_eq!(r.len(), 2, "{r:?}");
+        for (a, b) in r.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-9, "{r:?} vs {want:?}");
+        }
+        // From after the first crossing, only the second.
+        assert_eq!(sign_changes(&terms, 1.0, f64::INFINITY).len(), 1);
+    }
+}
