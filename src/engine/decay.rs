@@ -451,13 +451,17 @@ group = "kept"
             // Two to four components of either sign, some zero.
             let mut slots = [0.0; 4];
             for s in &mut slots {
-                if rng.next() % 4 != 0 {
+                if !rng.next().is_multiple_of(4) {
                     *s = rng.range(-60.0, 60.0);
                 }
             }
             if case % 2 == 1 {
                 // Fast and slow parts of opposite signs: a sum that turns.
-                slots[2] = if rng.next() % 2 == 0 { 1.0 } else { -1.0 } * rng.range(5.0, 60.0);
+                slots[2] = if rng.next().is_multiple_of(2) {
+                    1.0
+                } else {
+                    -1.0
+                } * rng.range(5.0, 60.0);
                 slots[0] = -slots[2].signum() * rng.range(20.0, 80.0);
             }
             let lead = lead_with(&model, time, &slots);
