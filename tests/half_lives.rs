@@ -15,10 +15,12 @@
 mod helpers;
 
 use helpers::*;
-use leadscore::codec::encode_score_json;
+use leadscore::codec::{encode_score_json, encode_score_proto, pb};
+use leadscore::engine::calllist::{self, CallListQuery};
 use leadscore::engine::snapshot;
 use leadscore::time::Micros;
 use leadscore::{Engine, Model, ScoreRecord, Stage};
+use prost::Message;
 use serde_json::json;
 
 const MODEL: &str = r#"
@@ -189,6 +191,24 @@ fn a_band_timer_fires_on_the_way_up_then_on_the_way_down() {
             { "half_life": 86_400, "engagement": -40.0 },
         ])
     );
+    // The same in protobuf.
+    let mut buf = Vec::new();
+    encode_score_proto(&r, &mut buf);
+    let m = pb::ScoreRecord::decode(buf.as_slice()).expect("decodes");
+    assert_eq!(m.half_life_seconds, Some(2_592_000.0));
+    let parts: Vec<(Option<f64>, f64)> = m
+        .components
+        .iter()
+        .map(|c| (c.half_life_seconds, c.engagement))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            (Some(2_592_000.0), 0.0),
+            (Some(7_776_000.0), 60.0),
+            (Some(86_400.0), -40.0)
+        ]
+    );
     for d in [1, 5, 20, 60] {
         close(
             "projected",
@@ -254,6 +274,27 @@ fn demote_on_score_at_the_instant_a_turning_sum_falls_below_the_threshold() {
     // the requalification deadline at T + 30 d).
     sim.bare("L", "unsubscribed", t);
     sim.none();
+    // The call list carries the same split: 0 at 30 d, 60 at 20 d, −20 at 1 d.
+    let list = calllist::draw([&sim.engine], sim.engine.model(), &CallListQuery::default())
+        .expect("default query");
+    assert_eq!(list.half_life_seconds, Some(2_592_000.0));
+    let [entry] = &list.leads[..] else {
+        panic!("{list:#?}")
+    };
+    assert_eq!(entry.engagement, 40.0);
+    let parts: Vec<(Option<f64>, f64)> = entry
+        .components
+        .iter()
+        .map(|c| (c.half_life_seconds, c.engagement))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            (Some(2_592_000.0), 0.0),
+            (Some(1_728_000.0), 60.0),
+            (Some(86_400.0), -20.0)
+        ]
+    );
     let due: Micros = t + 1_343_676_239_710;
     sim.advance(due - 1);
     sim.none();

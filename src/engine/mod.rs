@@ -842,10 +842,6 @@ fn score_rule(
     true
 }
 
-/// The rules that weigh most in the lead's score now (fit and engagement),
-/// largest first, ties by name.
-/// `decay` scales the engagement contributions (to show them at a later
-/// instant than the lead's time).
 /// The record's engagement by half-life, when the model has several.
 fn components(lead: &Lead, model: &Model, at: Micros) -> Vec<crate::score_record::Component> {
     if !model.multi_rate() {
@@ -865,6 +861,10 @@ fn components(lead: &Lead, model: &Model, at: Micros) -> Vec<crate::score_record
         .collect()
 }
 
+/// The rules that weigh most in the lead's score now (fit and engagement),
+/// largest first, ties by name.
+/// `decay` scales the engagement contributions, each by its rule's factor
+/// (to show them at a later instant than the lead's time).
 fn top_contributors(lead: &Lead, model: &Model, decay: &lead::Decay) -> Vec<Contribution> {
     // The best few so far, in order (no list of all of them to sort).
     let mut top = Top::default();
