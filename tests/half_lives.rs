@@ -127,7 +127,7 @@ fn each_group_decays_with_its_own_half_life() {
     );
     assert_eq!(
         x.engagement[2].group.as_deref(),
-        Some("opt_out (half-life 1 days)")
+        Some("opt_out (half-life 1 day)")
     );
 }
 
@@ -389,4 +389,24 @@ fn group_half_lives_are_checked_with_the_key_named() {
     )
     .expect("valid");
     assert!(!m.multi_rate());
+}
+
+#[test]
+fn check_names_the_groups_with_their_own_half_life() {
+    let dir = std::env::temp_dir().join(format!("leadscore-half-lives-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.toml");
+    std::fs::write(&path, MODEL).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("half-life 30 days (sales_touch: 90 days, opt_out: 1 day)"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -81,9 +81,10 @@ pub struct Explanation {
     pub profile: BTreeMap<String, serde_json::Value>,
 }
 
-/// A half-life as people read it: `"7 days"`, or `"none"` (no decay).
+/// A half-life as people read it: `"7 days"`, `"1 day"`, or `"none"` (no decay).
 pub fn half_life_text(hl: Option<f64>) -> String {
     match hl {
+        Some(h) if h == crate::time::DAY as f64 => "1 day".into(),
         Some(h) => format!("{} days", super::format_number(h / crate::time::DAY as f64)),
         None => "none".into(),
     }
