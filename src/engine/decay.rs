@@ -135,21 +135,26 @@ fn first_change_multi(
             // Rounding moved the change a little before the real crossing.
             return first_in(unchanged, lo, &changed);
         }
-        // Up from just before the crossing: a step or two, doubling in case
-        // rounding moved it further (up to the next crossing, or ~1 s).
+        // Up from just before the crossing: microsecond by microsecond to
+        // just after it, then doubling in case rounding moved it further
+        // (up to just before the next crossing, or ~1 s).
+        let window_end = near.saturating_add(2);
         let limit = roots
             .get(k + 1)
             .and_then(|&r| micros_after(lead.time, r))
-            .map_or(near.saturating_add(1 << 20), |n| n.saturating_sub(2))
-            .min(near.saturating_add(1 << 20));
-        let (mut lo, mut hi, mut step) = (lo, lo + 1, 1);
+            .map_or(NEVER, |n| n.saturating_sub(2))
+            .min(near.saturating_add(1 << 20))
+            .max(window_end);
+        let (mut lo, mut hi, mut step): (Micros, Micros, Micros) = (lo, lo + 1, 1);
         while hi <= limit && hi < NEVER {
             if changed(hi) {
                 return first_in(lo, hi, &changed);
             }
             lo = hi;
+            if hi >= window_end {
+                step = step.saturating_mul(2);
+            }
             hi = hi.saturating_add(step);
-            step = step.saturating_mul(2);
         }
         // Crossed and crossed back within a microsecond: no whole
         // microsecond saw it; on to the next crossing.
