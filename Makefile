@@ -16,7 +16,7 @@ test: ## The whole test suite (starts its own Kafka broker; installs its tools w
 # the backtest without its browser test. Add a new test file here unless it
 # starts a broker.
 FAST_TESTS = --lib --test golden --test stages --test conditions --test properties --test cli --test formats --test http --test calllist \
-	--test demo --test backtest --test generate --test sla --test scores --test forget
+	--test demo --test backtest --test generate --test sla --test scores --test forget --test half_lives
 
 test-fast: ## The inner loop: every test that needs no broker, JVM or browser (under a minute after a build)
 	cargo test $(FAST_TESTS) -- --skip the_html_report_draws_its_charts_in_a_browser

@@ -3,7 +3,9 @@
 //!
 //! Engagement decays between records: at any time `t` after `as_of` it is
 //! `engagement × 2^(−(t − as_of) / half_life)`, and the total is `fit` plus
-//! that. A record is written again when the stage or band changes (decay
+//! that. When rule groups decay with half-lives of their own, the record
+//! carries `components` (engagement by half-life) and engagement at `t` is
+//! the sum of each component decayed with its half-life. A record is written again when the stage or band changes (decay
 //! included: a band timer fires at the instant it does) or the total has
 //! moved by the model's `score_min_delta` since the last record.
 
@@ -37,17 +39,41 @@ pub struct ScoreRecord {
     pub next_deadline: Option<Micros>,
     pub top_contributors: Vec<Contribution>,
     pub model_version: String,
+    /// Engagement at `as_of` by half-life, one per distinct half-life of
+    /// the model (`half_life`'s first); empty (and not written) when every
+    /// rule decays with `half_life`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<Component>,
+}
+
+/// The part of a lead's engagement that decays with one half-life.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Component {
+    /// In seconds; `None`: this part does not decay.
+    #[serde(rename = "half_life", serialize_with = "ser_seconds")]
+    pub half_life_micros: Option<f64>,
+    /// At `as_of`.
+    pub engagement: f64,
+}
+
+/// `e` decayed with half-life `hl` from `from` to `t`.
+fn decayed(e: f64, hl: Option<f64>, from: Micros, t: Micros) -> f64 {
+    match hl {
+        Some(hl) if t > from => e * (-((t - from) as f64) / hl).exp2(),
+        _ => e,
+    }
 }
 
 impl ScoreRecord {
     /// Engagement decayed to `t` (at or after `as_of`), as a consumer computes it.
     pub fn engagement_at(&self, t: Micros) -> f64 {
-        match self.half_life_micros {
-            Some(hl) if t > self.as_of => {
-                self.engagement * (-((t - self.as_of) as f64) / hl).exp2()
-            }
-            _ => self.engagement,
+        if self.components.is_empty() {
+            return decayed(self.engagement, self.half_life_micros, self.as_of, t);
         }
+        self.components
+            .iter()
+            .map(|c| decayed(c.engagement, c.half_life_micros, self.as_of, t))
+            .sum()
     }
 }
 

@@ -64,6 +64,7 @@ impl Status for Fake {
                 overdue: false,
                 stage_entered: Some(0),
                 as_of: 1_000_000,
+                components: Vec::new(),
             }],
         })
     }

@@ -761,6 +761,178 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
+// 3b. Per-group half-lives
+// ---------------------------------------------------------------------------
+
+/// The default model with its page-view and demo rules in groups that set
+/// the model's own half-life explicitly ("30d", and "720h": the same).
+fn default_model_with_default_group_half_lives() -> Arc<Model> {
+    let mut toml = leadscore::model::DEFAULT_MODEL_TOML.to_string();
+    for (from, to) in [
+        (
+            "[engagement]\nhalf_life = \"30d\"\n",
+            "[engagement]\nhalf_life = \"30d\"\n\n[[engagement.groups]]\nname = \"web\"\nhalf_life = \"30d\"\n\n[[engagement.groups]]\nname = \"sales\"\nhalf_life = \"720h\"\n",
+        ),
+        ("contains = \"/pricing\" } }\npoints = 5\n", "contains = \"/pricing\" } }\npoints = 5\ngroup = \"web\"\n"),
+        ("event = \"demo_requested\"\npoints = 20\n", "event = \"demo_requested\"\npoints = 20\ngroup = \"sales\"\n"),
+    ] {
+        assert!(toml.contains(from), "the default model has {from:?}");
+        toml = toml.replacen(from, to, 1);
+    }
+    let model = Model::from_toml(&toml).expect("valid model");
+    assert_eq!(model.engagement_groups.len(), 2);
+    Arc::new(model)
+}
+
+/// Folds `events` with the score stream on, committing every `every`
+/// events; returns the changes and the score records, encoded as JSON.
+fn scored_run(
+    model: Arc<Model>,
+    events: &[Event<'_>],
+    end: i64,
+    every: usize,
+) -> (Vec<u8>, Vec<u8>) {
+    let mut engine = Engine::new(model);
+    engine.track_scores();
+    let mut out = Vec::new();
+    let mut records = Vec::new();
+    let mut commit = |engine: &mut Engine| {
+        engine.drain_scores(|r| {
+            leadscore::codec::encode_score_json(&r, &mut records);
+            records.push(b'\n');
+        });
+        engine.drain_dirty(|_| {});
+    };
+    for chunk in events.chunks(every) {
+        for e in chunk {
+            engine.fold(e, &mut out);
+        }
+        commit(&mut engine);
+    }
+    engine.advance_to(end, &mut out);
+    commit(&mut engine);
+    let mut changes = Vec::new();
+    for c in &out {
+        leadscore::codec::encode_change_json(c, &mut changes);
+        changes.push(b'\n');
+    }
+    (changes, records)
+}
+
+/// Rules in groups of three half-lives (the model's 30 d, 90 d, 2 d) and
+/// one of no decay; MQL unreachable, so nothing resets engagement.
+const RATES_MODEL: &str = r#"
+version = "rates"
+[engagement]
+half_life = "30d"
+[[engagement.groups]]
+name = "long"
+half_life = "90d"
+[[engagement.groups]]
+name = "short"
+half_life = "2d"
+[[engagement.groups]]
+name = "kept"
+half_life = "none"
+[[engagement.rules]]
+name = "pricing"
+event = "page_view"
+points = 5
+[[engagement.rules]]
+name = "demo"
+event = "demo_requested"
+points = 20
+group = "long"
+[[engagement.rules]]
+name = "unsubscribed"
+event = "unsubscribed"
+points = -30
+group = "short"
+[[engagement.rules]]
+name = "signed"
+event = "form_submitted"
+points = 2
+group = "kept"
+[new_business]
+mql_min_total = 1000000
+"#;
+
+/// Event type, points, half-life in days (`None`: no decay) of [`RATES_MODEL`].
+const RATED: [(&str, f64, Option<f64>); 4] = [
+    ("page_view", 5.0, Some(30.0)),
+    ("demo_requested", 20.0, Some(90.0)),
+    ("unsubscribed", -30.0, Some(2.0)),
+    ("form_submitted", 2.0, None),
+];
+
+proptest! {
+    #![proptest_config(config(32))]
+
+    /// Groups that set the model's own half-life change nothing: the same
+    /// stream gives byte-identical changes and score records.
+    #[test]
+    fn groups_with_the_default_half_life_change_nothing(cfg in gen_config(), every in 1usize..200) {
+        let events = Generator::new(cfg).all();
+        let end = end_of(&events) + 120 * DAY;
+        let with_groups = default_model_with_default_group_half_lives();
+        prop_assert!(!with_groups.multi_rate());
+        let (c1, r1) = scored_run(default_model(), &events, end, every);
+        let (c2, r2) = scored_run(with_groups, &events, end, every);
+        prop_assert!(!c1.is_empty() && !r1.is_empty());
+        prop_assert_eq!(String::from_utf8(c1).unwrap(), String::from_utf8(c2).unwrap());
+        prop_assert_eq!(String::from_utf8(r1).unwrap(), String::from_utf8(r2).unwrap());
+    }
+
+    /// With rules decaying at several rates, engagement is still
+    /// Σ points × 2^(−(T − tᵢ)/hᵢ), hᵢ the half-life of the event's rule,
+    /// whatever the arrival order (late points decay with their own rule's
+    /// half-life).
+    #[test]
+    fn per_rule_half_lives_do_not_depend_on_arrival_order(
+        (mut evs, perm) in prop::collection::vec((0i64..60 * DAY, 0usize..RATED.len()), 1..30)
+            .prop_flat_map(|evs| {
+                let n = evs.len();
+                (Just(evs), Just((0..n).collect::<Vec<usize>>()).prop_shuffle())
+            }),
+        at_days in 0i64..100,
+    ) {
+        evs.sort();
+        let model = Arc::new(Model::from_toml(RATES_MODEL).expect("valid"));
+        prop_assert!(model.multi_rate());
+        let start = t0();
+        let events: Vec<Event<'static>> = evs
+            .iter()
+            .enumerate()
+            .map(|(i, &(dt, kind))| Event::new(format!("e-{i}"), "L-1", RATED[kind].0, start + dt))
+            .collect();
+        let shuffled: Vec<Event<'static>> = perm.iter().map(|&i| events[i].clone()).collect();
+        let last = start + evs.iter().map(|x| x.0).max().unwrap_or(0);
+        let at = last + at_days * DAY;
+        let mut a = Engine::with_lateness(model.clone(), 60 * DAY);
+        let mut b = Engine::with_lateness(model, 60 * DAY);
+        let ca = run(&mut a, &events, at);
+        let cb = run(&mut b, &shuffled, at);
+        prop_assert!(ca.is_empty() && cb.is_empty(), "{ca:?} {cb:?}");
+        let ea = a.explain("L-1", Some(at)).expect("lead").score.engagement;
+        let eb = b.explain("L-1", Some(at)).expect("lead").score.engagement;
+        let want: f64 = evs
+            .iter()
+            .map(|&(dt, kind)| {
+                let (_, points, hl) = RATED[kind];
+                match hl {
+                    Some(d) => points * (-((at - (start + dt)) as f64) / (d * DAY as f64)).exp2(),
+                    None => points,
+                }
+            })
+            .sum();
+        // Absolute: the terms have mixed signs.
+        let near = |x: f64, y: f64| (x - y).abs() <= 1e-9 * (1.0 + 30.0 * evs.len() as f64);
+        prop_assert!(near(ea, eb), "in order {ea} vs shuffled {eb}");
+        prop_assert!(near(ea, want), "engine {ea} vs formula {want}");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // 4. Decoders never panic
 // ---------------------------------------------------------------------------
 

@@ -744,6 +744,26 @@ pub fn explain_input(
 
 /// `leadscore check`: validates a service config (a file with a `[kafka]`
 /// table, and the model it names) or a model file.
+/// The groups whose half-life differs from the model's, as `" (demo: 90
+/// days)"`; empty when there are none.
+fn group_half_lives(model: &Model) -> String {
+    let own: Vec<String> = model
+        .engagement_groups
+        .iter()
+        .filter_map(|g| match g.half_life {
+            Some(hl) if hl != model.half_life => {
+                Some(format!("{}: {}", g.name, crate::engine::half_life_text(hl)))
+            }
+            _ => None,
+        })
+        .collect();
+    if own.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", own.join(", "))
+    }
+}
+
 pub fn check(path: &Path) -> Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -773,19 +793,14 @@ pub fn check(path: &Path) -> Result<String> {
         .with_context(|| format!("{} is not a valid model", path.display()))?;
     let conditions = model.condition_count();
     Ok(format!(
-        "{}: valid model {:?}: {} fit rules, {} engagement rules, {} criteria, half-life {}{}",
+        "{}: valid model {:?}: {} fit rules, {} engagement rules, {} criteria, half-life {}{}{}",
         path.display(),
         model.version,
         model.fit_rules.len(),
         model.engagement_rules.len(),
         model.criteria.len(),
-        match model.half_life {
-            Some(h) => format!(
-                "{} days",
-                crate::engine::format_number(h / crate::time::DAY as f64)
-            ),
-            None => "none".into(),
-        },
+        crate::engine::half_life_text(model.half_life),
+        group_half_lives(&model),
         if conditions > 0 {
             format!(
                 ", {conditions} conditions ({} windows)",

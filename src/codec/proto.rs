@@ -378,6 +378,14 @@ pub fn encode_score_proto(r: &crate::ScoreRecord, out: &mut Vec<u8>) {
             })
             .collect(),
         model_version: r.model_version.clone(),
+        components: r
+            .components
+            .iter()
+            .map(|c| pb::EngagementComponent {
+                half_life_seconds: c.half_life_micros.map(|m| m / 1e6),
+                engagement: c.engagement,
+            })
+            .collect(),
     };
     m.encode(out).expect("a Vec grows as needed");
 }

@@ -269,6 +269,19 @@ pub struct CallListEntry {
     /// The time the scores are computed at.
     #[serde(serialize_with = "ser_time", deserialize_with = "de_time")]
     pub as_of: Micros,
+    /// Engagement by half-life, one per distinct half-life of the model
+    /// (the list's `half_life_seconds` first); empty (not written) when
+    /// every rule decays alike.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<EngagementComponent>,
+}
+
+/// The part of a lead's engagement that decays with one half-life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngagementComponent {
+    /// `None`: this part does not decay.
+    pub half_life_seconds: Option<f64>,
+    pub engagement: f64,
 }
 
 impl CallListEntry {
@@ -285,7 +298,9 @@ pub struct CallList {
     #[serde(serialize_with = "ser_opt_time", deserialize_with = "de_opt_time")]
     pub at: Option<Micros>,
     pub model_version: String,
-    /// The engagement half-life, for a reader who decays the scores further.
+    /// The engagement half-life, for a reader who decays the scores
+    /// further (`[engagement] half_life`; with rule groups of other
+    /// half-lives, each entry's `components` decay separately).
     pub half_life_seconds: Option<f64>,
     /// The model's band names, lowest first (what `band=` takes).
     pub bands: Vec<String>,
@@ -409,6 +424,7 @@ impl Engine {
                     overdue,
                     stage_entered: time(lead.stage_entered),
                     as_of: t,
+                    components: components(lead, model, t),
                 });
             }
         }
@@ -417,10 +433,13 @@ impl Engine {
     }
 }
 
-/// The lead's engagement at `t` ≥ its time: every rule decays alike, so the
-/// sum decays by one factor (what `advance_time` would leave, without
-/// cloning the lead).
+/// The lead's engagement at `t` ≥ its time (what `advance_time` would
+/// leave, without cloning the lead): when every rule decays alike, the sum
+/// decays by one factor.
 fn decayed_engagement(lead: &Lead, model: &Model, t: Micros) -> f64 {
+    if model.multi_rate() {
+        return lead.engagement_at(model, t.max(lead.time));
+    }
     let e = lead.engagement(model);
     match model.half_life {
         Some(hl) if lead.time != NO_TIME && t > lead.time => {
@@ -428,6 +447,23 @@ fn decayed_engagement(lead: &Lead, model: &Model, t: Micros) -> f64 {
         }
         _ => e,
     }
+}
+
+/// The entry's engagement by half-life, when the model has several.
+fn components(lead: &Lead, model: &Model, t: Micros) -> Vec<EngagementComponent> {
+    if !model.multi_rate() {
+        return Vec::new();
+    }
+    let sums = lead.engagement_by_rate(model, t.max(lead.time));
+    model
+        .half_lives
+        .iter()
+        .zip(sums)
+        .map(|(hl, engagement)| EngagementComponent {
+            half_life_seconds: hl.map(|hl| hl / 1e6),
+            engagement,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -499,6 +535,7 @@ mod tests {
             overdue: false,
             stage_entered: None,
             as_of: 0,
+            components: Vec::new(),
         }
     }
 

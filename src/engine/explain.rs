@@ -81,6 +81,15 @@ pub struct Explanation {
     pub profile: BTreeMap<String, serde_json::Value>,
 }
 
+/// A half-life as people read it: `"7 days"`, `"1 day"`, or `"none"` (no decay).
+pub fn half_life_text(hl: Option<f64>) -> String {
+    match hl {
+        Some(h) if h == crate::time::DAY as f64 => "1 day".into(),
+        Some(h) => format!("{} days", super::format_number(h / crate::time::DAY as f64)),
+        None => "none".into(),
+    }
+}
+
 pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
     // Show the scores decayed to `at` without moving the lead's own clock.
     let mut view = lead.clone();
@@ -114,9 +123,21 @@ pub fn explain(lead: &Lead, model: &Model, at: Option<Micros>) -> Explanation {
             occurrences: r.every.map(|(_, slot)| lead.slot(slot)),
             group: r.group.map(|g| {
                 let g = &model.engagement_groups[g];
-                match g.limit {
-                    Some(l) => format!("{} (limit {})", g.name, super::stage::num(l)),
-                    None => g.name.clone(),
+                let mut notes = Vec::new();
+                if let Some(l) = g.limit {
+                    notes.push(format!("limit {}", super::stage::num(l)));
+                }
+                // Its half-life, where it differs from `[engagement] half_life`.
+                match g.half_life {
+                    Some(hl) if hl != model.half_life => {
+                        notes.push(format!("half-life {}", half_life_text(hl)));
+                    }
+                    _ => {}
+                }
+                if notes.is_empty() {
+                    g.name.clone()
+                } else {
+                    format!("{} ({})", g.name, notes.join(", "))
                 }
             }),
         })

@@ -5,13 +5,51 @@ use prost::encoding::{decode_varint, encode_varint, encoded_len_varint};
 
 use crate::change::Stage;
 use crate::event::Value;
-use crate::model::{at_least, profile_field, FitRule, Model, Track, ValueRef, PROFILE_FIELDS};
+use crate::model::{
+    at_least, profile_field, FitRule, Model, Track, ValueRef, MAX_RATES, PROFILE_FIELDS,
+};
 use crate::time::Micros;
 
 /// No time yet (a lead before its first event, or never recycled).
 pub const NO_TIME: Micros = Micros::MIN;
 /// No deadline.
 pub const NEVER: Micros = Micros::MAX;
+
+/// What each rate's contributions are multiplied by between two instants
+/// (one factor per entry of [`Model::half_lives`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decay(pub [f64; MAX_RATES]);
+
+impl Decay {
+    /// No decay: every factor 1.
+    pub const NONE: Decay = Decay([1.0; MAX_RATES]);
+
+    /// The factor of an engagement rule's contribution.
+    #[inline]
+    pub fn of(&self, model: &Model, rule: usize) -> f64 {
+        self.0[model.engagement_rules[rule].rate]
+    }
+}
+
+/// What a contribution decaying with half-life `hl` is multiplied by from
+/// `from` to `to` (1 unless `to` is later and `from` a time).
+#[inline]
+fn factor(hl: Option<f64>, from: Micros, to: Micros) -> f64 {
+    match hl {
+        Some(hl) if to > from && from != NO_TIME => (-((to - from) as f64) / hl).exp2(),
+        _ => 1.0,
+    }
+}
+
+/// The half-life of a rule (the model's own when it has one rate).
+#[inline]
+fn rule_half_life(model: &Model, rule: usize) -> Option<f64> {
+    if model.multi_rate() {
+        model.rule_half_life(rule)
+    } else {
+        model.half_life
+    }
+}
 
 /// How many recent event ids a lead remembers for de-duplication.
 pub const RECENT_IDS: usize = 16;
@@ -447,20 +485,43 @@ impl Lead {
     /// Engagement at `at` (at or after the lead's time), decayed exactly as
     /// [`Lead::advance_time`] would, without moving the lead's clock.
     pub fn engagement_at(&self, model: &Model, at: Micros) -> f64 {
-        let factor = self.decay_factor(model, at);
-        self.leading_slots(model.engagement_rules.len())
+        let n = model.engagement_rules.len();
+        if model.multi_rate() {
+            let decay = self.decay_factor(model, at);
+            return self
+                .leading_slots(n)
+                .zip(&model.engagement_rules)
+                .map(|(v, r)| f64::from_bits(v) * decay.0[r.rate])
+                .sum();
+        }
+        let factor = factor(model.half_life, self.time, at);
+        self.leading_slots(n)
             .map(|v| f64::from_bits(v) * factor)
             .sum()
     }
 
-    /// What engagement is multiplied by from the lead's time to `at`.
-    pub(crate) fn decay_factor(&self, model: &Model, at: Micros) -> f64 {
-        match model.half_life {
-            Some(hl) if at > self.time && self.time != NO_TIME => {
-                (-((at - self.time) as f64) / hl).exp2()
-            }
-            _ => 1.0,
+    /// Engagement at `at` (at or after the lead's time) by rate: the
+    /// contributions of the rules of each entry of [`Model::half_lives`],
+    /// decayed with it.
+    pub fn engagement_by_rate(&self, model: &Model, at: Micros) -> [f64; MAX_RATES] {
+        let decay = self.decay_factor(model, at);
+        let mut sums = [0.0; MAX_RATES];
+        for (v, r) in self
+            .leading_slots(model.engagement_rules.len())
+            .zip(&model.engagement_rules)
+        {
+            sums[r.rate] += f64::from_bits(v) * decay.0[r.rate];
         }
+        sums
+    }
+
+    /// What each rule's contribution is multiplied by from the lead's time to `at`.
+    pub(crate) fn decay_factor(&self, model: &Model, at: Micros) -> Decay {
+        let mut d = Decay::NONE;
+        for (f, &hl) in d.0.iter_mut().zip(&model.half_lives) {
+            *f = factor(hl, self.time, at);
+        }
+        d
     }
 
     /// When the SLA clock of the current hand-off runs out, while it runs.
@@ -535,7 +596,15 @@ impl Lead {
         if to <= self.time {
             return;
         }
-        if self.time != NO_TIME {
+        if self.time != NO_TIME && model.multi_rate() {
+            let decay = self.decay_factor(model, to);
+            for (i, r) in model.engagement_rules.iter().enumerate() {
+                let v = f64::from_bits(self.slot(i));
+                if v != 0.0 {
+                    self.set_slot(i, (v * decay.0[r.rate]).to_bits());
+                }
+            }
+        } else if self.time != NO_TIME {
             if let Some(hl) = model.half_life {
                 let factor = (-((to - self.time) as f64) / hl).exp2();
                 for i in 0..model.engagement_rules.len() {
@@ -554,7 +623,7 @@ impl Lead {
     /// as a whole: positive points beyond a limit (as it stands at the
     /// lead's time) do not count.
     pub fn add_limited_points(&mut self, rule: usize, points: f64, at: Micros, model: &Model) {
-        let mut decayed = match model.half_life {
+        let mut decayed = match rule_half_life(model, rule) {
             Some(hl) if at < self.time => points * (-((self.time - at) as f64) / hl).exp2(),
             _ => points,
         };
@@ -578,7 +647,7 @@ impl Lead {
     /// Adds `points` scored at `at` (≤ the lead's time), decayed to the lead's time.
     #[inline]
     pub fn add_points(&mut self, rule: usize, points: f64, at: Micros, model: &Model) {
-        let decayed = match model.half_life {
+        let decayed = match rule_half_life(model, rule) {
             Some(hl) if at < self.time => points * (-((self.time - at) as f64) / hl).exp2(),
             _ => points,
         };

@@ -21,7 +21,7 @@ mod window;
 use std::sync::Arc;
 
 pub use calllist::{CallList, CallListEntry, CallListQuery, Order, QueryError};
-pub use explain::Explanation;
+pub use explain::{half_life_text, Explanation};
 pub use forget::Marker;
 pub use lead::{disq, hash64, Lead, ProfileValue, NEVER, NO_TIME, RECENT_IDS};
 pub use route::{is_aux_key, route, Local, Routed, VisitorLimits, VisitorStats, VisitorView};
@@ -622,8 +622,9 @@ impl Engine {
                 as_of: at,
                 half_life_micros: model.half_life,
                 next_deadline: (next != NEVER).then_some(next),
-                top_contributors: top_contributors(lead, model, decay),
+                top_contributors: top_contributors(lead, model, &decay),
                 model_version: model.version.clone(),
+                components: components(lead, model, at),
             });
         }
     }
@@ -750,7 +751,7 @@ fn transition(
         },
         band: model.bands[band].name.clone(),
         reasons,
-        top_contributors: top_contributors(lead, model, 1.0),
+        top_contributors: top_contributors(lead, model, &lead::Decay::NONE),
         route,
         follow_up_by,
         model_version: model.version.clone(),
@@ -841,16 +842,35 @@ fn score_rule(
     true
 }
 
+/// The record's engagement by half-life, when the model has several.
+fn components(lead: &Lead, model: &Model, at: Micros) -> Vec<crate::score_record::Component> {
+    if !model.multi_rate() {
+        return Vec::new();
+    }
+    let sums = lead.engagement_by_rate(model, at);
+    model
+        .half_lives
+        .iter()
+        .zip(sums)
+        .map(
+            |(&half_life_micros, engagement)| crate::score_record::Component {
+                half_life_micros,
+                engagement,
+            },
+        )
+        .collect()
+}
+
 /// The rules that weigh most in the lead's score now (fit and engagement),
 /// largest first, ties by name.
-/// `decay` scales the engagement contributions (to show them at a later
-/// instant than the lead's time).
-fn top_contributors(lead: &Lead, model: &Model, decay: f64) -> Vec<Contribution> {
+/// `decay` scales the engagement contributions, each by its rule's factor
+/// (to show them at a later instant than the lead's time).
+fn top_contributors(lead: &Lead, model: &Model, decay: &lead::Decay) -> Vec<Contribution> {
     // The best few so far, in order (no list of all of them to sort).
     let mut top = Top::default();
     lead.for_each_fit_hit(model, |i, p| top.offer(p, &model.fit_rules[i].name));
     for (i, r) in model.engagement_rules.iter().enumerate() {
-        top.offer(lead.contribution(i) * decay, &r.name);
+        top.offer(lead.contribution(i) * decay.of(model, i), &r.name);
     }
     top.best[..top.len]
         .iter()

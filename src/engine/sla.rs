@@ -100,7 +100,7 @@ pub(super) fn breach(lead: &mut Lead, model: &Model, at: Micros) -> StatusChange
         },
         band: model.bands[model.band(total)].name.clone(),
         reasons: Vec::new(),
-        top_contributors: top_contributors(lead, model, decay),
+        top_contributors: top_contributors(lead, model, &decay),
         route: Some(track.route.clone()),
         follow_up_by: Some(lead.x().sla_due),
         model_version: model.version.clone(),

@@ -116,17 +116,22 @@ pub struct EngagementRuleFile {
     /// Score only every Nth matching event of the lead (in arrival order).
     pub every: Option<u32>,
     pub cap: Option<CapFile>,
-    /// The `[[engagement.groups]]` entry whose limit this rule counts towards.
+    /// The `[[engagement.groups]]` entry whose limit this rule counts
+    /// towards and whose half-life (if it has one) it decays with.
     pub group: Option<String>,
 }
 
-/// A group of engagement rules with a score limit (HubSpot's score group limit).
+/// A group of engagement rules with a score limit (HubSpot's score group
+/// limit) and/or a half-life of its own.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngagementGroupFile {
     pub name: String,
     /// The group's rules together contribute at most this many points.
     pub limit: Option<f64>,
+    /// The half-life of the group's rules (`"7d"`, or `"none"` for no
+    /// decay) instead of `[engagement] half_life`.
+    pub half_life: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

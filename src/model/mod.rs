@@ -213,13 +213,20 @@ pub struct EngagementRule {
     pub cap: Option<Cap>,
     /// Index into [`Model::engagement_groups`].
     pub group: Option<usize>,
+    /// Index into [`Model::half_lives`]: the rate the rule's contribution
+    /// decays with (0: `[engagement] half_life`).
+    pub rate: usize,
 }
 
-/// Engagement rules whose contributions together are limited.
+/// Engagement rules whose contributions together are limited, or decay
+/// with a half-life of their own.
 #[derive(Debug, Clone)]
 pub struct EngagementGroup {
     pub name: String,
     pub limit: Option<f64>,
+    /// The group's half-life (microseconds, `None`: no decay), if it sets
+    /// one; its rules decay with `[engagement] half_life` otherwise.
+    pub half_life: Option<Option<f64>>,
     /// The rules of the group, ascending.
     pub rules: Vec<usize>,
 }
@@ -284,12 +291,19 @@ impl Windows {
     }
 }
 
+/// At most this many distinct half-lives in one model.
+pub const MAX_RATES: usize = 8;
+
 /// A validated, compiled model.
 #[derive(Debug, Clone)]
 pub struct Model {
     pub version: String,
-    /// Half-life in microseconds; `None`: engagement does not decay.
+    /// `[engagement] half_life` in microseconds; `None`: engagement does
+    /// not decay. The half-life of every rule outside a group that sets one.
     pub half_life: Option<f64>,
+    /// The distinct half-lives of the engagement rules, `half_life` first
+    /// (at most [`MAX_RATES`]); a model whose groups set none has only it.
+    pub half_lives: Vec<Option<f64>>,
     pub fit_rules: Vec<FitRule>,
     pub fit_groups: usize,
     pub disqualify: Disqualify,
@@ -366,6 +380,19 @@ impl Model {
     #[inline]
     pub fn has_limits(&self) -> bool {
         self.limited
+    }
+
+    /// Whether rules decay at different rates (a group sets a half-life
+    /// other than `[engagement] half_life`).
+    #[inline]
+    pub fn multi_rate(&self) -> bool {
+        self.half_lives.len() > 1
+    }
+
+    /// The half-life of an engagement rule (microseconds; `None`: no decay).
+    #[inline]
+    pub fn rule_half_life(&self, rule: usize) -> Option<f64> {
+        self.half_lives[self.engagement_rules[rule].rate]
     }
 
     /// Indices of the engagement rules for an event type.
@@ -634,6 +661,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
     };
     let engagement_limit = limit("engagement.limit", f.engagement.limit)?;
     let mut engagement_groups: Vec<EngagementGroup> = Vec::new();
+    let mut half_lives = vec![half_life];
     for (i, g) in f.engagement.groups.iter().enumerate() {
         let k = |s: &str| format!("engagement.groups[{i}].{s}");
         nonempty(&k("name"), &g.name)?;
@@ -643,9 +671,15 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
                 format!("{:?} is used by another group", g.name),
             ));
         }
+        let own_half_life = match g.half_life.as_deref() {
+            None => None,
+            Some("none") => Some(None),
+            Some(s) => Some(Some(duration(&k("half_life"), Some(s), 0, false)? as f64)),
+        };
         engagement_groups.push(EngagementGroup {
             name: g.name.clone(),
             limit: limit(&k("limit"), g.limit)?,
+            half_life: own_half_life,
             rules: Vec::new(),
         });
     }
@@ -716,6 +750,23 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
             Some((_, v)) => v.push(i),
             None => by_type.push((r.event.clone(), vec![i])),
         }
+        // The first rule of a group with a half-life of its own adds its rate.
+        let rate = match group.and_then(|g| Some((g, engagement_groups[g].half_life?))) {
+            None => 0,
+            Some((g, hl)) => match half_lives.iter().position(|&x| x == hl) {
+                Some(r) => r,
+                None if half_lives.len() == MAX_RATES => {
+                    return Err(invalid(
+                        format!("engagement.groups[{g}].half_life"),
+                        format!("at most {MAX_RATES} distinct half-lives in a model"),
+                    ))
+                }
+                None => {
+                    half_lives.push(hl);
+                    half_lives.len() - 1
+                }
+            },
+        };
         engagement_rules.push(EngagementRule {
             name: r.name,
             event: r.event,
@@ -724,6 +775,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
             every,
             cap,
             group,
+            rate,
         });
     }
     layout = fnv(&(n as u64).to_le_bytes(), layout);
@@ -958,6 +1010,7 @@ fn compile(f: ModelFile) -> Result<Model, ModelError> {
     Ok(Model {
         version: f.version,
         half_life,
+        half_lives,
         fit_rules,
         fit_groups: groups.len(),
         disqualify,
