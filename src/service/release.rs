@@ -61,13 +61,6 @@ pub struct Rank {
 }
 
 impl Rank {
-    pub const MIN: Rank = Rank {
-        timestamp: i64::MIN,
-        partition: i32::MIN,
-        topic: 0,
-        offset: i64::MIN,
-    };
-
     fn of(o: &Origin) -> Rank {
         Rank {
             timestamp: o.timestamp,
